@@ -1,0 +1,3 @@
+from diffuserve.cli import main
+
+raise SystemExit(main())

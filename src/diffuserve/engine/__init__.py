@@ -1,0 +1,1 @@
+"""Generation engine: parameters, backends, the model registry and the device workers."""

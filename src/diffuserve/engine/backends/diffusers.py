@@ -1,0 +1,207 @@
+"""Any Hugging Face diffusers text-to-image pipeline, from the Hub or a local folder."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from diffuserve.config import ModelSpec
+from diffuserve.engine.base import Backend
+from diffuserve.engine.resolution import fit_to_size, plan_size
+from diffuserve.engine.types import GenerationParams, StepCallback
+from diffuserve.errors import ContentPolicyError, ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+
+def pick_device(requested: str) -> str:
+    """CUDA, then Apple's MPS, then the CPU, unless the configuration names one."""
+    import torch
+
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(requested: str, device: str) -> Any:
+    """Half precision on accelerators, float32 on the CPU (half is slow or unsupported)."""
+    import torch
+
+    if requested != "auto":
+        return getattr(torch, requested)
+    return torch.float32 if device == "cpu" else torch.float16
+
+
+def _looks_local(source: str) -> bool:
+    return source.startswith((".", "/", "~")) or os.path.isdir(source)
+
+
+def _load_error(spec: ModelSpec, exc: BaseException) -> ModelLoadError:
+    """One paragraph that tells a person what is wrong and what to do."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    where = f"model {spec.name!r} from {spec.source!r}"
+    if _looks_local(spec.source):
+        folder = Path(spec.source).expanduser()
+        if not folder.is_dir():
+            advice = "that folder does not exist. Check the path in the model's `source`."
+        elif not (folder / "model_index.json").is_file():
+            advice = (
+                "that folder is not a diffusers pipeline (it has no model_index.json). "
+                "Point `source` at a folder written by `pipeline.save_pretrained()` or a "
+                "downloaded Hub snapshot."
+            )
+        else:
+            advice = f"the pipeline in that folder could not be read ({type(exc).__name__}: {detail})."
+    elif os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        advice = (
+            "HF_HUB_OFFLINE is set and the weights are not in the local Hugging Face cache. "
+            f"Download them once with network access (`hf download {spec.source}`), point "
+            "`source` at a local folder, or unset HF_HUB_OFFLINE."
+        )
+    else:
+        advice = (
+            "the weights could not be downloaded from the Hugging Face Hub "
+            f"({type(exc).__name__}: {detail}). Check the model id and your network, log in "
+            "with `hf auth login` for gated models, or point `source` at a local folder."
+        )
+    return ModelLoadError(f"Could not load {where}: {advice}")
+
+
+class DiffusersBackend(Backend):
+    """Serves one diffusers pipeline; one call at a time (the device worker ensures it)."""
+
+    def __init__(self, spec: ModelSpec, *, show_progress: bool = False) -> None:
+        self.spec = spec
+        self.show_progress = show_progress
+        self.device = "unloaded"
+        self.pipeline: Any = None
+        self.native_resolution = spec.resolution or 512
+        self.size_multiple = 8
+        self._accepted: frozenset[str] = frozenset()
+
+    @property
+    def loaded(self) -> bool:
+        return self.pipeline is not None
+
+    def load(self) -> None:
+        import torch
+        from diffusers import AutoPipelineForText2Image, DiffusionPipeline
+
+        device = pick_device(self.spec.device)
+        dtype = pick_dtype(self.spec.dtype, device)
+        source = str(Path(self.spec.source).expanduser()) if _looks_local(self.spec.source) \
+            else self.spec.source
+        kwargs: dict[str, Any] = {"dtype": dtype}
+        if self.spec.revision:
+            kwargs["revision"] = self.spec.revision
+        if self.spec.variant:
+            kwargs["variant"] = self.spec.variant
+        try:
+            try:
+                pipeline = AutoPipelineForText2Image.from_pretrained(source, **kwargs)
+            except ValueError as exc:
+                # AutoPipeline knows only the families it maps; any other text-to-image
+                # pipeline still loads through its own class named in model_index.json.
+                if "AutoPipeline" not in str(exc) and "can't find a pipeline" not in str(exc):
+                    raise
+                pipeline = DiffusionPipeline.from_pretrained(source, **kwargs)
+        except Exception as exc:  # every failure becomes one readable paragraph
+            raise _load_error(self.spec, exc) from exc
+
+        pipeline = pipeline.to(device)
+        pipeline.set_progress_bar_config(disable=not self.show_progress, leave=False)
+        self._accepted = frozenset(inspect.signature(pipeline.__call__).parameters)
+        if "prompt" not in self._accepted or "generator" not in self._accepted:
+            raise ModelLoadError(
+                f"Could not load model {self.spec.name!r} from {self.spec.source!r}: "
+                f"{type(pipeline).__name__} is not a text-to-image pipeline."
+            )
+        vae_scale = int(getattr(pipeline, "vae_scale_factor", 8) or 8)
+        self.size_multiple = max(8, vae_scale * 2)
+        if self.spec.resolution is None:
+            self.native_resolution = self._native_resolution(pipeline, vae_scale)
+        self.device = device
+        self.pipeline = pipeline
+        torch.set_grad_enabled(False)
+        logger.info("model loaded", extra={"fields": {"model": self.spec.name, **self.describe()}})
+
+    @staticmethod
+    def _native_resolution(pipeline: Any, vae_scale: int) -> int:
+        sample = getattr(pipeline, "default_sample_size", None)
+        if sample is None:
+            denoiser = getattr(pipeline, "unet", None) or getattr(pipeline, "transformer", None)
+            sample = getattr(getattr(denoiser, "config", None), "sample_size", None)
+        if isinstance(sample, (list, tuple)):
+            sample = sample[0]
+        if not isinstance(sample, int) or sample <= 0:
+            return 512
+        return int(sample) * vae_scale
+
+    def describe(self) -> dict[str, object]:
+        dtype = getattr(self.pipeline, "dtype", None)
+        return {
+            "device": self.device,
+            "dtype": str(dtype).removeprefix("torch.") if dtype is not None else None,
+            "pipeline": type(self.pipeline).__name__ if self.pipeline is not None else None,
+            "native_resolution": self.native_resolution,
+        }
+
+    def generate(
+        self, params: GenerationParams, on_step: StepCallback | None = None
+    ) -> list[Image.Image]:
+        import torch
+
+        if self.pipeline is None:
+            raise RuntimeError("generate() before load()")
+        gen_w, gen_h = plan_size(
+            params.width, params.height, self.native_resolution, self.size_multiple
+        )
+        images: list[Image.Image] = []
+        batch = self.spec.max_batch_size
+        for start in range(0, params.n, batch):
+            seeds = params.seeds[start:start + batch]
+            # 1. One CPU generator per image: image i depends only on its own seed, on
+            #    every device, whatever else shares the batch.
+            generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
+            kwargs: dict[str, Any] = {
+                "prompt": [params.prompt] * len(seeds),
+                "height": gen_h,
+                "width": gen_w,
+                "num_inference_steps": params.num_inference_steps,
+                "generator": generators,
+                "output_type": "pil",
+            }
+            # 2. Optional knobs only where this pipeline has them.
+            if "guidance_scale" in self._accepted:
+                kwargs["guidance_scale"] = params.guidance_scale
+            if params.negative_prompt and "negative_prompt" in self._accepted:
+                kwargs["negative_prompt"] = [params.negative_prompt] * len(seeds)
+            if on_step is not None and "callback_on_step_end" in self._accepted:
+                total = params.num_inference_steps
+
+                def _step(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> Any:
+                    on_step(step + 1, total)
+                    return tensors
+
+                kwargs["callback_on_step_end"] = _step
+            # 3. Draw, then refuse what the pipeline's own safety checker flagged.
+            with torch.inference_mode():
+                output = self.pipeline(**kwargs)
+            flagged = getattr(output, "nsfw_content_detected", None)
+            if flagged and any(bool(flag) for flag in flagged):
+                raise ContentPolicyError()
+            # 4. Exactly the requested size.
+            images.extend(
+                fit_to_size(image, params.width, params.height) for image in output.images
+            )
+        return images

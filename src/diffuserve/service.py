@@ -1,0 +1,152 @@
+"""ImageService: a validated request becomes images, stored and encoded per OpenAI.
+
+request → model and rules → revised prompt → GenerationParams → device worker →
+PNG → URL or base64. Nothing here imports FastAPI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from PIL import Image
+
+from diffuserve.engine.registry import ModelRegistry, ServedModel
+from diffuserve.engine.types import GenerationParams
+from diffuserve.engine.worker import DeviceWorkers
+from diffuserve.errors import ServiceUnavailableError
+from diffuserve.prompting import revise_prompt
+from diffuserve.protocol import (
+    MAX_SEED,
+    ImageGenerationRequest,
+    ImageObject,
+    ImagesResponse,
+    ValidatedRequest,
+    rules_for,
+)
+from diffuserve.storage.base import ImageStore
+from diffuserve.storage.signing import UrlSigner
+
+logger = logging.getLogger("diffuserve.generation")
+
+#: gpt-image quality levels as fractions of the model's standard step count.
+_QUALITY_STEP_FACTORS = {"low": 0.5, "medium": 1.0, "auto": 1.0}
+
+
+def encode_png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False, compress_level=6)
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What will be drawn for one request."""
+
+    model: ServedModel
+    request: ValidatedRequest
+    params: GenerationParams
+    revised_prompt: str | None
+
+
+def plan_request(registry: ModelRegistry, body: ImageGenerationRequest) -> Plan:
+    """Resolve, validate and fill in defaults; raises before any compute."""
+    name = body.model if body.model is not None else registry.request_default()
+    model = registry.resolve(name)
+    req = rules_for(name).validate(body, name)
+    spec = model.spec
+
+    revised = revise_prompt(req.prompt, req.style) if req.revise_prompt else None
+    if req.num_inference_steps is not None:
+        steps = req.num_inference_steps
+    elif req.quality in ("hd", "high"):
+        steps = spec.effective_hd_steps
+    else:
+        steps = max(1, round(spec.steps * _QUALITY_STEP_FACTORS.get(req.quality, 1.0)))
+    guidance = (
+        req.guidance_scale if req.guidance_scale is not None
+        else spec.guidance_for_style(req.style)
+    )
+    first_seed = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED - req.n + 2)
+    params = GenerationParams(
+        prompt=revised if revised is not None else req.prompt,
+        negative_prompt=req.negative_prompt or spec.negative_prompt,
+        width=req.width,
+        height=req.height,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        seeds=tuple(first_seed + i for i in range(req.n)),
+    )
+    return Plan(model=model, request=req, params=params, revised_prompt=revised)
+
+
+class ImageService:
+    """Turns Images API requests into images; one instance per server."""
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        workers: DeviceWorkers,
+        store: ImageStore,
+        signer: UrlSigner,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.registry = registry
+        self.workers = workers
+        self.store = store
+        self.signer = signer
+        self.clock = clock
+
+    def plan(self, body: ImageGenerationRequest) -> Plan:
+        return plan_request(self.registry, body)
+
+    async def generate(
+        self, body: ImageGenerationRequest, *, base_url: str, request_id: str = ""
+    ) -> ImagesResponse:
+        plan = self.plan(body)
+        backend = plan.model.backend
+        if not backend.loaded:
+            raise ServiceUnavailableError(
+                "The model is still loading. Try again shortly.",
+                headers={"Retry-After": "5"},
+            )
+        started = time.perf_counter()
+        images = await self.workers.run(backend.device, backend.generate, plan.params)
+        generated = time.perf_counter() - started
+        pngs = await asyncio.to_thread(lambda: [encode_png(image) for image in images])
+
+        data = []
+        for png in pngs:
+            item = ImageObject(revised_prompt=plan.revised_prompt)
+            if plan.request.response_format == "b64_json":
+                item.b64_json = base64.b64encode(png).decode("ascii")
+            else:
+                name = await asyncio.to_thread(self.store.put, png, ".png")
+                item.url = self.signer.url(base_url, name, self.clock())
+            data.append(item)
+
+        logger.info(
+            "generation",
+            extra={
+                "fields": {
+                    "request_id": request_id,
+                    "model": plan.request.model,
+                    "served_by": plan.model.name,
+                    "user": plan.request.user,
+                    "n": plan.params.n,
+                    "size": f"{plan.params.width}x{plan.params.height}",
+                    "steps": plan.params.num_inference_steps,
+                    "guidance_scale": plan.params.guidance_scale,
+                    "seeds": list(plan.params.seeds),
+                    "response_format": plan.request.response_format,
+                    "generation_seconds": round(generated, 3),
+                }
+            },
+        )
+        return ImagesResponse(created=int(self.clock()), data=data)

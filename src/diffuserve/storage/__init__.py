@@ -1,0 +1,1 @@
+"""Where generated images live until their links expire."""
