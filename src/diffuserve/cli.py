@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_config=None, access_log=False, timeout_graceful_shutdown=30,
     )
     server = uvicorn.Server(config)
+    # uvicorn stops gracefully on SIGTERM, then re-raises the signal with the handler
+    # that was in place before it: make that one a no-op, so a requested stop exits 0.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     server.run()
     if fatal:
         return _fail(f"diffuserve: {fatal[0]}", 1)

@@ -9,12 +9,13 @@ the model name the client asked for (:class:`ModelRules`). Every failure raises
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt, StrictStr, ValidationError
 
 from diffuserve.errors import InvalidRequestError
 
@@ -389,3 +390,19 @@ def translate_validation_errors(errors: Sequence[dict[str, Any]]) -> InvalidRequ
         param=loc[0] if loc else param,
         code="invalid_type",
     )
+
+
+def parse_generation_request(raw: bytes) -> ImageGenerationRequest:
+    """Parse a request body as JSON whatever its ``Content-Type``, as OpenAI does."""
+    try:
+        payload = json.loads(raw)
+        # Refuse two bodies that would otherwise become a 500 further on: nesting
+        # deep enough to raise RecursionError, and lone surrogate escapes ("\ud800"),
+        # which Python accepts but no later UTF-8 encode (hashing, response) can write.
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError):  # JSONDecodeError and Unicode errors included
+        raise InvalidRequestError(JSON_PARSE_MESSAGE) from None
+    try:
+        return ImageGenerationRequest.model_validate(payload)
+    except ValidationError as exc:
+        raise translate_validation_errors(exc.errors()) from None

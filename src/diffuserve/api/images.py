@@ -10,7 +10,11 @@ from fastapi.responses import FileResponse
 
 from diffuserve.api.deps import parts, request_id, require_api_key
 from diffuserve.errors import NotFoundError
-from diffuserve.protocol import ImageGenerationRequest, ImagesResponse
+from diffuserve.protocol import (
+    ImageGenerationRequest,
+    ImagesResponse,
+    parse_generation_request,
+)
 from diffuserve.storage.signing import FILES_ROUTE
 
 router = APIRouter()
@@ -21,9 +25,19 @@ router = APIRouter()
     response_model=ImagesResponse,
     response_model_exclude_none=True,
     dependencies=[Depends(require_api_key)],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": ImageGenerationRequest.model_json_schema()}
+            },
+        }
+    },
 )
-async def create_image(body: ImageGenerationRequest, request: Request) -> ImagesResponse:
+async def create_image(request: Request) -> ImagesResponse:
+    """Create images from a prompt (OpenAI's ``images.generate``)."""
     server = parts(request)
+    body = parse_generation_request(await request.body())
     return await server.service.generate(
         body, base_url=server.base_url(request), request_id=request_id(request)
     )

@@ -35,6 +35,11 @@ def load_or_create_secret(storage_dir: Path) -> bytes:
     return secret
 
 
+def _is_ascii_number(text: str) -> bool:
+    # str.isdigit() is also true for "²" and other Unicode digits int() refuses.
+    return text.isascii() and text.isdigit()
+
+
 class UrlSigner:
     """HMAC-SHA256 over the file name and its expiry time."""
 
@@ -55,7 +60,7 @@ class UrlSigner:
 
     def verify(self, name: str, expires: str | None, sig: str | None, now: float) -> None:
         """Raise 403 for a link that was not signed here, 404 for one that expired."""
-        if not expires or not sig or not expires.isdigit() or len(expires) > 12:
+        if not expires or not sig or not _is_ascii_number(expires) or len(expires) > 12:
             raise PermissionDeniedError(
                 "This image link is not valid: its signature is missing or malformed.",
                 code="invalid_signature",

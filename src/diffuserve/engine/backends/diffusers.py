@@ -119,7 +119,7 @@ class DiffusersBackend(Backend):
             raise _load_error(self.spec, exc) from exc
 
         pipeline = pipeline.to(device)
-        pipeline.set_progress_bar_config(disable=not self.show_progress, leave=False)
+        pipeline.set_progress_bar_config(disable=not self.show_progress, leave=self.show_progress)
         self._accepted = frozenset(inspect.signature(pipeline.__call__).parameters)
         if "prompt" not in self._accepted or "generator" not in self._accepted:
             raise ModelLoadError(

@@ -1,0 +1,153 @@
+"""Shared fixtures: tiny real pipelines on disk, fake backends, live server processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from diffuserve.engine.base import Backend
+from diffuserve.engine.types import GenerationParams, StepCallback
+from tests.tiny_pipelines import build_tiny_sd, build_tiny_sdxl
+
+# Tests never reach the Hugging Face Hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Randomly initialised SD 1.x and SDXL pipelines saved with ``save_pretrained``."""
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {
+        "sd": build_tiny_sd(root / "tiny-sd"),
+        "sdxl": build_tiny_sdxl(root / "tiny-sdxl"),
+    }
+
+
+class FakeBackend(Backend):
+    """Draws a flat colour derived from the seed and prompt; records every call.
+
+    ``delay`` makes a call take time; ``error`` makes it raise.
+    """
+
+    def __init__(self, device: str = "fake", delay: float = 0.0,
+                 error: BaseException | None = None, loaded: bool = True) -> None:
+        self.device = device
+        self.delay = delay
+        self.error = error
+        self._loaded = loaded
+        self.calls: list[GenerationParams] = []
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def load(self) -> None:
+        self._loaded = True
+
+    def generate(
+        self, params: GenerationParams, on_step: StepCallback | None = None
+    ) -> list[Image.Image]:
+        self.calls.append(params)
+        if self.delay:
+            time.sleep(self.delay)
+        if self.error is not None:
+            raise self.error
+        return [
+            Image.new("RGB", (params.width, params.height),
+                      ((seed * 37) % 256, (seed * 91) % 256, len(params.prompt) % 256))
+            for seed in params.seeds
+        ]
+
+
+@pytest.fixture
+def fake_backend() -> FakeBackend:
+    return FakeBackend()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    """A ``diffuserve serve`` process on a loopback port."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    storage_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_server(args: list[str], tmp: Path, env: dict[str, str] | None = None,
+                 storage_dir: Path | None = None, wait_ready: bool = True,
+                 timeout: float = 90.0) -> LiveServer:
+    port = free_port()
+    storage = storage_dir or tmp / "storage"
+    log_path = tmp / f"server-{port}.log"
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    cmd = [sys.executable, "-m", "diffuserve", "serve", "--port", str(port),
+           "--storage-dir", str(storage), *args]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env)
+    server = LiveServer(process, port, log_path, storage, full_env)
+    if wait_ready:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
+            try:
+                if httpx.get(f"{server.base_url}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                server.stop()
+                raise RuntimeError(f"server not ready in {timeout}s:\n{server.log()}")
+            time.sleep(0.2)
+    return server
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    """Start servers for one test; all are stopped afterwards."""
+    started: list[LiveServer] = []
+
+    def factory(args: list[str], **kwargs: object) -> LiveServer:
+        server = start_server(args, tmp_path, **kwargs)  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()

@@ -1,0 +1,139 @@
+"""``diffuserve serve | generate | models`` as a user runs them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from diffuserve.cli import SERVE_FIELDS, _settings_from_args, build_parser, main
+from tests.conftest import LiveServer
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-m", "diffuserve", *args], capture_output=True, text=True,
+        timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+    )
+
+
+def test_serve_without_a_model_says_how_to_configure_one(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DIFFUSERVE_MODELS", raising=False)
+    monkeypatch.delenv("DIFFUSERVE_MODELS_FILE", raising=False)
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "no model is configured" in err
+    assert "--model" in err and "--models-file" in err
+
+
+def test_public_bind_without_keys_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    status = main(["serve", "--host", "0.0.0.0", "--model", str(tmp_path),
+                   "--storage-dir", str(tmp_path / "s")])
+    assert status == 2
+    assert "--insecure-no-auth" in capsys.readouterr().err
+
+
+def test_cli_flags_beat_environment_which_beats_defaults(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DIFFUSERVE_PORT", "9100")
+    monkeypatch.setenv("DIFFUSERVE_URL_TTL_SECONDS", "120")
+    parser = build_parser()
+    args = parser.parse_args(["serve", "--port", "9200", "--model", f"m={tmp_path}"])
+    settings = _settings_from_args(args, SERVE_FIELDS)
+    assert settings.port == 9200  # flag
+    assert settings.url_ttl_seconds == 120  # environment
+    assert settings.host == "127.0.0.1"  # default
+    assert settings.models[0].name == "m"
+
+
+def test_invalid_configuration_is_one_readable_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DIFFUSERVE_PUBLIC_URL", "images.example.com")
+    assert main(["serve", "--model", "x=/tmp/x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("diffuserve: invalid configuration: public_url")
+
+
+def test_models_lists_names_and_aliases(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    models_file = tmp_path / "models.toml"
+    models_file.write_text(
+        '[[models]]\nname = "sd15"\nsource = "./sd"\naliases = ["dall-e-3"]\nresolution = 512\n'
+        '[[models]]\nname = "sdxl"\nsource = "org/sdxl"\n'
+    )
+    assert main(["models", "--models-file", str(models_file), "--alias", "big=sdxl"]) == 0
+    out = capsys.readouterr().out
+    assert "sd15  (default)" in out
+    assert "dall-e-3, dall-e-2, gpt-image-1" in out
+    assert "big" in out and "org/sdxl" in out
+
+
+def test_generate_writes_the_image_and_repeats_with_a_seed(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    outputs = []
+    for name in ("a.png", "b.png"):
+        result = run_cli("generate", "a red apple", "--model", str(tiny_models["sd"]),
+                         "--size", "1792x1024", "--seed", "11", "--steps", "2",
+                         "-o", str(tmp_path / name))
+        assert result.returncode == 0, result.stderr
+        assert "seed 11" in result.stdout
+        outputs.append((tmp_path / name).read_bytes())
+    assert outputs[0] == outputs[1]
+    with Image.open(tmp_path / "a.png") as image:
+        assert image.size == (1792, 1024)
+    # The progress bar is drawn on stderr.
+    assert "2/2" in result.stderr
+
+
+def test_generate_rejects_a_bad_size(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    status = main(["generate", "x", "--model", str(tiny_models["sd"]), "--size", "100x100",
+                   "-o", str(tmp_path / "x.png")])
+    assert status == 2
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_serve_with_unloadable_model_exits_with_one_paragraph(
+    server_factory: Callable[..., LiveServer], tmp_path: Path
+) -> None:
+    server = server_factory(["--model", f"broken={tmp_path / 'missing'}"], wait_ready=False)
+    assert server.process.wait(timeout=60) == 1
+    log = server.log()
+    assert "diffuserve: Could not load model 'broken'" in log
+    assert "Traceback" not in log
+
+
+def test_serve_logs_no_secret(
+    server_factory: Callable[..., LiveServer], tiny_models: dict[str, Path]
+) -> None:
+    key = "sk-secret-value-that-must-not-leak"
+    server = server_factory(
+        ["--model", f"tiny={tiny_models['sd']}", "--api-key", key],
+        env={"DIFFUSERVE_SIGNING_SECRET": "signing-secret-that-must-not-leak"},
+    )
+    response = httpx.post(f"{server.base_url}/v1/images/generations",
+                          headers={"Authorization": f"Bearer {key}"},
+                          json={"prompt": "x", "size": "256x256", "num_inference_steps": 1},
+                          timeout=60)
+    assert response.status_code == 200
+    time.sleep(0.2)
+    assert server.stop() == 0
+    log = server.log()
+    assert '"message": "generation"' in log
+    assert key not in log and "signing-secret-that-must-not-leak" not in log
