@@ -10,10 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
 from pydantic import ValidationError
 
 from diffuserve import __version__
 from diffuserve.config import ModelSpec, Settings, parse_model_flag
+from diffuserve.engine.base import Backend
+from diffuserve.engine.types import GenerationParams, StepCallback
 from diffuserve.errors import APIError, ModelLoadError
 
 NO_MODEL_MESSAGE = """\
@@ -245,11 +248,22 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Unloaded:
+class _Unloaded(Backend):
     """Stands in for a backend when only names are listed."""
 
     device = "none"
-    loaded = False
+
+    @property
+    def loaded(self) -> bool:
+        return False
+
+    def load(self) -> None:
+        raise NotImplementedError
+
+    def generate(
+        self, params: GenerationParams, on_step: StepCallback | None = None
+    ) -> list[Image.Image]:
+        raise NotImplementedError
 
 
 def main(argv: list[str] | None = None) -> int:

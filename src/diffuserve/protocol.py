@@ -405,4 +405,4 @@ def parse_generation_request(raw: bytes) -> ImageGenerationRequest:
     try:
         return ImageGenerationRequest.model_validate(payload)
     except ValidationError as exc:
-        raise translate_validation_errors(exc.errors()) from None
+        raise translate_validation_errors([dict(err) for err in exc.errors()]) from None

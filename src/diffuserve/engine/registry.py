@@ -85,8 +85,7 @@ class ModelRegistry:
 
     def names(self) -> Iterator[tuple[str, ServedModel]]:
         """Every public name (models first, then aliases) with the model it serves."""
-        for name, model in self._models.items():
-            yield name, model
+        yield from self._models.items()
         for alias, target in self._aliases.items():
             yield alias, self._models[target]
 

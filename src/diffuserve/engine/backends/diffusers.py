@@ -61,7 +61,9 @@ def _load_error(spec: ModelSpec, exc: BaseException) -> ModelLoadError:
                 "downloaded Hub snapshot."
             )
         else:
-            advice = f"the pipeline in that folder could not be read ({type(exc).__name__}: {detail})."
+            advice = (
+                f"the pipeline in that folder could not be read ({type(exc).__name__}: {detail})."
+            )
     elif os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         advice = (
             "HF_HUB_OFFLINE is set and the weights are not in the local Hugging Face cache. "
@@ -108,13 +110,17 @@ class DiffusersBackend(Backend):
             kwargs["variant"] = self.spec.variant
         try:
             try:
-                pipeline = AutoPipelineForText2Image.from_pretrained(source, **kwargs)
+                pipeline = AutoPipelineForText2Image.from_pretrained(  # type: ignore[no-untyped-call]
+                    source, **kwargs
+                )
             except ValueError as exc:
                 # AutoPipeline knows only the families it maps; any other text-to-image
                 # pipeline still loads through its own class named in model_index.json.
                 if "AutoPipeline" not in str(exc) and "can't find a pipeline" not in str(exc):
                     raise
-                pipeline = DiffusionPipeline.from_pretrained(source, **kwargs)
+                pipeline = DiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]
+                    source, **kwargs
+                )
         except Exception as exc:  # every failure becomes one readable paragraph
             raise _load_error(self.spec, exc) from exc
 
@@ -166,6 +172,14 @@ class DiffusersBackend(Backend):
         gen_w, gen_h = plan_size(
             params.width, params.height, self.native_resolution, self.size_multiple
         )
+        step_end = None
+        if on_step is not None and "callback_on_step_end" in self._accepted:
+            total = params.num_inference_steps
+
+            def step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> Any:
+                on_step(step + 1, total)
+                return tensors
+
         images: list[Image.Image] = []
         batch = self.spec.max_batch_size
         for start in range(0, params.n, batch):
@@ -186,14 +200,8 @@ class DiffusersBackend(Backend):
                 kwargs["guidance_scale"] = params.guidance_scale
             if params.negative_prompt and "negative_prompt" in self._accepted:
                 kwargs["negative_prompt"] = [params.negative_prompt] * len(seeds)
-            if on_step is not None and "callback_on_step_end" in self._accepted:
-                total = params.num_inference_steps
-
-                def _step(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> Any:
-                    on_step(step + 1, total)
-                    return tensors
-
-                kwargs["callback_on_step_end"] = _step
+            if step_end is not None:
+                kwargs["callback_on_step_end"] = step_end
             # 3. Draw, then refuse what the pipeline's own safety checker flagged.
             with torch.inference_mode():
                 output = self.pipeline(**kwargs)
