@@ -125,6 +125,15 @@ def test_style_and_quality_change_generation_parameters(
     assert vivid.num_inference_steps > natural.num_inference_steps == 10
 
 
+def test_style_is_accepted_and_ignored_for_dall_e_2(
+    client: TestClient, fake_backend: FakeBackend
+) -> None:
+    generate(client, model="dall-e-2", prompt="a", style="natural")
+    generate(client, model="dall-e-2", prompt="a")
+    with_style, without = fake_backend.calls
+    assert with_style.guidance_scale == without.guidance_scale == 5.0
+
+
 def test_extra_body_fields_reach_the_backend(
     client: TestClient, fake_backend: FakeBackend
 ) -> None:

@@ -205,7 +205,8 @@ class ModelRules:
             raise _not_one_of(style, STYLES, "style", code="invalid_value")
         if style is not None and self.styles and style not in self.styles:
             raise _not_one_of(style, self.styles, "style", code="invalid_value")
-        if style is None:
+        if style is None or not self.styles:
+            # Models without styles accept the field, as OpenAI does, and ignore it.
             style = self.default_style
 
         response_format = (
