@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -68,6 +69,18 @@ class FakeBackend(Backend):
                       ((seed * 37) % 256, (seed * 91) % 256, len(params.prompt) % 256))
             for seed in params.seeds
         ]
+
+
+class SlowLoadingBackend(FakeBackend):
+    """A fake whose ``load`` waits until ``release`` is set (or 10 s pass)."""
+
+    def __init__(self) -> None:
+        super().__init__(loaded=False)
+        self.release = threading.Event()
+
+    def load(self) -> None:
+        self.release.wait(10)
+        super().load()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from PIL import Image
 from diffuserve.app import build_app
 from diffuserve.config import ModelSpec, Settings
 from diffuserve.engine.registry import ModelRegistry, ServedModel
-from tests.conftest import FakeBackend
+from tests.conftest import FakeBackend, SlowLoadingBackend
 
 KEY = "sk-test-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -223,21 +223,15 @@ def test_health_ready_and_image_links_need_no_key(client: TestClient) -> None:
 
 
 def test_ready_is_503_while_models_load(tmp_path: Path) -> None:
-    gate = threading.Event()
-
-    class SlowLoading(FakeBackend):
-        def load(self) -> None:
-            gate.wait(10)
-            super().load()
-
-    with make_client(tmp_path, SlowLoading(loaded=False)) as slow:
+    backend = SlowLoadingBackend()
+    with make_client(tmp_path, backend) as slow:
         loading = slow.get("/ready")
         assert loading.status_code == 503
         assert loading.json()["models"] == {"fake": False}
         early = generate(slow, prompt="a")
         assert_envelope(early, 503)
         assert early.headers["retry-after"] == "5"
-        gate.set()
+        backend.release.set()
         deadline = time.monotonic() + 5
         while slow.get("/ready").status_code != 200:
             assert time.monotonic() < deadline

@@ -71,6 +71,41 @@ def _clip_text_config(tokenizer, hidden_size: int = 32, projection_dim: int | No
     return CLIPTextConfig(**kwargs)
 
 
+def _tiny_unet(**config):
+    """diffusers' test UNet: two blocks of 4 and 8 channels, cross-attention in one."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    return UNet2DConditionModel(
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        **config,
+    )
+
+
+def _tiny_vae(sample_size: int):
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    return AutoencoderKL(
+        block_out_channels=[4, 8],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        latent_channels=4,
+        norm_num_groups=2,
+        sample_size=sample_size,
+    )
+
+
 def _sd_scheduler():
     from diffusers import EulerDiscreteScheduler
 
@@ -88,33 +123,12 @@ def _sd_scheduler():
 def build_tiny_sd(path: pathlib.Path) -> pathlib.Path:
     """Build and save a tiny SD 1.x ``StableDiffusionPipeline`` at ``path``."""
     import torch
-    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionPipeline
     from transformers import CLIPTextModel
 
     path = pathlib.Path(path)
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(4, 8),
-        layers_per_block=1,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        norm_num_groups=2,
-    )
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        block_out_channels=[4, 8],
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
-        latent_channels=4,
-        norm_num_groups=2,
-        sample_size=64,
-    )
+    unet = _tiny_unet(cross_attention_dim=32, norm_num_groups=2)
+    vae = _tiny_vae(sample_size=64)
     tokenizer = build_tiny_clip_tokenizer()
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(_clip_text_config(tokenizer))
@@ -137,22 +151,13 @@ def build_tiny_sd(path: pathlib.Path) -> pathlib.Path:
 def build_tiny_sdxl(path: pathlib.Path) -> pathlib.Path:
     """Build and save a tiny ``StableDiffusionXLPipeline`` at ``path``."""
     import torch
-    from diffusers import AutoencoderKL, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionXLPipeline
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     path = pathlib.Path(path)
     text_hidden, text_2_hidden, projection_dim, time_embed_dim = 32, 32, 32, 8
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        # diffusers' SDXL test uses (32, 64) and layers_per_block=2; this is ~50x smaller on disk.
-        block_out_channels=(4, 8),
-        layers_per_block=1,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        # SDXL specific
+    # diffusers' SDXL test uses (32, 64) and layers_per_block=2; this is ~50x smaller on disk.
+    unet = _tiny_unet(
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
@@ -163,17 +168,7 @@ def build_tiny_sdxl(path: pathlib.Path) -> pathlib.Path:
         cross_attention_dim=text_hidden + text_2_hidden,
         norm_num_groups=1,
     )
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        block_out_channels=[4, 8],
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
-        latent_channels=4,
-        norm_num_groups=2,
-        sample_size=128,
-    )
+    vae = _tiny_vae(sample_size=128)
     tokenizer = build_tiny_clip_tokenizer()
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(_clip_text_config(tokenizer, hidden_size=text_hidden))
