@@ -140,7 +140,7 @@ def test_keys_file_skips_comments_blank_lines_and_key_names(tmp_path: Path) -> N
         encoding="utf-8",
     )
 
-    assert read_keys_file(keys_file) == [KEY, digest]
+    assert [entry.key for entry in read_keys_file(keys_file)] == [KEY, digest]
 
 
 def test_keys_file_entries_are_accepted_by_a_store(tmp_path: Path) -> None:

@@ -12,17 +12,19 @@ from collections.abc import AsyncIterator, Callable
 from fastapi import FastAPI
 
 from diffuserve import __version__
-from diffuserve.api import health, images, models
+from diffuserve.api import health, images, metrics, models
 from diffuserve.api.deps import ServerParts
 from diffuserve.api.errors import install_error_handlers
 from diffuserve.api.middleware import RequestContextMiddleware
 from diffuserve.api.urls import BaseUrlResolver
-from diffuserve.auth import KeyStore, read_keys_file
+from diffuserve.auth import KeyEntry, KeyStore, read_keys_file
 from diffuserve.config import Settings
 from diffuserve.engine.backends import create_backend
 from diffuserve.engine.registry import ModelRegistry
-from diffuserve.engine.worker import DeviceWorkers
+from diffuserve.engine.scheduler import SchedulerPool
 from diffuserve.errors import ModelLoadError
+from diffuserve.metrics import Metrics
+from diffuserve.ratelimit import Limits, RateLimiter
 from diffuserve.service import ImageService
 from diffuserve.storage.local import LocalImageStore
 from diffuserve.storage.signing import UrlSigner, load_or_create_secret
@@ -35,10 +37,12 @@ FatalHandler = Callable[[str], None]
 
 
 def build_keys(settings: Settings) -> KeyStore:
-    entries = [key.get_secret_value() for key in settings.api_keys]
+    entries = [KeyEntry(key.get_secret_value()) for key in settings.api_keys]
     if settings.api_keys_file is not None:
         entries += read_keys_file(settings.api_keys_file)
-    return KeyStore(entries)
+    defaults = Limits(requests_per_minute=settings.rate_limit_rpm or None,
+                      images_per_minute=settings.rate_limit_ipm or None)
+    return KeyStore(entries, defaults)
 
 
 def build_app(
@@ -56,18 +60,31 @@ def build_app(
         else load_or_create_secret(settings.storage_dir)
     )
     signer = UrlSigner(secret, settings.url_ttl_seconds)
-    workers = DeviceWorkers()
+    server_metrics = Metrics(max_users=settings.metrics_max_users)
+    schedulers = SchedulerPool(
+        server_metrics, max_queue=settings.max_queue, batching=settings.batching
+    )
     server = ServerParts(
-        service=ImageService(registry, workers, store, signer),
+        service=ImageService(
+            registry, schedulers, store, signer,
+            request_timeout=settings.request_timeout_seconds,
+        ),
         registry=registry,
+        schedulers=schedulers,
         store=store,
         signer=signer,
         keys=build_keys(settings),
+        limiter=RateLimiter(),
+        metrics=server_metrics,
         base_url=BaseUrlResolver(settings.public_url, settings.trusted_proxies),
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        # Called from a signal handler when a stop is requested: answer what is queued
+        # with 503 at once; running work finishes while the server drains connections.
+        app.state.begin_drain = lambda: loop.call_soon_threadsafe(schedulers.drain)
         sweeper = asyncio.create_task(_sweep_forever(store, settings.sweep_interval_seconds))
         if not registry.ready:
             _load_in_background(registry, on_fatal)
@@ -77,7 +94,7 @@ def build_app(
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
-            workers.shutdown()
+            await schedulers.stop()
 
     app = FastAPI(
         title="diffuserve",
@@ -91,6 +108,7 @@ def build_app(
     app.include_router(images.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     return app
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
@@ -72,6 +73,10 @@ SERVE_FIELDS = {
     "storage_dir": "storage_dir", "public_url": "public_url",
     "url_ttl": "url_ttl_seconds", "trusted_proxy": "trusted_proxies",
     "max_body_bytes": "max_body_bytes", "log_level": "log_level",
+    "max_queue": "max_queue", "batching": "batching",
+    "request_timeout": "request_timeout_seconds",
+    "shutdown_timeout": "shutdown_timeout_seconds",
+    "rate_limit_rpm": "rate_limit_rpm", "rate_limit_ipm": "rate_limit_ipm",
 }
 MODEL_FIELDS = {"model": "models", "models_file": "models_file", "alias": "aliases",
                 "default_model": "default_model"}
@@ -108,6 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-body-bytes", type=int, metavar="BYTES",
                        help="largest request body (default 1 MiB)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serving = serve.add_argument_group("serving")
+    serving.add_argument("--max-queue", type=int, metavar="N",
+                         help="requests waiting per model before 429 (default 64)")
+    serving.add_argument("--no-batching", dest="batching", action="store_false", default=None,
+                         help="never put several requests in one pipeline call")
+    serving.add_argument("--request-timeout", type=float, metavar="SECONDS",
+                         help="deadline of a generation request, queue included (default 540)")
+    serving.add_argument("--shutdown-timeout", type=float, metavar="SECONDS",
+                         help="on SIGTERM, how long running work may finish (default 30)")
+    serving.add_argument("--rate-limit-rpm", type=int, metavar="N",
+                         help="requests per minute per key (default 0: no limit)")
+    serving.add_argument("--rate-limit-ipm", type=int, metavar="N",
+                         help="images per minute per key (default 0: no limit)")
 
     generate = commands.add_parser("generate", help="draw one image without a server")
     generate.add_argument("prompt")
@@ -165,11 +183,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
             server.should_exit = True
 
     app = build_app(settings, on_fatal=on_fatal)
+
+    class DrainingServer(uvicorn.Server):
+        """On SIGTERM/SIGINT: queued requests get 503 at once, running ones finish."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            begin_drain = getattr(app.state, "begin_drain", None)
+            if begin_drain is not None:
+                begin_drain()
+            super().handle_exit(sig, frame)
+
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, proxy_headers=False,
-        log_config=None, access_log=False, timeout_graceful_shutdown=30,
+        log_config=None, access_log=False,
+        timeout_graceful_shutdown=int(math.ceil(settings.shutdown_timeout_seconds)),
     )
-    server = uvicorn.Server(config)
+    server = DrainingServer(config)
     # uvicorn stops gracefully on SIGTERM, then re-raises the signal with the handler
     # that was in place before it: make that one a no-op, so a requested stop exits 0.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)

@@ -132,6 +132,15 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
 
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
+
+    max_queue: int = Field(default=64, ge=1, le=100_000,
+                           description="requests waiting per model before 429")
+    batching: bool = True
+    request_timeout_seconds: float = Field(default=540.0, gt=0, le=86_400)
+    shutdown_timeout_seconds: float = Field(default=30.0, ge=0, le=3600)
+    rate_limit_rpm: int = Field(default=0, ge=0, description="requests/min per key; 0: none")
+    rate_limit_ipm: int = Field(default=0, ge=0, description="images/min per key; 0: none")
+    metrics_max_users: int = Field(default=100, ge=0, le=100_000)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     _split = field_validator("api_keys", "trusted_proxies", "aliases", mode="before")(_split_csv)
@@ -201,4 +210,9 @@ class Settings(BaseSettings):
             "url_ttl_seconds": self.url_ttl_seconds,
             "signing_secret": "set" if self.signing_secret else "persisted in storage_dir",
             "trusted_proxies": list(self.trusted_proxies),
+            "max_queue": self.max_queue,
+            "batching": self.batching,
+            "request_timeout_seconds": self.request_timeout_seconds,
+            "rate_limit_rpm": self.rate_limit_rpm,
+            "rate_limit_ipm": self.rate_limit_ipm,
         }

@@ -93,6 +93,20 @@ class MethodNotAllowedError(APIError):
     error_type = "invalid_request_error"
 
 
+class RequestTimeoutError(APIError):
+    """408: the request's deadline passed while its images were being drawn."""
+
+    status_code = 408
+    error_type = "timeout_error"
+
+
+class ClientClosedRequest(APIError):
+    """499 (nginx's code): the client went away; nobody reads this answer."""
+
+    status_code = 499
+    error_type = "client_closed_request"
+
+
 class RequestTooLargeError(APIError):
     status_code = 413
     error_type = "invalid_request_error"

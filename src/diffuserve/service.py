@@ -14,13 +14,19 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image
 
 from diffuserve.engine.registry import ModelRegistry, ServedModel
+from diffuserve.engine.scheduler import Job, ModelScheduler, SchedulerPool
 from diffuserve.engine.types import GenerationParams
-from diffuserve.engine.worker import DeviceWorkers
-from diffuserve.errors import ServiceUnavailableError
+from diffuserve.errors import (
+    ClientClosedRequest,
+    RateLimitError,
+    RequestTimeoutError,
+    ServiceUnavailableError,
+)
 from diffuserve.prompting import revise_prompt
 from diffuserve.protocol import (
     MAX_SEED,
@@ -92,23 +98,33 @@ class ImageService:
     def __init__(
         self,
         registry: ModelRegistry,
-        workers: DeviceWorkers,
+        schedulers: SchedulerPool,
         store: ImageStore,
         signer: UrlSigner,
+        *,
+        request_timeout: float = 540.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.registry = registry
-        self.workers = workers
+        self.schedulers = schedulers
         self.store = store
         self.signer = signer
+        self.request_timeout = request_timeout
         self.clock = clock
 
     def plan(self, body: ImageGenerationRequest) -> Plan:
         return plan_request(self.registry, body)
 
     async def generate(
-        self, body: ImageGenerationRequest, *, base_url: str, request_id: str = ""
+        self,
+        body: ImageGenerationRequest,
+        *,
+        base_url: str,
+        request_id: str = "",
+        client_id: str = "anonymous",
+        disconnected: asyncio.Future[None] | None = None,
     ) -> ImagesResponse:
+        """Validate, queue, wait (until done, the deadline or the client leaves), encode."""
         plan = self.plan(body)
         backend = plan.model.backend
         if not backend.loaded:
@@ -116,9 +132,15 @@ class ImageService:
                 "The model is still loading. Try again shortly.",
                 headers={"Retry-After": "5"},
             )
-        started = time.perf_counter()
-        images = await self.workers.run(backend.device, backend.generate, plan.params)
-        generated = time.perf_counter() - started
+        scheduler = self.schedulers.for_model(
+            plan.model.name, backend, plan.model.spec.max_batch_size
+        )
+        admitted = time.monotonic()
+        deadline = admitted + self.request_timeout
+        job = scheduler.submit(plan.params, client_id, deadline, request_id)
+        images = await self._wait(scheduler, job, deadline, disconnected)
+        waited = (job.started or admitted) - admitted
+        generated = time.monotonic() - (job.started or admitted)
         pngs = await asyncio.to_thread(lambda: [encode_png(image) for image in images])
 
         data = []
@@ -145,8 +167,47 @@ class ImageService:
                     "guidance_scale": plan.params.guidance_scale,
                     "seeds": list(plan.params.seeds),
                     "response_format": plan.request.response_format,
+                    "queue_seconds": round(waited, 3),
                     "generation_seconds": round(generated, 3),
                 }
             },
         )
         return ImagesResponse(created=int(self.clock()), data=data)
+
+    async def _wait(
+        self,
+        scheduler: ModelScheduler,
+        job: Job,
+        deadline: float,
+        disconnected: asyncio.Future[None] | None,
+    ) -> list[Image.Image]:
+        waiters: set[asyncio.Future[Any]] = {job.future}
+        if disconnected is not None:
+            waiters.add(disconnected)
+        try:
+            done, _ = await asyncio.wait(
+                waiters, timeout=max(0.0, deadline - time.monotonic()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        except asyncio.CancelledError:
+            scheduler.abandon(job)
+            raise
+        if job.future in done:
+            return job.future.result()
+        started = job.started
+        scheduler.abandon(job)
+        if disconnected is not None and disconnected in done:
+            raise ClientClosedRequest("The client closed the connection.")
+        if started is None:
+            retry = scheduler.retry_after()
+            raise RateLimitError(
+                f"The request waited {self.request_timeout:g}s without its turn coming: the "
+                f"server is overloaded. Please try again in {retry}s.",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": str(retry)},
+            )
+        raise RequestTimeoutError(
+            f"The images were not finished within the server's deadline of "
+            f"{self.request_timeout:g}s. Ask for fewer or smaller images or fewer steps.",
+            code="timeout",
+        )

@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from diffuserve.api.urls import BaseUrlResolver
-from diffuserve.auth import KeyStore
+from diffuserve.auth import Client, KeyStore
 from diffuserve.engine.registry import ModelRegistry
+from diffuserve.engine.scheduler import SchedulerPool
+from diffuserve.metrics import Metrics
+from diffuserve.ratelimit import RateLimiter
 from diffuserve.service import ImageService
 from diffuserve.storage.base import ImageStore
 from diffuserve.storage.signing import UrlSigner
@@ -20,9 +23,12 @@ class ServerParts:
 
     service: ImageService
     registry: ModelRegistry
+    schedulers: SchedulerPool
     store: ImageStore
     signer: UrlSigner
     keys: KeyStore
+    limiter: RateLimiter
+    metrics: Metrics
     base_url: BaseUrlResolver
 
 
@@ -31,8 +37,8 @@ def parts(request: Request) -> ServerParts:
     return result
 
 
-def require_api_key(request: Request) -> None:
-    parts(request).keys.check(request.headers.get("authorization"))
+def authenticate(request: Request) -> Client:
+    return parts(request).keys.check(request.headers.get("authorization"))
 
 
 def request_id(request: Request) -> str:

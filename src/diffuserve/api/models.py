@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from diffuserve.api.deps import parts, require_api_key
+from diffuserve.api.deps import authenticate, parts
 from diffuserve.errors import ModelNotFoundError
 from diffuserve.protocol import ModelList, ModelObject
 
-router = APIRouter(dependencies=[Depends(require_api_key)])
+router = APIRouter(dependencies=[Depends(authenticate)])
 
 OWNER = "diffuserve"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Hashable, Sequence
 
 from PIL import Image
 
@@ -12,12 +13,12 @@ from diffuserve.engine.types import GenerationParams, StepCallback
 class Backend(ABC):
     """A loaded text-to-image model on one device.
 
-    ``load`` and ``generate`` block and run on the device's worker thread, never on
-    the event loop. ``generate`` returns exactly ``params.n`` images of exactly
+    ``load`` and ``generate_batch`` block and run on the device's worker thread, never on
+    the event loop. Each request gets exactly ``params.n`` images of exactly
     ``params.width``×``params.height``, image *i* drawn from ``params.seeds[i]``.
     """
 
-    #: A key shared by backends that must not run concurrently (one per device).
+    #: Backends with the same device never run concurrently.
     device: str = "cpu"
 
     @abstractmethod
@@ -27,6 +28,26 @@ class Backend(ABC):
     def generate(
         self, params: GenerationParams, on_step: StepCallback | None = None
     ) -> list[Image.Image]: ...
+
+    def batch_key(self, params: GenerationParams) -> Hashable:
+        """Requests with equal keys can share one pipeline call."""
+        return (params.width, params.height, params.num_inference_steps,
+                params.guidance_scale, params.negative_prompt is None)
+
+    def generate_batch(
+        self,
+        requests: Sequence[GenerationParams],
+        max_images: int,
+        on_step: StepCallback | None = None,
+    ) -> list[list[Image.Image]]:
+        """Draw several compatible requests (equal :meth:`batch_key`), at most
+        ``max_images`` images per pipeline call; one list of images per request.
+
+        Raises :class:`~diffuserve.engine.types.OutOfMemory` when the device ran out of
+        memory, so the caller can retry with a smaller ``max_images``. ``on_step`` may
+        raise :class:`~diffuserve.engine.types.Interrupted` to stop early.
+        """
+        return [self.generate(params, on_step) for params in requests]
 
     @property
     def loaded(self) -> bool:

@@ -78,6 +78,13 @@ class ModelRegistry:
             raise ModelNotFoundError(name)
         return model
 
+    def served_name(self, name: str | None) -> str:
+        """The configured model a requested name resolves to, for metric labels
+        (never the client's free text: that would make label cardinality unbounded)."""
+        target = self.request_default() if name is None else name
+        target = self._aliases.get(target, target)
+        return target if target in self._models else "unknown"
+
     def request_default(self) -> str:
         """The name an omitted ``model`` means: OpenAI's default where it is served."""
         return "dall-e-2" if "dall-e-2" in self._aliases or "dall-e-2" in self._models \

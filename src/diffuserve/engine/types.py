@@ -24,3 +24,11 @@ class GenerationParams:
     @property
     def n(self) -> int:
         return len(self.seeds)
+
+
+class OutOfMemory(Exception):
+    """The device ran out of memory for a pipeline call; a smaller batch may fit."""
+
+
+class Interrupted(Exception):
+    """Raised from a step callback: nobody waits for this batch any more."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import os
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from PIL import Image
 from diffuserve.config import ModelSpec
 from diffuserve.engine.base import Backend
 from diffuserve.engine.resolution import fit_to_size, plan_size
-from diffuserve.engine.types import GenerationParams, StepCallback
+from diffuserve.engine.types import GenerationParams, OutOfMemory, StepCallback
 from diffuserve.errors import ContentPolicyError, ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -90,6 +92,7 @@ class DiffusersBackend(Backend):
         self.native_resolution = spec.resolution or 512
         self.size_multiple = 8
         self._accepted: frozenset[str] = frozenset()
+        self._scheduler: Any = None
 
     @property
     def loaded(self) -> bool:
@@ -136,6 +139,7 @@ class DiffusersBackend(Backend):
         self.size_multiple = max(8, vae_scale * 2)
         if self.spec.resolution is None:
             self.native_resolution = self._native_resolution(pipeline, vae_scale)
+        self._scheduler = pipeline.scheduler
         self.device = device
         self.pipeline = pipeline
         torch.set_grad_enabled(False)
@@ -162,54 +166,95 @@ class DiffusersBackend(Backend):
             "native_resolution": self.native_resolution,
         }
 
+    def batch_key(self, params: GenerationParams) -> Hashable:
+        # Output sizes that draw at the same native size share a call; each image is
+        # resized to its own request's size afterwards.
+        return (
+            plan_size(params.width, params.height, self.native_resolution, self.size_multiple),
+            params.num_inference_steps,
+            params.guidance_scale,
+            # SDXL encodes an absent negative prompt as zeros, not as "": keep them apart.
+            params.negative_prompt is None,
+        )
+
     def generate(
         self, params: GenerationParams, on_step: StepCallback | None = None
     ) -> list[Image.Image]:
+        return self.generate_batch([params], self.spec.max_batch_size, on_step)[0]
+
+    def generate_batch(
+        self,
+        requests: Sequence[GenerationParams],
+        max_images: int,
+        on_step: StepCallback | None = None,
+    ) -> list[list[Image.Image]]:
         import torch
 
         if self.pipeline is None:
-            raise RuntimeError("generate() before load()")
-        gen_w, gen_h = plan_size(
-            params.width, params.height, self.native_resolution, self.size_multiple
-        )
+            raise RuntimeError("generate_batch() before load()")
+        first = requests[0]
+        gen_w, gen_h = plan_size(first.width, first.height, self.native_resolution,
+                                 self.size_multiple)
+        # 1. One entry per image: whose it is, its prompt, negative prompt and seed.
+        owners = [index for index, params in enumerate(requests) for _ in params.seeds]
+        prompts = [params.prompt for params in requests for _ in params.seeds]
+        negatives = [params.negative_prompt or "" for params in requests for _ in params.seeds]
+        seeds = [seed for params in requests for seed in params.seeds]
+        use_negative = first.negative_prompt is not None and "negative_prompt" in self._accepted
+
         step_end = None
         if on_step is not None and "callback_on_step_end" in self._accepted:
-            total = params.num_inference_steps
+            total = first.num_inference_steps
 
             def step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> Any:
                 on_step(step + 1, total)
                 return tensors
 
         images: list[Image.Image] = []
-        batch = self.spec.max_batch_size
-        for start in range(0, params.n, batch):
-            seeds = params.seeds[start:start + batch]
-            # 1. One CPU generator per image: image i depends only on its own seed, on
-            #    every device, whatever else shares the batch.
-            generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
+        for start in range(0, len(seeds), max_images):
+            chunk = slice(start, start + max_images)
             kwargs: dict[str, Any] = {
-                "prompt": [params.prompt] * len(seeds),
+                "prompt": prompts[chunk],
                 "height": gen_h,
                 "width": gen_w,
-                "num_inference_steps": params.num_inference_steps,
-                "generator": generators,
+                "num_inference_steps": first.num_inference_steps,
+                # 2. One CPU generator per image: an image depends only on its own seed,
+                #    on every device, whatever else shares the batch.
+                "generator": [torch.Generator(device="cpu").manual_seed(s) for s in seeds[chunk]],
                 "output_type": "pil",
             }
-            # 2. Optional knobs only where this pipeline has them.
             if "guidance_scale" in self._accepted:
-                kwargs["guidance_scale"] = params.guidance_scale
-            if params.negative_prompt and "negative_prompt" in self._accepted:
-                kwargs["negative_prompt"] = [params.negative_prompt] * len(seeds)
+                kwargs["guidance_scale"] = first.guidance_scale
+            if use_negative:
+                kwargs["negative_prompt"] = negatives[chunk]
             if step_end is not None:
                 kwargs["callback_on_step_end"] = step_end
-            # 3. Draw, then refuse what the pipeline's own safety checker flagged.
+            images.extend(self._call(kwargs))
+
+        # 3. Back to the requests, each image at exactly its request's size.
+        results: list[list[Image.Image]] = [[] for _ in requests]
+        for owner, image in zip(owners, images, strict=True):
+            params = requests[owner]
+            results[owner].append(fit_to_size(image, params.width, params.height))
+        return results
+
+    def _call(self, kwargs: dict[str, Any]) -> list[Image.Image]:
+        """One pipeline call with a scheduler of its own (diffusers schedulers keep state)."""
+        import torch
+
+        pipeline = self.pipeline
+        pipeline.scheduler = copy.deepcopy(self._scheduler)
+        try:
             with torch.inference_mode():
-                output = self.pipeline(**kwargs)
-            flagged = getattr(output, "nsfw_content_detected", None)
-            if flagged and any(bool(flag) for flag in flagged):
-                raise ContentPolicyError()
-            # 4. Exactly the requested size.
-            images.extend(
-                fit_to_size(image, params.width, params.height) for image in output.images
-            )
-        return images
+                output = pipeline(**kwargs)
+        except torch.OutOfMemoryError as exc:
+            raise OutOfMemory(str(exc).splitlines()[0]) from exc
+        except RuntimeError as exc:
+            if "out of memory" in str(exc).lower() or "can't allocate memory" in str(exc):
+                raise OutOfMemory(str(exc).splitlines()[0]) from exc
+            raise
+        # Refuse what the pipeline's own safety checker flagged.
+        flagged = getattr(output, "nsfw_content_detected", None)
+        if flagged and any(bool(flag) for flag in flagged):
+            raise ContentPolicyError()
+        return list(output.images)
