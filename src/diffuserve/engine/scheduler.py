@@ -174,9 +174,11 @@ class ModelScheduler:
             key = self.backend.batch_key(head.params)
             progressed = True
             taken = {id(head)}
+            # Other keys first, the head's own key last, one request per key a round.
+            order = [*list(self._queues.values())[1:], head_queue]
             while progressed and images < self.max_batch_images:
                 progressed = False
-                for queue in self._queues.values():
+                for queue in order:
                     for job in queue:
                         if id(job) in taken:
                             continue

@@ -1,0 +1,102 @@
+"""Cancellation and graceful shutdown on a live server with a real (tiny) pipeline."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import LiveServer, start_server
+
+pytestmark = pytest.mark.e2e
+
+#: Enough denoising work on the tiny pipeline to take a few seconds on two cores.
+LONG = {"prompt": "long", "n": 4, "size": "1024x1024", "num_inference_steps": 100,
+        "response_format": "b64_json", "model": "tiny"}
+QUICK = {"prompt": "quick", "size": "256x256", "num_inference_steps": 1,
+         "response_format": "b64_json", "model": "tiny"}
+
+
+@pytest.fixture(scope="module")
+def server(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[LiveServer]:
+    live = start_server(["--model", f"tiny={tiny_models['sd']}"],
+                        tmp_path_factory.mktemp("serving"))
+    yield live
+    live.stop()
+
+
+def post(server: LiveServer, body: dict[str, object], timeout: float = 120) -> httpx.Response:
+    return httpx.post(f"{server.base_url}/v1/images/generations", json=body, timeout=timeout)
+
+
+def metric(server: LiveServer, line_start: str) -> float:
+    for line in httpx.get(f"{server.base_url}/metrics").text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_client_that_leaves_stops_its_work(server: LiveServer) -> None:
+    started = time.monotonic()
+    assert post(server, LONG).status_code == 200
+    full = time.monotonic() - started
+    assert full > 1.0, "the long request must take a while for this test to mean anything"
+
+    stopped_before = server.log().count("batch stopped: nobody waits for it")
+    with pytest.raises(httpx.ReadTimeout):
+        post(server, LONG, timeout=min(0.5, full / 4))
+    started = time.monotonic()
+    assert post(server, QUICK).status_code == 200
+    # The abandoned batch stopped at its next step instead of running to the end.
+    assert time.monotonic() - started < full / 2
+    time.sleep(0.2)
+    assert server.log().count("batch stopped: nobody waits for it") == stopped_before + 1
+    assert metric(server, 'diffuserve_requests_total{model="tiny",status="499"}') == 1
+
+
+def test_queued_work_of_a_client_that_left_is_dropped(server: LiveServer) -> None:
+    images_before = metric(server, 'diffuserve_images_generated_total{model="tiny"}')
+    runner = threading.Thread(target=post, args=(server, LONG))
+    runner.start()
+    time.sleep(0.3)
+    leaving = {**QUICK, "prompt": "leaves", "num_inference_steps": 3}
+    with pytest.raises(httpx.ReadTimeout):
+        post(server, leaving, timeout=0.3)
+    runner.join()
+    time.sleep(0.2)
+    # Only the long request's four images were drawn.
+    assert metric(server, 'diffuserve_images_generated_total{model="tiny"}') == (
+        images_before + 4)
+
+
+def test_sigterm_finishes_running_work_and_turns_queued_away(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    live = start_server(["--model", f"tiny={tiny_models['sd']}", "--shutdown-timeout", "60"],
+                        tmp_path)
+    results: dict[str, httpx.Response] = {}
+
+    def send(name: str, body: dict[str, object]) -> None:
+        results[name] = post(live, body)
+
+    running = threading.Thread(target=send, args=("running", LONG))
+    running.start()
+    time.sleep(0.5)
+    queued = threading.Thread(target=send, args=("queued", {**QUICK, "num_inference_steps": 2}))
+    queued.start()
+    time.sleep(0.3)
+    live.process.send_signal(signal.SIGTERM)
+    queued.join(timeout=10)
+    running.join(timeout=120)
+    assert live.process.wait(timeout=60) == 0
+    assert results["running"].status_code == 200
+    assert len(results["running"].json()["data"]) == 4
+    assert results["queued"].status_code == 503
+    assert results["queued"].json()["error"]["type"] == "server_error"
+    assert results["queued"].headers["retry-after"] == "5"
