@@ -96,6 +96,7 @@ def test_deadline_while_queued_is_429_and_while_drawing_is_408(tmp_path: Path) -
         queued = generate(client, prompt="queued")
         running.join()
     error = assert_envelope(running_out[0], 408, "timeout")
+    assert running_out[0].headers["x-should-retry"] == "false"
     assert "deadline" in str(error["message"])
     assert_envelope(queued, 429, "rate_limit_exceeded")
     assert queued.headers["retry-after"]

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import io
 import logging
+import os
 import secrets
 import time
 from collections.abc import Callable
@@ -111,6 +112,9 @@ class ImageService:
         self.signer = signer
         self.request_timeout = request_timeout
         self.clock = clock
+        # PNG encoding is CPU work too: a bound keeps a burst of finished batches from
+        # starving the device thread.
+        self._encoders = asyncio.Semaphore(max(1, (os.cpu_count() or 2) // 2))
 
     def plan(self, body: ImageGenerationRequest) -> Plan:
         return plan_request(self.registry, body)
@@ -139,9 +143,12 @@ class ImageService:
         deadline = admitted + self.request_timeout
         job = scheduler.submit(plan.params, client_id, deadline, request_id)
         images = await self._wait(scheduler, job, deadline, disconnected)
+        if disconnected is not None and disconnected.done():
+            raise ClientClosedRequest("The client closed the connection.")
         waited = (job.started or admitted) - admitted
         generated = time.monotonic() - (job.started or admitted)
-        pngs = await asyncio.to_thread(lambda: [encode_png(image) for image in images])
+        async with self._encoders:
+            pngs = await asyncio.to_thread(lambda: [encode_png(image) for image in images])
 
         data = []
         for png in pngs:
@@ -210,4 +217,6 @@ class ImageService:
             f"The images were not finished within the server's deadline of "
             f"{self.request_timeout:g}s. Ask for fewer or smaller images or fewer steps.",
             code="timeout",
+            # The same work would take as long again: tell the SDK not to resend it.
+            headers={"x-should-retry": "false"},
         )

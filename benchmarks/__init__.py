@@ -1,0 +1,1 @@
+"""Measurement scripts (run them as ``python benchmarks/<name>.py``); importable for tests."""
