@@ -10,7 +10,7 @@ import pytest
 from diffuserve.config import ModelSpec
 from diffuserve.engine.backends.diffusers import DiffusersBackend
 from diffuserve.engine.types import GenerationParams
-from diffuserve.errors import ModelLoadError
+from diffuserve.errors import ContentPolicyError, ModelLoadError
 
 
 def params(**overrides: object) -> GenerationParams:
@@ -102,3 +102,32 @@ def test_hub_model_offline_is_a_readable_error(monkeypatch: pytest.MonkeyPatch) 
     message = str(caught.value)
     assert "HF_HUB_OFFLINE is set" in message
     assert "\n" not in message and "Traceback" not in message
+
+
+def test_a_flagged_image_refuses_only_its_own_request(
+    backend: DiffusersBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline's safety checker flags one request's image in a shared batch."""
+    real = backend.pipeline
+
+    class Checked:
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+        def __setattr__(self, name: str, value: object) -> None:
+            setattr(real, name, value)
+
+        def __call__(self, **kwargs: object) -> object:
+            output = real(**kwargs)
+            output.nsfw_content_detected = [p == "forbidden" for p in kwargs["prompt"]]
+            return output
+
+    monkeypatch.setattr(backend, "pipeline", Checked())
+    results = backend.generate_batch(
+        [params(prompt="fine", seeds=(1, 2)), params(prompt="forbidden", seeds=(3,))],
+        max_images=4,
+    )
+    assert isinstance(results[0], list) and len(results[0]) == 2
+    assert isinstance(results[1], ContentPolicyError)
+    with pytest.raises(ContentPolicyError):
+        backend.generate(params(prompt="forbidden"))

@@ -80,3 +80,17 @@ def test_keys_have_separate_buckets() -> None:
     limiter.acquire("b", "b", limits, images=1)
     with pytest.raises(RateLimitError):
         limiter.acquire("a", "a", limits, images=1)
+
+
+def test_idle_clients_are_forgotten_so_memory_stays_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("diffuserve.ratelimit.MAX_BUCKETS", 10)
+    clock = Clock()
+    limiter = RateLimiter(clock)
+    limits = Limits(requests_per_minute=5)
+    for i in range(10):
+        limiter.acquire(f"client-{i}", "c", limits, images=1)
+    clock.now += 60  # every bucket is full again
+    limiter.acquire("newcomer", "c", limits, images=1)
+    assert len(limiter) == 1

@@ -13,7 +13,13 @@ from PIL import Image
 
 from diffuserve.engine.scheduler import DeviceSlot, Job, ModelScheduler, SchedulerPool
 from diffuserve.engine.types import GenerationParams, OutOfMemory, StepCallback
-from diffuserve.errors import InternalServerError, RateLimitError, ServiceUnavailableError
+from diffuserve.errors import (
+    APIError,
+    ContentPolicyError,
+    InternalServerError,
+    RateLimitError,
+    ServiceUnavailableError,
+)
 from diffuserve.metrics import Metrics
 from tests.conftest import FakeBackend
 
@@ -42,7 +48,7 @@ class GatedBackend(FakeBackend):
     def generate_batch(
         self, requests: Sequence[GenerationParams], max_images: int,
         on_step: StepCallback | None = None,
-    ) -> list[list[Image.Image]]:
+    ) -> list[list[Image.Image] | APIError]:
         self.batches.append(list(requests))
         self.max_images_seen.append(max_images)
         self.running.set()
@@ -333,7 +339,8 @@ def test_a_failing_batch_fails_only_its_requests() -> None:
 def test_out_of_memory_retries_with_smaller_batches() -> None:
     class SmallDevice(GatedBackend):
         def generate_batch(self, requests: Sequence[GenerationParams], max_images: int,
-                           on_step: StepCallback | None = None) -> list[list[Image.Image]]:
+                           on_step: StepCallback | None = None
+                           ) -> list[list[Image.Image] | APIError]:
             if max_images > 1:
                 self.max_images_seen.append(max_images)
                 raise OutOfMemory("CUDA out of memory")
@@ -358,7 +365,8 @@ def test_out_of_memory_retries_with_smaller_batches() -> None:
 def test_out_of_memory_at_one_image_is_a_500() -> None:
     class NoMemory(FakeBackend):
         def generate_batch(self, requests: Sequence[GenerationParams], max_images: int,
-                           on_step: StepCallback | None = None) -> list[list[Image.Image]]:
+                           on_step: StepCallback | None = None
+                           ) -> list[list[Image.Image] | APIError]:
             raise OutOfMemory("out of memory")
 
     async def scenario() -> BaseException:
@@ -422,3 +430,30 @@ def test_models_on_one_device_never_run_at_once() -> None:
 
     run(scenario)
     assert peak == 1
+
+
+def test_a_request_refused_inside_a_batch_fails_alone() -> None:
+    class Refusing(GatedBackend):
+        def generate_batch(self, requests: Sequence[GenerationParams], max_images: int,
+                           on_step: StepCallback | None = None
+                           ) -> list[list[Image.Image] | APIError]:
+            results = super().generate_batch(requests, max_images, on_step)
+            return [ContentPolicyError() if p.prompt == "p1" else r
+                    for p, r in zip(requests, results, strict=True)]
+
+    backend = Refusing()
+
+    async def scenario() -> None:
+        scheduler = make(backend)
+        first = await block_device(scheduler, backend)
+        refused = submit(scheduler, params(seed=1), client="a")
+        kept = submit(scheduler, params(seed=2), client="b")
+        backend.release.set()
+        await first.future
+        with pytest.raises(ContentPolicyError):
+            await refused.future
+        assert len(await kept.future) == 1
+        await scheduler.stop()
+
+    run(scenario)
+    assert len(backend.batches[1]) == 2

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from diffuserve.errors import RateLimitError
 
 WINDOW_SECONDS = 60.0
+#: Past this many buckets, full ones (idle clients) are forgotten: a full bucket and a
+#: missing one behave the same, and clients of an open server are unbounded in number.
+MAX_BUCKETS = 10_000
 
 
 def format_reset(seconds: float) -> str:
@@ -64,10 +67,21 @@ class RateLimiter:
     def _bucket(self, client: str, kind: str, limit: int, now: float) -> _Bucket:
         bucket = self._buckets.get((client, kind))
         if bucket is None or bucket.limit != limit:
+            if len(self._buckets) >= MAX_BUCKETS:
+                self._forget_full(now)
             bucket = _Bucket(limit, float(limit), now)
             self._buckets[(client, kind)] = bucket
         bucket.refill(now)
         return bucket
+
+    def _forget_full(self, now: float) -> None:
+        for key, bucket in list(self._buckets.items()):
+            bucket.refill(now)
+            if bucket.tokens >= bucket.limit:
+                del self._buckets[key]
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
     def acquire(self, client: str, name: str, limits: Limits, images: int) -> dict[str, str]:
         """Take a request and ``images`` images from ``client``'s buckets.

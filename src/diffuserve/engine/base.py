@@ -8,6 +8,7 @@ from collections.abc import Hashable, Sequence
 from PIL import Image
 
 from diffuserve.engine.types import GenerationParams, StepCallback
+from diffuserve.errors import APIError
 
 
 class Backend(ABC):
@@ -39,15 +40,19 @@ class Backend(ABC):
         requests: Sequence[GenerationParams],
         max_images: int,
         on_step: StepCallback | None = None,
-    ) -> list[list[Image.Image]]:
+    ) -> list[list[Image.Image] | APIError]:
         """Draw several compatible requests (equal :meth:`batch_key`), at most
-        ``max_images`` images per pipeline call; one list of images per request.
+        ``max_images`` images per pipeline call; one list of images per request, or the
+        error that refuses that request alone (a safety checker's verdict).
 
         Raises :class:`~diffuserve.engine.types.OutOfMemory` when the device ran out of
         memory, so the caller can retry with a smaller ``max_images``. ``on_step`` may
         raise :class:`~diffuserve.engine.types.Interrupted` to stop early.
         """
-        return [self.generate(params, on_step) for params in requests]
+        results: list[list[Image.Image] | APIError] = []
+        for params in requests:
+            results.append(self.generate(params, on_step))
+        return results
 
     @property
     def loaded(self) -> bool:

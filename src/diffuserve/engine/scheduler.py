@@ -25,7 +25,12 @@ from PIL import Image
 
 from diffuserve.engine.base import Backend
 from diffuserve.engine.types import GenerationParams, Interrupted, OutOfMemory
-from diffuserve.errors import InternalServerError, RateLimitError, ServiceUnavailableError
+from diffuserve.errors import (
+    APIError,
+    InternalServerError,
+    RateLimitError,
+    ServiceUnavailableError,
+)
 from diffuserve.metrics import Metrics
 
 logger = logging.getLogger("diffuserve.scheduler")
@@ -236,7 +241,11 @@ class ModelScheduler:
             self._seconds_per_image = per_image if self._seconds_per_image is None else (
                 0.7 * self._seconds_per_image + 0.3 * per_image)
             for job, result in zip(batch, results, strict=True):
-                if not job.future.done():
+                if job.future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    job.future.set_exception(result)
+                else:
                     job.future.set_result(result)
         finally:
             self._running_images = 0
@@ -247,7 +256,7 @@ class ModelScheduler:
             if not job.future.done():
                 job.future.set_exception(error)
 
-    def _generate(self, batch: list[Job]) -> list[list[Image.Image]]:
+    def _generate(self, batch: list[Job]) -> list[list[Image.Image] | APIError]:
         """On the device thread: draw the batch, halving it while memory runs out."""
         started = time.monotonic()
         last_report = [started]

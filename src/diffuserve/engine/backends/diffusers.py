@@ -16,7 +16,7 @@ from diffuserve.config import ModelSpec
 from diffuserve.engine.base import Backend
 from diffuserve.engine.resolution import fit_to_size, plan_size
 from diffuserve.engine.types import GenerationParams, OutOfMemory, StepCallback
-from diffuserve.errors import ContentPolicyError, ModelLoadError
+from diffuserve.errors import APIError, ContentPolicyError, ModelLoadError
 
 logger = logging.getLogger(__name__)
 
@@ -180,14 +180,17 @@ class DiffusersBackend(Backend):
     def generate(
         self, params: GenerationParams, on_step: StepCallback | None = None
     ) -> list[Image.Image]:
-        return self.generate_batch([params], self.spec.max_batch_size, on_step)[0]
+        result = self.generate_batch([params], self.spec.max_batch_size, on_step)[0]
+        if isinstance(result, APIError):
+            raise result
+        return result
 
     def generate_batch(
         self,
         requests: Sequence[GenerationParams],
         max_images: int,
         on_step: StepCallback | None = None,
-    ) -> list[list[Image.Image]]:
+    ) -> list[list[Image.Image] | APIError]:
         import torch
 
         if self.pipeline is None:
@@ -210,7 +213,7 @@ class DiffusersBackend(Backend):
                 on_step(step + 1, total)
                 return tensors
 
-        images: list[Image.Image] = []
+        images: list[Image.Image | None] = []
         for start in range(0, len(seeds), max_images):
             chunk = slice(start, start + max_images)
             kwargs: dict[str, Any] = {
@@ -231,15 +234,22 @@ class DiffusersBackend(Backend):
                 kwargs["callback_on_step_end"] = step_end
             images.extend(self._call(kwargs))
 
-        # 3. Back to the requests, each image at exactly its request's size.
-        results: list[list[Image.Image]] = [[] for _ in requests]
+        # 3. Back to the requests, each image at exactly its request's size; a request
+        #    with an image the pipeline's safety checker flagged is refused, alone.
+        results: list[list[Image.Image] | APIError] = [[] for _ in requests]
         for owner, image in zip(owners, images, strict=True):
             params = requests[owner]
-            results[owner].append(fit_to_size(image, params.width, params.height))
+            kept = results[owner]
+            if image is None:
+                results[owner] = ContentPolicyError()
+            elif isinstance(kept, list):
+                kept.append(fit_to_size(image, params.width, params.height))
         return results
 
-    def _call(self, kwargs: dict[str, Any]) -> list[Image.Image]:
-        """One pipeline call with a scheduler of its own (diffusers schedulers keep state)."""
+    def _call(self, kwargs: dict[str, Any]) -> list[Image.Image | None]:
+        """One pipeline call with a scheduler of its own (diffusers schedulers keep state).
+
+        Images the pipeline's safety checker flagged come back as ``None``."""
         import torch
 
         pipeline = self.pipeline
@@ -253,8 +263,6 @@ class DiffusersBackend(Backend):
             if "out of memory" in str(exc).lower() or "can't allocate memory" in str(exc):
                 raise OutOfMemory(str(exc).splitlines()[0]) from exc
             raise
-        # Refuse what the pipeline's own safety checker flagged.
-        flagged = getattr(output, "nsfw_content_detected", None)
-        if flagged and any(bool(flag) for flag in flagged):
-            raise ContentPolicyError()
-        return list(output.images)
+        flagged = getattr(output, "nsfw_content_detected", None) or [False] * len(output.images)
+        return [None if flag else image for image, flag in zip(output.images, flagged,
+                                                                strict=True)]
