@@ -114,7 +114,7 @@ class ImageService:
         self.clock = clock
         # PNG encoding is CPU work too: a bound keeps a burst of finished batches from
         # starving the device thread.
-        self._encoders = asyncio.Semaphore(max(1, (os.cpu_count() or 2) // 2))
+        self._encoders = asyncio.Semaphore(os.cpu_count() or 2)
 
     def plan(self, body: ImageGenerationRequest) -> Plan:
         return plan_request(self.registry, body)
