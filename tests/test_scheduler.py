@@ -457,3 +457,22 @@ def test_a_request_refused_inside_a_batch_fails_alone() -> None:
 
     run(scenario)
     assert len(backend.batches[1]) == 2
+
+
+def test_long_batches_write_progress_lines(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("diffuserve.engine.scheduler.PROGRESS_INTERVAL_SECONDS", 0.0)
+    backend = GatedBackend(steps=3)
+    backend.release.set()
+
+    async def scenario() -> None:
+        scheduler = make(backend)
+        await submit(scheduler, params(seed=7)).future
+        await scheduler.stop()
+
+    with caplog.at_level("INFO", logger="diffuserve.scheduler"):
+        run(scenario)
+    progress = [r for r in caplog.records if r.getMessage() == "progress"]
+    assert [r.fields["step"] for r in progress] == [1, 2, 3]  # type: ignore[attr-defined]
+    assert progress[0].fields["request_ids"] == ["req-7"]  # type: ignore[attr-defined]
