@@ -26,9 +26,10 @@ def run_cli(*args: str, env: dict[str, str] | None = None,
     )
 
 
-def test_serve_without_a_model_says_how_to_configure_one(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+def test_serve_without_a_model_or_built_in_says_how_to_configure_one(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    monkeypatch.setattr("diffuserve.builtin.WEIGHTS_DIR", tmp_path / "no-weights")
     monkeypatch.delenv("DIFFUSERVE_MODELS", raising=False)
     monkeypatch.delenv("DIFFUSERVE_MODELS_FILE", raising=False)
     assert main(["serve"]) == 2

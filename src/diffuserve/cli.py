@@ -21,7 +21,7 @@ from diffuserve.engine.types import GenerationParams, StepCallback
 from diffuserve.errors import APIError, ModelLoadError
 
 NO_MODEL_MESSAGE = """\
-diffuserve: no model is configured.
+diffuserve: no model is configured (and the built-in model is not installed).
 
 Serve any Hugging Face diffusers text-to-image pipeline, by Hub id or local folder:
 
@@ -46,6 +46,15 @@ def _settings_from_args(args: argparse.Namespace, fields: dict[str, str]) -> Set
             value = tuple(value)
         overrides[setting] = value
     return Settings(**overrides)
+
+
+def _with_builtin(settings: Settings) -> Settings:
+    """With no model configured, the built-in one (when its weights are installed)."""
+    from diffuserve import builtin
+
+    if settings.models or not builtin.available():
+        return settings
+    return settings.model_copy(update={"models": (builtin.builtin_spec(),)})
 
 
 def _fail(message: str, status: int = 2) -> int:
@@ -157,7 +166,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from diffuserve.app import build_app
     from diffuserve.logs import configure_logging
 
-    settings = _settings_from_args(args, SERVE_FIELDS)
+    settings = _with_builtin(_settings_from_args(args, SERVE_FIELDS))
     if not settings.models:
         return _fail(NO_MODEL_MESSAGE)
     configure_logging(settings.log_level)
@@ -230,7 +239,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     wanted = args.model
     args.model = None
-    settings = _settings_from_args(args, MODEL_FIELDS)
+    settings = _with_builtin(_settings_from_args(args, MODEL_FIELDS))
     try:
         spec = _spec_for_generate(settings, wanted)
     except LookupError:
@@ -261,7 +270,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from diffuserve.engine.registry import ModelRegistry
 
-    settings = _settings_from_args(args, MODEL_FIELDS)
+    settings = _with_builtin(_settings_from_args(args, MODEL_FIELDS))
     if not settings.models:
         return _fail(NO_MODEL_MESSAGE)
     registry = ModelRegistry.from_settings(settings, lambda spec: _Unloaded())

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import importlib
 import inspect
+import json
 import logging
 import os
 from collections.abc import Hashable, Sequence
@@ -42,6 +44,20 @@ def pick_dtype(requested: str, device: str) -> Any:
     if requested != "auto":
         return getattr(torch, requested)
     return torch.float32 if device == "cpu" else torch.float16
+
+
+#: Pipeline classes of this project, by the ``_class_name`` of a folder's model_index.json.
+PROJECT_PIPELINES = {"EmojiPipeline": "diffuserve.builtin.pipeline"}
+
+
+def _project_pipeline(source: str) -> Any:
+    """The project's own pipeline class a local folder names, if it names one."""
+    index = Path(source) / "model_index.json"
+    if not index.is_file():
+        return None
+    class_name = json.loads(index.read_text()).get("_class_name")
+    module = PROJECT_PIPELINES.get(class_name)
+    return getattr(importlib.import_module(module), class_name) if module else None
 
 
 def _looks_local(source: str) -> bool:
@@ -93,15 +109,13 @@ class DiffusersBackend(Backend):
         self.size_multiple = 8
         self._accepted: frozenset[str] = frozenset()
         self._scheduler: Any = None
+        self._draws_any_size = False
 
     @property
     def loaded(self) -> bool:
         return self.pipeline is not None
 
     def load(self) -> None:
-        import torch
-        from diffusers import AutoPipelineForText2Image, DiffusionPipeline
-
         device = pick_device(self.spec.device)
         dtype = pick_dtype(self.spec.dtype, device)
         source = str(Path(self.spec.source).expanduser()) if _looks_local(self.spec.source) \
@@ -112,20 +126,34 @@ class DiffusersBackend(Backend):
         if self.spec.variant:
             kwargs["variant"] = self.spec.variant
         try:
-            try:
-                pipeline = AutoPipelineForText2Image.from_pretrained(  # type: ignore[no-untyped-call]
-                    source, **kwargs
-                )
-            except ValueError as exc:
-                # AutoPipeline knows only the families it maps; any other text-to-image
-                # pipeline still loads through its own class named in model_index.json.
-                if "AutoPipeline" not in str(exc) and "can't find a pipeline" not in str(exc):
-                    raise
-                pipeline = DiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]
-                    source, **kwargs
-                )
+            own_class = _project_pipeline(source) if _looks_local(source) else None
+            if own_class is not None:
+                pipeline = own_class.from_pretrained(source, **kwargs)
+            else:
+                pipeline = self._load_diffusers(source, kwargs)
         except Exception as exc:  # every failure becomes one readable paragraph
             raise _load_error(self.spec, exc) from exc
+        self._finish_load(pipeline, device)
+
+    @staticmethod
+    def _load_diffusers(source: str, kwargs: dict[str, Any]) -> Any:
+        from diffusers import AutoPipelineForText2Image, DiffusionPipeline
+
+        try:
+            return AutoPipelineForText2Image.from_pretrained(  # type: ignore[no-untyped-call]
+                source, **kwargs
+            )
+        except ValueError as exc:
+            # AutoPipeline knows only the families it maps; any other text-to-image
+            # pipeline still loads through its own class named in model_index.json.
+            if "AutoPipeline" not in str(exc) and "can't find a pipeline" not in str(exc):
+                raise
+            return DiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]
+                source, **kwargs
+            )
+
+    def _finish_load(self, pipeline: Any, device: str) -> None:
+        import torch
 
         pipeline = pipeline.to(device)
         pipeline.set_progress_bar_config(disable=not self.show_progress, leave=self.show_progress)
@@ -140,6 +168,7 @@ class DiffusersBackend(Backend):
         if self.spec.resolution is None:
             self.native_resolution = self._native_resolution(pipeline, vae_scale)
         self._scheduler = pipeline.scheduler
+        self._draws_any_size = bool(getattr(pipeline, "draws_any_size", False))
         self.device = device
         self.pipeline = pipeline
         torch.set_grad_enabled(False)
@@ -170,12 +199,20 @@ class DiffusersBackend(Backend):
         # Output sizes that draw at the same native size share a call; each image is
         # resized to its own request's size afterwards.
         return (
-            plan_size(params.width, params.height, self.native_resolution, self.size_multiple),
+            self._draw_size(params),
             params.num_inference_steps,
             params.guidance_scale,
             # SDXL encodes an absent negative prompt as zeros, not as "": keep them apart.
             params.negative_prompt is None,
         )
+
+    def _draw_size(self, params: GenerationParams) -> tuple[int, int]:
+        """Where the pipeline draws: its native area in the requested aspect ratio, or
+        the requested size itself for pipelines that compose any size on their own."""
+        if self._draws_any_size:
+            return params.width, params.height
+        return plan_size(params.width, params.height, self.native_resolution,
+                         self.size_multiple)
 
     def generate(
         self, params: GenerationParams, on_step: StepCallback | None = None
@@ -196,8 +233,7 @@ class DiffusersBackend(Backend):
         if self.pipeline is None:
             raise RuntimeError("generate_batch() before load()")
         first = requests[0]
-        gen_w, gen_h = plan_size(first.width, first.height, self.native_resolution,
-                                 self.size_multiple)
+        gen_w, gen_h = self._draw_size(first)
         # 1. One entry per image: whose it is, its prompt, negative prompt and seed.
         owners = [index for index, params in enumerate(requests) for _ in params.seeds]
         prompts = [params.prompt for params in requests for _ in params.seeds]

@@ -1,0 +1,359 @@
+"""Quality of the built-in model: prompt adherence, variety, and a grid to look at.
+
+Adherence: an image is drawn for each of 200 training captions (a fixed sample) and for
+50 paraphrases written here (no caption's exact words), shrunk to 32×32 and ranked
+against every training image (composited on white, 32×32, by L2 distance). It adheres
+when one of the 5 nearest shows the prompt's concept (skin tones folded); the top-1 rate
+counts the nearest alone. Chance rates (5 or 1 random training images) are printed
+alongside. Variety: the mean pairwise distance of 4 seeds of one prompt against that of
+random pairs of training images. The grid shows 16 prompts at 256×256.
+
+    python benchmarks/builtin_quality.py [--pipeline DIR] [--data DIR] [--json out.json]
+    python benchmarks/builtin_quality.py --limit 16 --paraphrases 8 --grid /tmp/grid.png
+
+``--data`` is a ``python -m diffuserve.training prepare-data`` output folder; the 32 px
+training images are cached there as ``images_32_eval.npy``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import random
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import platformdirs
+from PIL import Image, ImageDraw, ImageFont
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from diffuserve import builtin  # noqa: E402
+from diffuserve.training.data import Entry, load_manifest  # noqa: E402
+from diffuserve.training.prepare import render  # noqa: E402
+
+DEFAULT_DATA = Path(platformdirs.user_cache_dir("diffuserve")) / "training" / "data"
+EVAL_SIDE = 32
+EVAL_CACHE = "images_32_eval.npy"
+TOP_K = 5
+
+#: (prompt, the concept it asks for): everyday subjects, none a caption of the data.
+PARAPHRASES: tuple[tuple[str, str], ...] = (
+    ("a kitty", "a cat"),
+    ("a car", "an automobile"),
+    ("a slice of pizza", "a pizza"),
+    ("a puppy", "a dog"),
+    ("a big grey elephant", "an elephant"),
+    ("a spaceship taking off", "a rocket"),
+    ("an acoustic guitar", "a guitar"),
+    ("a cheeseburger", "a hamburger"),
+    ("a cup of coffee", "hot beverage"),
+    ("a man made of snow", "a snowman"),
+    ("a spooky spirit", "a ghost"),
+    ("a king's golden crown", "a crown"),
+    ("a tortoise", "a turtle"),
+    ("a red love heart", "a red heart"),
+    ("a juicy strawberry", "a strawberry"),
+    ("a striped big cat", "a tiger"),
+    ("a bunny", "a rabbit"),
+    ("a piggy", "a pig"),
+    ("a panda bear", "a panda"),
+    ("a grizzly bear", "a bear"),
+    ("an octopus with tentacles", "an octopus"),
+    ("a scoop of ice cream", "ice cream"),
+    ("a glazed donut", "a doughnut"),
+    ("a mexican taco", "a taco"),
+    ("a bike", "a bicycle"),
+    ("a city bus", "a bus"),
+    ("a jet plane", "an airplane"),
+    ("a chopper", "a helicopter"),
+    ("a fire truck", "a fire engine"),
+    ("a sailing boat", "a sailboat"),
+    ("a motorbike", "a motorcycle"),
+    ("a smartphone", "a mobile phone"),
+    ("a laptop computer", "a laptop"),
+    ("a wristwatch", "a watch"),
+    ("an electric bulb", "a light bulb"),
+    ("a football for soccer", "a soccer ball"),
+    ("a pine tree", "an evergreen tree"),
+    ("a red rose flower", "a rose"),
+    ("a toadstool", "a mushroom"),
+    ("an erupting volcano", "a volcano"),
+    ("a lightning bolt", "a high voltage"),
+    ("a gift box with a bow", "a wrapped gift"),
+    ("a golden trophy cup", "a trophy"),
+    ("a human skull", "a skull"),
+    ("a halloween pumpkin", "a jack-o-lantern"),
+    ("a tyrannosaurus", "T-Rex"),
+    ("a ladybug", "a lady beetle"),
+    ("a bee", "a honeybee"),
+    ("an aubergine", "an eggplant"),
+    ("a face with heart eyes", "smiling face with heart-eyes"),
+)
+
+GRID_PROMPTS = (
+    "a red apple", "a rocket", "a smiling cat", "a pizza",
+    "a dog", "a car", "a house", "a banana",
+    "a woman swimming, medium skin tone", "a sun", "a snowman", "a guitar",
+    "a heart", "a turtle", "a crown", "a ghost",
+)
+VARIETY_PROMPT = "a red apple"
+VARIETY_SEEDS = (0, 1, 2, 3)
+
+
+def check_paraphrases(entries: Sequence[Entry]) -> None:
+    """No paraphrase is a caption (or concept) of the data; every target is a concept."""
+    texts = {e.caption.casefold() for e in entries} | {e.concept.casefold() for e in entries}
+    concepts = {e.concept for e in entries}
+    prompts = [prompt for prompt, _ in PARAPHRASES]
+    assert len(set(prompts)) == len(prompts), "a paraphrase is listed twice"
+    copied = [prompt for prompt in prompts if prompt.casefold() in texts]
+    assert not copied, f"paraphrases that are captions of the data: {copied}"
+    missing = [target for _, target in PARAPHRASES if target not in concepts]
+    assert not missing, f"paraphrase targets that are no concept of the data: {missing}"
+
+
+def shrink(image: Image.Image) -> np.ndarray:
+    """An image as the ranking sees it: RGB on white, 32×32 (Lanczos)."""
+    if image.mode in ("RGBA", "LA", "P"):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        canvas.alpha_composite(rgba)
+        image = canvas
+    rgb = image.convert("RGB").resize((EVAL_SIDE, EVAL_SIDE), Image.Resampling.LANCZOS)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def eval_images(data: Path, entries: Sequence[Entry]) -> np.ndarray:
+    """Every training image at 32×32, cached in the data folder."""
+    cache = data / EVAL_CACHE
+    if cache.is_file():
+        cached = np.load(cache)
+        if cached.shape == (len(entries), EVAL_SIDE, EVAL_SIDE, 3):
+            return cached
+    started = time.perf_counter()
+    pixels = np.stack([render(data / "assets" / e.file, EVAL_SIDE) for e in entries])
+    try:
+        np.save(cache, pixels)
+    except OSError as exc:
+        print(f"(could not cache {cache}: {exc})", file=sys.stderr)
+    print(f"rendered {len(entries)} training images at {EVAL_SIDE}px "
+          f"in {time.perf_counter() - started:.1f} s → {cache}")
+    return pixels
+
+
+def flat(pixels: np.ndarray) -> np.ndarray:
+    return pixels.reshape(len(pixels), -1).astype(np.float32) / 255.0
+
+
+class Ranker:
+    """Nearest training images by L2 distance at 32×32."""
+
+    def __init__(self, pixels: np.ndarray, entries: Sequence[Entry]) -> None:
+        self.data = flat(pixels)
+        self.norms = (self.data ** 2).sum(axis=1)
+        self.concepts = [e.concept for e in entries]
+        counts = Counter(self.concepts)
+        self.count = counts
+
+    def nearest(self, queries: np.ndarray, k: int = TOP_K) -> np.ndarray:
+        q = flat(queries)
+        dist = (q ** 2).sum(axis=1)[:, None] - 2 * q @ self.data.T + self.norms[None, :]
+        top = np.argpartition(dist, k, axis=1)[:, :k]
+        order = np.take_along_axis(dist, top, axis=1).argsort(axis=1)
+        return np.take_along_axis(top, order, axis=1)
+
+    def chance(self, concept: str, k: int) -> float:
+        """The chance that ``k`` random training images include ``concept``."""
+        n, hits = len(self.concepts), self.count[concept]
+        return 1.0 - math.comb(n - hits, k) / math.comb(n, k)
+
+
+class Generator:
+    """The built-in pipeline through DiffusersBackend, many prompts per call."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from diffuserve.engine.backends.diffusers import DiffusersBackend
+
+        spec = builtin.builtin_spec().model_copy(
+            update={"source": str(args.pipeline), "device": args.device})
+        self.steps = args.steps or spec.steps
+        self.guidance = spec.guidance_scale if args.guidance is None else args.guidance
+        self.batch = args.batch
+        self.backend = DiffusersBackend(spec)
+        started = time.perf_counter()
+        self.backend.load()
+        self.load_s = time.perf_counter() - started
+        self.images = 0
+        self.seconds = 0.0
+
+    def __call__(self, jobs: Sequence[tuple[str, Sequence[int]]],
+                 size: int = 256) -> list[list[Image.Image]]:
+        """Images for (prompt, seeds) pairs, in order."""
+        from diffuserve.engine.types import GenerationParams
+
+        params = [GenerationParams(prompt=prompt, negative_prompt=None, width=size,
+                                   height=size, num_inference_steps=self.steps,
+                                   guidance_scale=self.guidance, seeds=tuple(seeds))
+                  for prompt, seeds in jobs]
+        out: list[list[Image.Image]] = []
+        started = time.perf_counter()
+        chunk: list[Any] = []
+        for item in [*params, None]:
+            if item is not None:
+                chunk.append(item)
+            full = sum(p.n for p in chunk) >= self.batch
+            if chunk and (full or item is None):
+                for result in self.backend.generate_batch(chunk, self.batch):
+                    if isinstance(result, Exception):
+                        raise result
+                    out.append(result)
+                chunk = []
+        self.seconds += time.perf_counter() - started
+        self.images += sum(p.n for p in params)
+        return out
+
+
+def adherence(generate: Generator, ranker: Ranker,
+              prompts: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """Top-5/top-1 rates for (prompt, target concept) pairs; prompt ``i`` uses seed ``i``."""
+    started = time.perf_counter()
+    images = generate([(prompt, (i,)) for i, (prompt, _) in enumerate(prompts)])
+    nearest = ranker.nearest(np.stack([shrink(found[0]) for found in images]))
+    rows = []
+    for (prompt, target), found in zip(prompts, nearest, strict=True):
+        names = [ranker.concepts[j] for j in found]
+        rows.append({"prompt": prompt, "concept": target, "nearest": names,
+                     "top5": target in names, "top1": names[0] == target})
+    count = len(rows)
+    return {
+        "count": count,
+        "top5": sum(r["top5"] for r in rows) / count,
+        "top1": sum(r["top1"] for r in rows) / count,
+        "chance_top5": statistics.fmean(ranker.chance(t, TOP_K) for _, t in prompts),
+        "chance_top1": statistics.fmean(ranker.chance(t, 1) for _, t in prompts),
+        "seconds": time.perf_counter() - started,
+        "rows": rows,
+    }
+
+
+def mean_pairwise(vectors: np.ndarray) -> float:
+    return statistics.fmean(float(np.linalg.norm(a - b))
+                            for a, b in itertools.combinations(vectors, 2))
+
+
+def variety(generate: Generator, pixels: np.ndarray, pairs: int) -> dict[str, Any]:
+    images = generate([(VARIETY_PROMPT, VARIETY_SEEDS)])[0]
+    seeds = mean_pairwise(flat(np.stack([shrink(image) for image in images])))
+    rng = random.Random(1)
+    data = flat(pixels)
+    distances = []
+    for _ in range(pairs):
+        a, b = rng.sample(range(len(data)), 2)
+        distances.append(float(np.linalg.norm(data[a] - data[b])))
+    spread = statistics.fmean(distances)
+    return {"prompt": VARIETY_PROMPT, "seeds": list(VARIETY_SEEDS), "seed_distance": seeds,
+            "data_distance": spread, "data_pairs": pairs, "ratio": seeds / spread}
+
+
+def grid(generate: Generator, path: Path, side: int = 256) -> None:
+    """4×4 tiles of GRID_PROMPTS (seed 0), each prompt written under its tile."""
+    images = [found[0] for found in generate([(p, (0,)) for p in GRID_PROMPTS], side)]
+    font = ImageFont.load_default()
+    label = 22
+    cols = 4
+    rows = math.ceil(len(images) / cols)
+    sheet = Image.new("RGB", (cols * side, rows * (side + label)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for index, (prompt, image) in enumerate(zip(GRID_PROMPTS, images, strict=True)):
+        x, y = (index % cols) * side, (index // cols) * (side + label)
+        sheet.paste(image.convert("RGB"), (x, y))
+        text = prompt
+        while draw.textlength(text, font=font) > side - 6 and len(text) > 4:
+            text = text[:-2] + "…"
+        width = draw.textlength(text, font=font)
+        draw.text((x + (side - width) / 2, y + side + 4), text, fill="black", font=font)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pipeline", type=Path, default=builtin.WEIGHTS_DIR,
+                        help=f"an EmojiPipeline folder (default {builtin.WEIGHTS_DIR})")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help=f"a prepare-data output folder (default {DEFAULT_DATA})")
+    parser.add_argument("--steps", type=int, help="denoising steps (default: the spec's)")
+    parser.add_argument("--guidance", type=float, help="guidance scale (default: the spec's)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    parser.add_argument("--batch", type=int, default=16, help="images per pipeline call")
+    parser.add_argument("--count", type=int, default=200, help="captions sampled (seed 0)")
+    parser.add_argument("--limit", type=int, help="use only the first N sampled captions")
+    parser.add_argument("--paraphrases", type=int, default=len(PARAPHRASES),
+                        help=f"use the first N paraphrases (default all {len(PARAPHRASES)})")
+    parser.add_argument("--pairs", type=int, default=2000, help="data pairs for the spread")
+    parser.add_argument("--grid", type=Path, default=Path("docs/builtin-grid.png"))
+    parser.add_argument("--no-grid", dest="make_grid", action="store_false")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args()
+
+    for need in (args.pipeline / "model_index.json", args.data / "manifest.jsonl"):
+        if not need.is_file():
+            parser.error(f"{need} does not exist (see --pipeline / --data)")
+    entries = load_manifest(args.data)
+    check_paraphrases(entries)
+    pixels = eval_images(args.data, entries)
+    ranker = Ranker(pixels, entries)
+
+    sample = random.Random(0).sample(entries, min(args.count, len(entries)))
+    sample = sample[: args.limit] if args.limit is not None else sample
+    generate = Generator(args)
+    print(f"pipeline: {args.pipeline}  device: {generate.backend.device}  "
+          f"steps: {generate.steps}  guidance: {generate.guidance}  "
+          f"data: {len(entries)} images, {len(ranker.count)} concepts")
+
+    captions = adherence(generate, ranker, [(e.caption, e.concept) for e in sample])
+    paraphrased = adherence(generate, ranker, PARAPHRASES[: args.paraphrases])
+    spread = variety(generate, pixels, args.pairs)
+    if args.make_grid:
+        grid(generate, args.grid)
+
+    for name, result in (("captions", captions), ("paraphrases", paraphrased)):
+        print(f"{name:<12} n={result['count']:<4} top-5 {result['top5']:6.1%} "
+              f"(chance {result['chance_top5']:5.1%})  top-1 {result['top1']:6.1%} "
+              f"(chance {result['chance_top1']:5.1%})  {result['seconds']:6.1f} s")
+    print(f"variety      {spread['prompt']!r} × {len(VARIETY_SEEDS)} seeds: mean pairwise L2 "
+          f"{spread['seed_distance']:.2f} vs data {spread['data_distance']:.2f} "
+          f"(ratio {spread['ratio']:.2f})")
+    per_image = generate.seconds / max(1, generate.images)
+    print(f"timing       load {generate.load_s:.1f} s, {generate.images} images in "
+          f"{generate.seconds:.1f} s ({per_image * 1000:.0f} ms/image)")
+    if args.make_grid:
+        print(f"grid         {args.grid}")
+    if args.json:
+        report = {
+            "pipeline": str(args.pipeline), "data": str(args.data),
+            "device": generate.backend.device, "steps": generate.steps,
+            "guidance": generate.guidance, "captions": captions, "paraphrases": paraphrased,
+            "variety": spread, "grid": str(args.grid) if args.make_grid else None,
+            "timing": {"load_s": generate.load_s, "images": generate.images,
+                       "generate_s": generate.seconds},
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False))
+        print(f"json         {args.json}")
+
+
+if __name__ == "__main__":
+    main()

