@@ -164,8 +164,7 @@ class Ranker:
         self.data = flat(pixels)
         self.norms = (self.data ** 2).sum(axis=1)
         self.concepts = [e.concept for e in entries]
-        counts = Counter(self.concepts)
-        self.count = counts
+        self.count = Counter(self.concepts)
 
     def nearest(self, queries: np.ndarray, k: int = TOP_K) -> np.ndarray:
         q = flat(queries)
@@ -248,6 +247,29 @@ def adherence(generate: Generator, ranker: Ranker,
     }
 
 
+def ceiling(data: Path, ranker: Ranker, entries: Sequence[Entry],
+            sample: Sequence[Entry]) -> dict[str, Any] | None:
+    """The same ranking for the sampled training images themselves, as the model's 64 px
+    output would show them (``images_64.npy`` upscaled to 256): the best a model can do."""
+    path = data / "images_64.npy"
+    if not path.is_file():
+        return None
+    pixels = np.load(path, mmap_mode="r")
+    if len(pixels) != len(entries):
+        return None
+    where = {e.file: i for i, e in enumerate(entries)}
+    queries = np.stack([
+        shrink(Image.fromarray(np.asarray(pixels[where[e.file]])).resize(
+            (256, 256), Image.Resampling.LANCZOS)) for e in sample])
+    nearest = ranker.nearest(queries)
+    names = [[ranker.concepts[j] for j in found] for found in nearest]
+    return {
+        "count": len(sample),
+        "top5": statistics.fmean(e.concept in n for e, n in zip(sample, names, strict=True)),
+        "top1": statistics.fmean(e.concept == n[0] for e, n in zip(sample, names, strict=True)),
+    }
+
+
 def mean_pairwise(vectors: np.ndarray) -> float:
     return statistics.fmean(float(np.linalg.norm(a - b))
                             for a, b in itertools.combinations(vectors, 2))
@@ -270,8 +292,11 @@ def variety(generate: Generator, pixels: np.ndarray, pairs: int) -> dict[str, An
 def grid(generate: Generator, path: Path, side: int = 256) -> None:
     """4×4 tiles of GRID_PROMPTS (seed 0), each prompt written under its tile."""
     images = [found[0] for found in generate([(p, (0,)) for p in GRID_PROMPTS], side)]
-    font = ImageFont.load_default()
-    label = 22
+    try:
+        font: Any = ImageFont.load_default(size=14)
+    except (TypeError, ImportError, OSError):  # Pillow < 10.1 or no FreeType: bitmap font
+        font = ImageFont.load_default()
+    label = 24
     cols = 4
     rows = math.ceil(len(images) / cols)
     sheet = Image.new("RGB", (cols * side, rows * (side + label)), "white")
@@ -325,6 +350,7 @@ def main() -> None:
 
     captions = adherence(generate, ranker, [(e.caption, e.concept) for e in sample])
     paraphrased = adherence(generate, ranker, PARAPHRASES[: args.paraphrases])
+    best = ceiling(args.data, ranker, entries, sample)
     spread = variety(generate, pixels, args.pairs)
     if args.make_grid:
         grid(generate, args.grid)
@@ -333,6 +359,9 @@ def main() -> None:
         print(f"{name:<12} n={result['count']:<4} top-5 {result['top5']:6.1%} "
               f"(chance {result['chance_top5']:5.1%})  top-1 {result['top1']:6.1%} "
               f"(chance {result['chance_top1']:5.1%})  {result['seconds']:6.1f} s")
+    if best is not None:
+        print(f"{'ceiling':<12} n={best['count']:<4} top-5 {best['top5']:6.1%}"
+              f"{'':16}top-1 {best['top1']:6.1%}  (the sampled training images at 64 px)")
     print(f"variety      {spread['prompt']!r} × {len(VARIETY_SEEDS)} seeds: mean pairwise L2 "
           f"{spread['seed_distance']:.2f} vs data {spread['data_distance']:.2f} "
           f"(ratio {spread['ratio']:.2f})")
@@ -346,7 +375,7 @@ def main() -> None:
             "pipeline": str(args.pipeline), "data": str(args.data),
             "device": generate.backend.device, "steps": generate.steps,
             "guidance": generate.guidance, "captions": captions, "paraphrases": paraphrased,
-            "variety": spread, "grid": str(args.grid) if args.make_grid else None,
+            "ceiling": best, "variety": spread, "grid": str(args.grid) if args.make_grid else None,
             "timing": {"load_s": generate.load_s, "images": generate.images,
                        "generate_s": generate.seconds},
         }
