@@ -118,7 +118,7 @@ def test_training_exports_a_pipeline_that_loads_like_any_other(
 
     args = argparse.Namespace(
         data=prepared, run=tmp_path / "run", export=tmp_path / "pipeline", limit=None,
-        seed=0, ae_steps=3, ae_batch=4, ae_lr=1e-3, steps=3, batch=4, lr=1e-3,
+        seed=0, ae_steps=3, ae_batch=4, ae_lr=1e-3, steps=3, batch=4, lr=1e-3, decoder_steps=2,
         checkpoint_every=2,
     )
     exported = run_training(args)

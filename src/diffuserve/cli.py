@@ -208,9 +208,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=int(math.ceil(settings.shutdown_timeout_seconds)),
     )
     server = DrainingServer(config)
-    # uvicorn stops gracefully on SIGTERM, then re-raises the signal with the handler
+    # uvicorn stops gracefully on SIGTERM/SIGINT, then re-raises the signal with the handler
     # that was in place before it: make that one a no-op, so a requested stop exits 0.
-    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, lambda signum, frame: None)
     server.run()
     if fatal:
         return _fail(f"diffuserve: {fatal[0]}", 1)

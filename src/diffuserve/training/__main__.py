@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--ae-steps", type=int, default=3000)
     train.add_argument("--ae-batch", type=int, default=64)
     train.add_argument("--ae-lr", type=float, default=1e-3)
+    train.add_argument("--decoder-steps", type=int, default=0,
+                       help="then train the decoder alone (latents unchanged)")
     train.add_argument("--steps", type=int, default=20000)
     train.add_argument("--batch", type=int, default=128)
     train.add_argument("--lr", type=float, default=3e-4)

@@ -13,6 +13,7 @@ from diffuserve.training.train import (
     StageConfig,
     encode_latents,
     export,
+    finetune_decoder,
     train_autoencoder,
     train_diffusion,
 )
@@ -42,6 +43,12 @@ def run_training(args: argparse.Namespace) -> Path:
         StageConfig(args.steps, args.batch, args.lr, args.seed,
                     checkpoint_every=args.checkpoint_every),
     )
+    if args.decoder_steps:
+        autoencoder = finetune_decoder(
+            autoencoder, images, args.run / "decoder",
+            StageConfig(args.decoder_steps, args.ae_batch, args.ae_lr / 2, args.seed,
+                        checkpoint_every=args.checkpoint_every),
+        )
     return export(autoencoder, unet, args.export or args.run / "pipeline")
 
 
@@ -52,7 +59,9 @@ def export_from_run(run: Path, out: Path) -> Path:
 
     from diffuserve.training.models import build_unet
 
-    autoencoder = AutoencoderKL.from_pretrained(run / "autoencoder" / "final")
+    decoder = run / "decoder" / "final"
+    autoencoder = AutoencoderKL.from_pretrained(
+        decoder if decoder.is_dir() else run / "autoencoder" / "final")
     final = run / "diffusion" / "final"
     if final.is_dir():
         from diffusers import UNet2DConditionModel

@@ -130,6 +130,56 @@ def train_autoencoder(images: np.ndarray, folder: Path, config: StageConfig,
     return model
 
 
+def finetune_decoder(autoencoder: Any, images: np.ndarray, folder: Path,
+                     config: StageConfig) -> Any:
+    """More reconstruction training for the decoder alone: the encoder, and so the latents
+    the diffusion model learns, stay exactly as they are."""
+    device = next(autoencoder.parameters()).device
+    generator = seed_everything(config.seed)
+    run = _Run(folder, config)
+    model = copy.deepcopy(autoencoder)
+    trainable = [*model.decoder.parameters(), *model.post_quant_conv.parameters()]
+    model.requires_grad_(False)
+    for parameter in trainable:
+        parameter.requires_grad_(True)
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
+    step = 0
+    if (state := run.load()) is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        generator.set_state(state["generator"])
+        step = state["step"]
+    data = _to_unit(images)
+    with torch.no_grad():
+        latents = torch.cat([model.encode(data[i:i + 256].to(device)).latent_dist.mode()
+                             for i in range(0, len(data), 256)])
+    model.decoder.train()
+    with tqdm(total=config.steps, initial=step, desc="decoder", unit="step") as bar:
+        while step < config.steps:
+            index = torch.randint(0, len(data), (config.batch_size,), generator=generator)
+            target = data[index].to(device)
+            output = model.decode(latents[index]).sample
+            loss = (output - target).abs().mean() + (output - target).pow(2).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if step % config.log_every == 0 or step == config.steps:
+                run.log(step, loss=loss.item())
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                run.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                          "schedule": schedule.state_dict(),
+                          "generator": generator.get_state(), "step": step})
+    model.eval().requires_grad_(False)
+    model.save_pretrained(folder / "final", safe_serialization=True)
+    return model
+
+
 def encode_latents(autoencoder: Any, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
     """The scaled posterior means of every image: the diffusion model's training data."""
     device = next(autoencoder.parameters()).device
