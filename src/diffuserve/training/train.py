@@ -74,6 +74,20 @@ class _Run:
         torch.save(state, partial)
         partial.replace(self.checkpoint)
 
+    def restore(self, generator: torch.Generator, **parts: Any) -> int:
+        """Load every part's state from the checkpoint; the step to go on from."""
+        state = self.load()
+        if state is None:
+            return 0
+        for name, part in parts.items():
+            part.load_state_dict(state[name])
+        generator.set_state(state["generator"])
+        return int(state["step"])
+
+    def store(self, step: int, generator: torch.Generator, **parts: Any) -> None:
+        state = {name: part.state_dict() for name, part in parts.items()}
+        self.save({**state, "generator": generator.get_state(), "step": step})
+
 
 def _to_unit(images: np.ndarray) -> torch.Tensor:
     """uint8 NHWC → float NCHW in [-1, 1]."""
@@ -89,13 +103,8 @@ def train_autoencoder(images: np.ndarray, folder: Path, config: StageConfig,
     model = build_autoencoder().to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
-    step = 0
-    if (state := run.load()) is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        generator.set_state(state["generator"])
-        step = state["step"]
+    parts = {"model": model, "optimizer": optimizer, "schedule": schedule}
+    step = run.restore(generator, **parts)
     data = _to_unit(images)
     model.train()
     with tqdm(total=config.steps, initial=step, desc="autoencoder", unit="step") as bar:
@@ -117,9 +126,7 @@ def train_autoencoder(images: np.ndarray, folder: Path, config: StageConfig,
             if step % config.log_every == 0 or step == config.steps:
                 run.log(step, loss=loss.item(), reconstruction=recon.item(), kl=kl.item())
             if step % config.checkpoint_every == 0 or step == config.steps:
-                run.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                          "schedule": schedule.state_dict(),
-                          "generator": generator.get_state(), "step": step})
+                run.store(step, generator, **parts)
     model.eval()
     # The latents' spread sets the scaling factor, as Stable Diffusion's VAE has one.
     with torch.no_grad():
@@ -144,13 +151,8 @@ def finetune_decoder(autoencoder: Any, images: np.ndarray, folder: Path,
         parameter.requires_grad_(True)
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
-    step = 0
-    if (state := run.load()) is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        generator.set_state(state["generator"])
-        step = state["step"]
+    parts = {"model": model, "optimizer": optimizer, "schedule": schedule}
+    step = run.restore(generator, **parts)
     data = _to_unit(images)
     with torch.no_grad():
         latents = torch.cat([model.encode(data[i:i + 256].to(device)).latent_dist.mode()
@@ -172,9 +174,7 @@ def finetune_decoder(autoencoder: Any, images: np.ndarray, folder: Path,
             if step % config.log_every == 0 or step == config.steps:
                 run.log(step, loss=loss.item())
             if step % config.checkpoint_every == 0 or step == config.steps:
-                run.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                          "schedule": schedule.state_dict(),
-                          "generator": generator.get_state(), "step": step})
+                run.store(step, generator, **parts)
     model.eval().requires_grad_(False)
     model.save_pretrained(folder / "final", safe_serialization=True)
     return model
@@ -214,14 +214,8 @@ def train_diffusion(latents: torch.Tensor, states: torch.Tensor, mask: torch.Ten
         * 0.5 * (1 + np.cos(np.pi * min(1.0, s / max(1, config.steps)))))
     noise_schedule = DDPMScheduler(**scheduler_config())
     alphas = noise_schedule.alphas_cumprod.to(device)
-    step = 0
-    if (state := run.load()) is not None:
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        generator.set_state(state["generator"])
-        step = state["step"]
+    parts = {"model": model, "ema": ema, "optimizer": optimizer, "schedule": schedule}
+    step = run.restore(generator, **parts)
     states, mask = states.float(), mask.long()
     model.train()
     with tqdm(total=config.steps, initial=step, desc="diffusion", unit="step") as bar:
@@ -256,10 +250,7 @@ def train_diffusion(latents: torch.Tensor, states: torch.Tensor, mask: torch.Ten
             if step % config.log_every == 0 or step == config.steps:
                 run.log(step, loss=loss.item(), lr=schedule.get_last_lr()[0])
             if step % config.checkpoint_every == 0 or step == config.steps:
-                run.save({"model": model.state_dict(), "ema": ema.state_dict(),
-                          "optimizer": optimizer.state_dict(),
-                          "schedule": schedule.state_dict(),
-                          "generator": generator.get_state(), "step": step})
+                run.store(step, generator, **parts)
     ema.eval()
     ema.save_pretrained(folder / "final", safe_serialization=True)
     return ema
