@@ -12,6 +12,7 @@ import copy
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,37 @@ class _Run:
         self.save({**state, "generator": generator.get_state(), "step": step})
 
 
+def _optimise(run: _Run, config: StageConfig, generator: torch.Generator,
+              parts: dict[str, Any], size: int, desc: str,
+              compute: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, Any]]],
+              clip: float | None = None,
+              after_step: Callable[[int], None] | None = None) -> None:
+    """The loop every stage shares: resume, draw a batch of indices, step the optimiser
+    and its schedule, show progress, log losses, checkpoint. ``compute`` returns the loss
+    of a batch and other values to log."""
+    model, optimizer, schedule = parts["model"], parts["optimizer"], parts["schedule"]
+    step = run.restore(generator, **parts)
+    with tqdm(total=config.steps, initial=step, desc=desc, unit="step") as bar:
+        while step < config.steps:
+            index = torch.randint(0, size, (config.batch_size,), generator=generator)
+            loss, extras = compute(index)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            optimizer.step()
+            schedule.step()
+            if after_step is not None:
+                after_step(step)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if step % config.log_every == 0 or step == config.steps:
+                run.log(step, loss=loss.item(), **{k: float(v) for k, v in extras.items()})
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                run.store(step, generator, **parts)
+
+
 def _to_unit(images: np.ndarray) -> torch.Tensor:
     """uint8 NHWC → float NCHW in [-1, 1]."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
@@ -104,29 +136,18 @@ def train_autoencoder(images: np.ndarray, folder: Path, config: StageConfig,
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
     parts = {"model": model, "optimizer": optimizer, "schedule": schedule}
-    step = run.restore(generator, **parts)
     data = _to_unit(images)
     model.train()
-    with tqdm(total=config.steps, initial=step, desc="autoencoder", unit="step") as bar:
-        while step < config.steps:
-            index = torch.randint(0, len(data), (config.batch_size,), generator=generator)
-            batch = data[index].to(device)
-            posterior = model.encode(batch).latent_dist
-            reconstruction = model.decode(posterior.sample(generator=None)).sample
-            recon = (reconstruction - batch).abs().mean() + (reconstruction - batch).pow(2).mean()
-            kl = posterior.kl().mean()
-            loss = recon + kl_weight * kl
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            if step % config.log_every == 0 or step == config.steps:
-                run.log(step, loss=loss.item(), reconstruction=recon.item(), kl=kl.item())
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                run.store(step, generator, **parts)
+
+    def compute(index: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        batch = data[index].to(device)
+        posterior = model.encode(batch).latent_dist
+        reconstruction = model.decode(posterior.sample(generator=None)).sample
+        recon = (reconstruction - batch).abs().mean() + (reconstruction - batch).pow(2).mean()
+        kl = posterior.kl().mean()
+        return recon + kl_weight * kl, {"reconstruction": recon.item(), "kl": kl.item()}
+
+    _optimise(run, config, generator, parts, len(data), "autoencoder", compute)
     model.eval()
     # The latents' spread sets the scaling factor, as Stable Diffusion's VAE has one.
     with torch.no_grad():
@@ -152,29 +173,18 @@ def finetune_decoder(autoencoder: Any, images: np.ndarray, folder: Path,
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
     parts = {"model": model, "optimizer": optimizer, "schedule": schedule}
-    step = run.restore(generator, **parts)
     data = _to_unit(images)
     with torch.no_grad():
         latents = torch.cat([model.encode(data[i:i + 256].to(device)).latent_dist.mode()
                              for i in range(0, len(data), 256)])
     model.decoder.train()
-    with tqdm(total=config.steps, initial=step, desc="decoder", unit="step") as bar:
-        while step < config.steps:
-            index = torch.randint(0, len(data), (config.batch_size,), generator=generator)
-            target = data[index].to(device)
-            output = model.decode(latents[index]).sample
-            loss = (output - target).abs().mean() + (output - target).pow(2).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            if step % config.log_every == 0 or step == config.steps:
-                run.log(step, loss=loss.item())
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                run.store(step, generator, **parts)
+
+    def compute(index: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        target = data[index].to(device)
+        output = model.decode(latents[index]).sample
+        return (output - target).abs().mean() + (output - target).pow(2).mean(), {}
+
+    _optimise(run, config, generator, parts, len(data), "decoder", compute)
     model.eval().requires_grad_(False)
     model.save_pretrained(folder / "final", safe_serialization=True)
     return model
@@ -215,42 +225,33 @@ def train_diffusion(latents: torch.Tensor, states: torch.Tensor, mask: torch.Ten
     noise_schedule = DDPMScheduler(**scheduler_config())
     alphas = noise_schedule.alphas_cumprod.to(device)
     parts = {"model": model, "ema": ema, "optimizer": optimizer, "schedule": schedule}
-    step = run.restore(generator, **parts)
     states, mask = states.float(), mask.long()
     model.train()
-    with tqdm(total=config.steps, initial=step, desc="diffusion", unit="step") as bar:
-        while step < config.steps:
-            index = torch.randint(0, len(latents), (config.batch_size,), generator=generator)
-            clean = latents[index].to(device)
-            context = states[index].clone()
-            attention = mask[index].clone()
-            dropped = torch.rand(config.batch_size, generator=generator) < condition_dropout
-            context[dropped] = empty_states.float()
-            attention[dropped] = empty_mask.long()
-            noise = torch.randn(clean.shape, generator=generator).to(device)
-            timesteps = torch.randint(0, noise_schedule.config.num_train_timesteps,
-                                      (config.batch_size,), generator=generator).to(device)
-            a = alphas[timesteps].view(-1, 1, 1, 1)
-            noisy = a.sqrt() * clean + (1 - a).sqrt() * noise
-            predicted = model(noisy, timesteps, encoder_hidden_states=context.to(device),
-                              encoder_attention_mask=attention.to(device)).sample
-            loss = (predicted - noise).pow(2).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            with torch.no_grad():
-                decay = min(ema_decay, (1 + step) / (10 + step))
-                for target, source in zip(ema.parameters(), model.parameters(), strict=True):
-                    target.lerp_(source, 1 - decay)
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            if step % config.log_every == 0 or step == config.steps:
-                run.log(step, loss=loss.item(), lr=schedule.get_last_lr()[0])
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                run.store(step, generator, **parts)
+
+    def compute(index: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        clean = latents[index].to(device)
+        context = states[index].clone()
+        attention = mask[index].clone()
+        dropped = torch.rand(config.batch_size, generator=generator) < condition_dropout
+        context[dropped] = empty_states.float()
+        attention[dropped] = empty_mask.long()
+        noise = torch.randn(clean.shape, generator=generator).to(device)
+        timesteps = torch.randint(0, noise_schedule.config.num_train_timesteps,
+                                  (config.batch_size,), generator=generator).to(device)
+        a = alphas[timesteps].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * clean + (1 - a).sqrt() * noise
+        predicted = model(noisy, timesteps, encoder_hidden_states=context.to(device),
+                          encoder_attention_mask=attention.to(device)).sample
+        return (predicted - noise).pow(2).mean(), {"lr": schedule.get_last_lr()[0]}
+
+    def update_ema(step: int) -> None:
+        with torch.no_grad():
+            decay = min(ema_decay, (1 + step) / (10 + step))
+            for target, source in zip(ema.parameters(), model.parameters(), strict=True):
+                target.lerp_(source, 1 - decay)
+
+    _optimise(run, config, generator, parts, len(latents), "diffusion", compute, clip=1.0,
+              after_step=update_ema)
     ema.eval()
     ema.save_pretrained(folder / "final", safe_serialization=True)
     return ema
