@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import tarfile
 from pathlib import Path
 
@@ -28,6 +29,7 @@ FILES = {
     "1f680.webp": "a rocket",
     "1f431.webp": "a cat face",
     "1f3ca-1f3fd-200d-2640-fe0f.webp": "a woman swimming, medium skin tone",
+    "1f3ca-200d-2640-fe0f.webp": "a woman swimming",
     "1f1fa-1f1f8.webp": "the flag of United States",
     "1f3f4-e0067_e0062_e0065_e006e_e0067.webp": "the flag of England",
     "0023-fe0f-20e3.webp": "keycap #",
@@ -108,6 +110,16 @@ def test_prepare_data_writes_what_training_reads(prepared: Path) -> None:
     assert tuple(np.load(prepared / "images_32.npy")[0, 0, 0]) == (255, 255, 255)
     captions = np.load(prepared / "captions_minilm.npz")
     assert captions["states"].shape == (len(FILES), 16, 384)
+    # Padding is zeroed (masked out anyway) and the unconditional input is stored.
+    padding = captions["mask"] == 0
+    assert padding.any() and not captions["states"][padding].any()
+    assert captions["empty_states"].shape == (16, 384)
+    assert captions["empty_mask"].sum() == 2  # [CLS] [SEP]
+    # The one concept with two images (skin tones folded) has a coarse caption row.
+    swimming = [i for i, name in enumerate(sorted(FILES)) if name.startswith("1f3ca")]
+    assert captions["concept_states"].shape == (1, 16, 384)
+    assert sorted(np.flatnonzero(captions["concept_index"] == 0)) == swimming
+    assert (np.delete(captions["concept_index"], swimming) == -1).all()
     assert np.allclose(np.linalg.norm(captions["pooled"], axis=1), 1.0, atol=1e-3)
 
 
@@ -119,7 +131,8 @@ def test_training_exports_a_pipeline_that_loads_like_any_other(
     args = argparse.Namespace(
         data=prepared, run=tmp_path / "run", export=tmp_path / "pipeline", limit=None,
         seed=0, ae_steps=3, ae_batch=4, ae_lr=1e-3, steps=3, batch=4, lr=1e-3, decoder_steps=2,
-        checkpoint_every=2,
+        checkpoint_every=2, ae_seconds=None, seconds=None, decoder_seconds=None,
+        autoencoder=None, coarse_captions=0.5,
     )
     exported = run_training(args)
     losses = (tmp_path / "run" / "diffusion" / "losses.jsonl").read_text().splitlines()
@@ -143,6 +156,32 @@ def test_training_exports_a_pipeline_that_loads_like_any_other(
     assert not np.array_equal(np.asarray(first[0]), np.asarray(first[1]))
     # An unfinished run exports from its checkpoint too.
     assert (export_from_run(tmp_path / "run", tmp_path / "again") / "model_index.json").is_file()
+
+
+def test_a_stage_with_a_time_budget_runs_the_steps_that_fit(
+    prepared: Path, tmp_path: Path
+) -> None:
+    import time
+
+    import torch
+
+    from diffuserve.training.train import CALIBRATION, StageConfig, train_autoencoder
+
+    images = np.load(prepared / "images_32.npy")
+    config = StageConfig(steps=100_000, batch_size=2, learning_rate=1e-3,
+                         checkpoint_every=10_000, log_every=10_000, max_seconds=3.0)
+    began = time.perf_counter()
+    train_autoencoder(images, tmp_path / "ae", config)
+    elapsed = time.perf_counter() - began
+    state = torch.load(tmp_path / "ae" / "checkpoint.pt", weights_only=False)
+    # Shortened from 100k to what the timed steps said fits, and run to its end, where
+    # the learning rate has decayed to zero.
+    assert CALIBRATION[1] < state["length"] < 100_000
+    assert state["step"] == state["length"]
+    assert state["schedule"]["_last_lr"][0] == pytest.approx(0.0, abs=1e-9)
+    assert elapsed < 30
+    log = (tmp_path / "ae" / "losses.jsonl").read_text().splitlines()
+    assert json.loads(log[-1])["step"] == state["length"]
 
 
 @pytest.mark.e2e

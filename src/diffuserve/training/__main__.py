@@ -39,6 +39,17 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--batch", type=int, default=128)
     train.add_argument("--lr", type=float, default=3e-4)
     train.add_argument("--checkpoint-every", type=int, default=500)
+    train.add_argument("--autoencoder", type=Path, default=None,
+                       help="a trained autoencoder folder (e.g. an exported pipeline's vae/): "
+                            "skip the autoencoder stage")
+    train.add_argument("--coarse-captions", type=float, default=0.25,
+                       help="how often a caption is swapped for its skin-tone-free concept")
+    for flag, stage in (("--ae-seconds", "autoencoder"), ("--seconds", "diffusion"),
+                        ("--decoder-seconds", "decoder")):
+        train.add_argument(flag, type=float, default=None,
+                           help=f"wall-clock budget of the {stage} stage: its first steps "
+                                "are timed and it runs the steps that fit (at most its "
+                                "--…steps), its schedule shortened to match")
     export_cmd = commands.add_parser("export", help="export a (possibly unfinished) run")
     export_cmd.add_argument("--run", type=Path, default=default_cache / "run")
     export_cmd.add_argument("--out", type=Path, required=True)

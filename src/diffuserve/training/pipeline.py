@@ -4,50 +4,80 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from diffuserve.training.models import IMAGE_SIZE
 from diffuserve.training.train import (
+    Captions,
     StageConfig,
     encode_latents,
     export,
     finetune_decoder,
+    pick_device,
     train_autoencoder,
     train_diffusion,
 )
 
 
+def load_captions(path: Path, limit: int | None = None) -> Captions:
+    """``captions_minilm.npz`` of prepare-data as the diffusion stage's conditioning."""
+    data = np.load(path)
+
+    def tensor(name: str, dtype: Any = np.float32) -> torch.Tensor:
+        return torch.from_numpy(data[name].astype(dtype))
+
+    rows = slice(None, limit)
+    if "empty_states" in data:
+        empty_states, empty_mask = tensor("empty_states"), tensor("empty_mask", np.int64)
+    else:  # prepared before the unconditional input was stored
+        from diffuserve.training.text import TextEncoder
+
+        empty = TextEncoder().encode([""])
+        empty_states, empty_mask = empty.states[0], empty.mask[0]
+    coarse = "concept_index" in data
+    return Captions(
+        states=tensor("states")[rows], mask=tensor("mask", np.int64)[rows],
+        empty_states=empty_states, empty_mask=empty_mask,
+        coarse_states=tensor("concept_states") if coarse else None,
+        coarse_mask=tensor("concept_mask", np.int64) if coarse else None,
+        coarse_index=tensor("concept_index", np.int64)[rows] if coarse else None,
+    )
+
+
 def run_training(args: argparse.Namespace) -> Path:
     data: Path = args.data
     images = np.load(data / f"images_{IMAGE_SIZE}.npy")
-    captions = np.load(data / "captions_minilm.npz")
-    states = torch.from_numpy(captions["states"].astype(np.float32))
-    mask = torch.from_numpy(captions["mask"].astype(np.int64))
+    captions = load_captions(data / "captions_minilm.npz", args.limit)
     if args.limit:
-        images, states, mask = images[: args.limit], states[: args.limit], mask[: args.limit]
+        images = images[: args.limit]
 
-    autoencoder = train_autoencoder(
-        images, args.run / "autoencoder",
-        StageConfig(args.ae_steps, args.ae_batch, args.ae_lr, args.seed,
-                    checkpoint_every=args.checkpoint_every),
-    )
+    if args.autoencoder:
+        from diffusers import AutoencoderKL
+
+        autoencoder = AutoencoderKL.from_pretrained(args.autoencoder).float()
+        autoencoder = autoencoder.to(pick_device()).eval()
+    else:
+        autoencoder = train_autoencoder(
+            images, args.run / "autoencoder",
+            StageConfig(args.ae_steps, args.ae_batch, args.ae_lr, args.seed,
+                        checkpoint_every=args.checkpoint_every, max_seconds=args.ae_seconds),
+        )
     latents = encode_latents(autoencoder, images)
-
-    from diffuserve.training.text import TextEncoder
-
-    empty = TextEncoder().encode([""])
     unet = train_diffusion(
-        latents, states, mask, empty.states[0], empty.mask[0], args.run / "diffusion",
+        latents, captions, args.run / "diffusion",
         StageConfig(args.steps, args.batch, args.lr, args.seed,
-                    checkpoint_every=args.checkpoint_every),
+                    checkpoint_every=args.checkpoint_every, max_seconds=args.seconds),
+        coarse_probability=args.coarse_captions,
     )
     if args.decoder_steps:
         autoencoder = finetune_decoder(
             autoencoder, images, args.run / "decoder",
             StageConfig(args.decoder_steps, args.ae_batch, args.ae_lr / 2, args.seed,
-                        checkpoint_every=args.checkpoint_every),
+                        checkpoint_every=args.checkpoint_every,
+                        max_seconds=args.decoder_seconds),
         )
     return export(autoencoder, unet, args.export or args.run / "pipeline")
 

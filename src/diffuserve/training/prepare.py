@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -24,6 +26,40 @@ def render(path: Path, size: int) -> np.ndarray:
     return np.asarray(rgb, dtype=np.uint8)
 
 
+def encode_captions(entries: list[Entry]) -> dict[str, np.ndarray]:
+    """MiniLM token states of every caption, of the empty caption, and of every concept
+    shown by several images: training sometimes swaps a caption for its concept ("a
+    woman swimming, medium skin tone" → "a woman swimming"), so that a prompt that names
+    no skin tone is drawn in any of them, seed by seed."""
+    from diffuserve.training.text import TextEncoder
+
+    encoder = TextEncoder()
+    encoded = encoder.encode([entry.caption for entry in entries])
+    empty = encoder.encode([""])
+    shared = sorted(concept for concept, count in
+                    Counter(entry.concept for entry in entries).items() if count > 1)
+    concepts = encoder.encode(shared)
+    row = {concept: i for i, concept in enumerate(shared)}
+
+    def half(states: Any, mask: Any) -> np.ndarray:
+        # Padding is masked out of cross-attention: zeroed, it compresses away.
+        return (states * mask.unsqueeze(-1)).numpy().astype(np.float16)
+
+    return {
+        "states": half(encoded.states, encoded.mask),
+        "mask": encoded.mask.numpy().astype(np.int8),
+        "pooled": encoded.pooled.numpy().astype(np.float32),
+        # The unconditional input of classifier-free guidance, so that training needs no
+        # text encoder (e.g. on a GPU machine without the MiniLM package).
+        "empty_states": empty.states[0].numpy().astype(np.float16),
+        "empty_mask": empty.mask[0].numpy().astype(np.int8),
+        "concept_states": half(concepts.states, concepts.mask),
+        "concept_mask": concepts.mask.numpy().astype(np.int8),
+        "concept_index": np.array([row.get(entry.concept, -1) for entry in entries],
+                                  dtype=np.int32),
+    }
+
+
 def prepare(cache_dir: Path, out_dir: Path, sizes: tuple[int, ...] = (64,),
             encode: bool = True, limit: int | None = None) -> list[Entry]:
     """Everything training needs, in ``out_dir``; ``limit`` keeps the first N images
@@ -39,15 +75,7 @@ def prepare(cache_dir: Path, out_dir: Path, sizes: tuple[int, ...] = (64,),
         ])
         np.save(out_dir / f"images_{size}.npy", pixels)
     if encode:
-        from diffuserve.training.text import TextEncoder
-
-        encoded = TextEncoder().encode([entry.caption for entry in entries])
-        np.savez(
-            out_dir / "captions_minilm.npz",
-            states=encoded.states.numpy().astype(np.float16),
-            mask=encoded.mask.numpy().astype(np.int8),
-            pooled=encoded.pooled.numpy().astype(np.float32),
-        )
+        np.savez_compressed(out_dir / "captions_minilm.npz", **encode_captions(entries))
     (out_dir / "prepared.json").write_text(json.dumps(
         {"images": len(entries), "sizes": list(sizes), "encoded": encode}, indent=2))
     return entries

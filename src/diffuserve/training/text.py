@@ -36,6 +36,10 @@ class TextEncoder:
     def encode(self, texts: list[str], batch_size: int = 256) -> Encoded:
         import torch
 
+        if not texts:
+            width = self.model.config.hidden_size
+            return Encoded(torch.zeros(0, MAX_TOKENS, width),
+                           torch.zeros(0, MAX_TOKENS, dtype=torch.long), torch.zeros(0, width))
         states, masks, pooled = [], [], []
         with torch.inference_mode():
             for start in range(0, len(texts), batch_size):

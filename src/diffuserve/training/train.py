@@ -36,6 +36,27 @@ class StageConfig:
     seed: int = 0
     checkpoint_every: int = 500
     log_every: int = 50
+    #: A wall-clock budget: the first steps are timed and the stage is shortened to the
+    #: steps that fit (its learning-rate schedule with it). None: exactly ``steps``.
+    max_seconds: float | None = None
+
+
+#: The steps skipped (warm-up) and then timed to fit a stage into ``max_seconds``.
+CALIBRATION = (5, 25)
+
+
+class _Length:
+    """How many steps a stage runs; its learning-rate schedule reads it, so that a stage
+    shortened to fit its time budget still decays to the end."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def progress(self, step: int) -> float:
+        return min(1.0, step / max(1, self.steps))
+
+    def cosine(self, step: int) -> float:
+        return float(0.5 * (1 + np.cos(np.pi * self.progress(step))))
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -46,7 +67,17 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True
+    return torch.device("cuda")
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 class _Run:
@@ -75,33 +106,43 @@ class _Run:
         torch.save(state, partial)
         partial.replace(self.checkpoint)
 
-    def restore(self, generator: torch.Generator, **parts: Any) -> int:
-        """Load every part's state from the checkpoint; the step to go on from."""
+    def restore(self, generator: torch.Generator, length: _Length, **parts: Any) -> int:
+        """Load every part's state from the checkpoint; the step to go on from (0 with
+        no checkpoint). A length fitted to a time budget is restored too."""
         state = self.load()
         if state is None:
             return 0
         for name, part in parts.items():
             part.load_state_dict(state[name])
         generator.set_state(state["generator"])
+        length.steps = int(state.get("length", length.steps))
         return int(state["step"])
 
-    def store(self, step: int, generator: torch.Generator, **parts: Any) -> None:
+    def store(self, step: int, generator: torch.Generator, length: _Length,
+              **parts: Any) -> None:
         state = {name: part.state_dict() for name, part in parts.items()}
-        self.save({**state, "generator": generator.get_state(), "step": step})
+        self.save({**state, "generator": generator.get_state(), "step": step,
+                   "length": length.steps})
 
 
-def _optimise(run: _Run, config: StageConfig, generator: torch.Generator,
+def _optimise(run: _Run, config: StageConfig, length: _Length, generator: torch.Generator,
               parts: dict[str, Any], size: int, desc: str,
               compute: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, Any]]],
               clip: float | None = None,
               after_step: Callable[[int], None] | None = None) -> None:
     """The loop every stage shares: resume, draw a batch of indices, step the optimiser
-    and its schedule, show progress, log losses, checkpoint. ``compute`` returns the loss
-    of a batch and other values to log."""
+    and its schedule, show progress, log losses, checkpoint, and with ``max_seconds`` fit
+    the stage into its time budget. ``compute`` returns the loss of a batch and other
+    values (floats or tensors) to log; values are read back from the device only when they
+    are logged, so that a GPU is never waited on between steps."""
     model, optimizer, schedule = parts["model"], parts["optimizer"], parts["schedule"]
-    step = run.restore(generator, **parts)
-    with tqdm(total=config.steps, initial=step, desc=desc, unit="step") as bar:
-        while step < config.steps:
+    device = next(model.parameters()).device
+    step = run.restore(generator, length, **parts)
+    first, began, timed_from = step, time.perf_counter(), 0.0
+    budget = config.max_seconds if step == 0 else None  # a resumed run keeps its length
+    with torch.enable_grad(), tqdm(total=length.steps, initial=step, desc=desc,
+                                   unit="step") as bar:
+        while step < length.steps:
             index = torch.randint(0, size, (config.batch_size,), generator=generator)
             loss, extras = compute(index)
             optimizer.zero_grad(set_to_none=True)
@@ -114,16 +155,56 @@ def _optimise(run: _Run, config: StageConfig, generator: torch.Generator,
                 after_step(step)
             step += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            if step % config.log_every == 0 or step == config.steps:
-                run.log(step, loss=loss.item(), **{k: float(v) for k, v in extras.items()})
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                run.store(step, generator, **parts)
+            if budget is not None:
+                budget = _fit(config, length, step - first, began, device, budget,
+                              timed_from)
+                if step - first == CALIBRATION[0]:
+                    timed_from = time.perf_counter()
+                bar.total = length.steps
+            if step % config.log_every == 0 or step == length.steps:
+                values = {k: float(v) for k, v in extras.items()}
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+                run.log(step, loss=loss.item(), **values)
+            if step % config.checkpoint_every == 0 or step == length.steps:
+                run.store(step, generator, length, **parts)
+
+
+def _fit(config: StageConfig, length: _Length, done: int, began: float,
+         device: torch.device, budget: float, timed_from: float) -> float | None:
+    """Time-budget bookkeeping after ``done`` steps: at the end of the calibration the
+    stage's length becomes the steps that fit (never more than ``config.steps``); past
+    the budget by a tenth the stage ends where it is. The budget, or None once the length
+    is fixed for good."""
+    skip, timed = CALIBRATION
+    if done == skip:
+        _synchronize(device)
+    elif done == timed:
+        _synchronize(device)
+        now = time.perf_counter()
+        per_step = (now - timed_from) / (timed - skip)
+        fits = done + int((budget - (now - began)) / per_step)
+        length.steps = max(done, min(config.steps, fits))
+        tqdm.write(f"{per_step * 1000:.1f} ms/step: {length.steps} steps fit in "
+                   f"{budget:.0f} s")
+    elif done > timed and time.perf_counter() - began > 1.1 * budget:
+        length.steps = done
+        return None
+    return budget
 
 
 def _to_unit(images: np.ndarray) -> torch.Tensor:
     """uint8 NHWC → float NCHW in [-1, 1]."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def _adamw(parameters: Any, device: torch.device, learning_rate: float,
+           weight_decay: float = 1e-2) -> torch.optim.AdamW:
+    return torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay,
+                             fused=device.type == "cuda")
+
+
+def _reconstruction_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (output - target).abs().mean() + (output - target).pow(2).mean()
 
 
 def train_autoencoder(images: np.ndarray, folder: Path, config: StageConfig,
@@ -133,26 +214,26 @@ def train_autoencoder(images: np.ndarray, folder: Path, config: StageConfig,
     generator = seed_everything(config.seed)
     run = _Run(folder, config)
     model = build_autoencoder().to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
+    optimizer = _adamw(model.parameters(), device, config.learning_rate)
+    length = _Length(config.steps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, length.cosine)
     parts = {"model": model, "optimizer": optimizer, "schedule": schedule}
-    data = _to_unit(images)
+    data = _to_unit(images).to(device)
     model.train()
 
     def compute(index: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-        batch = data[index].to(device)
+        batch = data[index.to(device)]
         posterior = model.encode(batch).latent_dist
         reconstruction = model.decode(posterior.sample(generator=None)).sample
-        recon = (reconstruction - batch).abs().mean() + (reconstruction - batch).pow(2).mean()
+        recon = _reconstruction_loss(reconstruction, batch)
         kl = posterior.kl().mean()
-        return recon + kl_weight * kl, {"reconstruction": recon.item(), "kl": kl.item()}
+        return recon + kl_weight * kl, {"reconstruction": recon.detach(), "kl": kl.detach()}
 
-    _optimise(run, config, generator, parts, len(data), "autoencoder", compute)
+    _optimise(run, config, length, generator, parts, len(data), "autoencoder", compute)
     model.eval()
     # The latents' spread sets the scaling factor, as Stable Diffusion's VAE has one.
     with torch.no_grad():
-        sample = data[: min(len(data), 512)].to(device)
-        latents = model.encode(sample).latent_dist.mode()
+        latents = model.encode(data[: min(len(data), 512)]).latent_dist.mode()
         model.register_to_config(scaling_factor=float(1.0 / latents.std().clamp(min=1e-3)))
     model.save_pretrained(folder / "final", safe_serialization=True)
     return model
@@ -170,21 +251,21 @@ def finetune_decoder(autoencoder: Any, images: np.ndarray, folder: Path,
     model.requires_grad_(False)
     for parameter in trainable:
         parameter.requires_grad_(True)
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
+    optimizer = _adamw(trainable, device, config.learning_rate)
+    length = _Length(config.steps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, length.cosine)
     parts = {"model": model, "optimizer": optimizer, "schedule": schedule}
-    data = _to_unit(images)
+    data = _to_unit(images).to(device)
     with torch.no_grad():
-        latents = torch.cat([model.encode(data[i:i + 256].to(device)).latent_dist.mode()
+        latents = torch.cat([model.encode(data[i:i + 256]).latent_dist.mode()
                              for i in range(0, len(data), 256)])
     model.decoder.train()
 
     def compute(index: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-        target = data[index].to(device)
-        output = model.decode(latents[index]).sample
-        return (output - target).abs().mean() + (output - target).pow(2).mean(), {}
+        index = index.to(device)
+        return _reconstruction_loss(model.decode(latents[index]).sample, data[index]), {}
 
-    _optimise(run, config, generator, parts, len(data), "decoder", compute)
+    _optimise(run, config, length, generator, parts, len(data), "decoder", compute)
     model.eval().requires_grad_(False)
     model.save_pretrained(folder / "final", safe_serialization=True)
     return model
@@ -202,13 +283,31 @@ def encode_latents(autoencoder: Any, images: np.ndarray, batch_size: int = 256) 
     return torch.cat(out) * autoencoder.config.scaling_factor
 
 
-def train_diffusion(latents: torch.Tensor, states: torch.Tensor, mask: torch.Tensor,
-                    empty_states: torch.Tensor, empty_mask: torch.Tensor, folder: Path,
+@dataclass(frozen=True)
+class Captions:
+    """What the diffusion model is conditioned on, row by row with the latents."""
+
+    states: torch.Tensor  # (N, T, 384) token states of each image's caption
+    mask: torch.Tensor  # (N, T)
+    empty_states: torch.Tensor  # (T, 384) the empty caption, for guidance
+    empty_mask: torch.Tensor  # (T,)
+    #: Optional coarser captions ("a woman swimming" for every skin tone): their states
+    #: and masks, and for each image the row of its coarser caption or -1.
+    coarse_states: torch.Tensor | None = None
+    coarse_mask: torch.Tensor | None = None
+    coarse_index: torch.Tensor | None = None
+
+
+def train_diffusion(latents: torch.Tensor, captions: Captions, folder: Path,
                     config: StageConfig, condition_dropout: float = 0.1,
-                    ema_decay: float = 0.999) -> Any:
-    """Epsilon prediction with a DDPM noise schedule; captions dropped with probability
-    ``condition_dropout`` (for classifier-free guidance); an EMA of the weights is what
-    gets exported."""
+                    coarse_probability: float = 0.25, ema_decay: float = 0.999,
+                    snr_gamma: float = 5.0) -> Any:
+    """Epsilon prediction with a DDPM noise schedule, each timestep's loss weighted by
+    min(SNR, γ)/SNR (Min-SNR weighting, Hang et al. 2023, which speeds convergence).
+    An image's caption is swapped for its coarser one with probability
+    ``coarse_probability``, so that a prompt leaving the skin tone open is drawn in each
+    of them, seed by seed; captions are dropped with probability ``condition_dropout``
+    (for classifier-free guidance); an EMA of the weights is what gets exported."""
     from diffusers import DDPMScheduler
 
     device = pick_device()
@@ -216,42 +315,64 @@ def train_diffusion(latents: torch.Tensor, states: torch.Tensor, mask: torch.Ten
     run = _Run(folder, config)
     model = build_unet().to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
-                                  weight_decay=1e-4)
-    warmup = max(1, min(500, config.steps // 20))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup)
-        * 0.5 * (1 + np.cos(np.pi * min(1.0, s / max(1, config.steps)))))
+    optimizer = _adamw(model.parameters(), device, config.learning_rate, weight_decay=1e-4)
+    length = _Length(config.steps)
+
+    def warmup_cosine(step: int) -> float:
+        warmup = max(1, min(500, length.steps // 20))
+        return min(1.0, (step + 1) / warmup) * length.cosine(step)
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine)
     noise_schedule = DDPMScheduler(**scheduler_config())
     alphas = noise_schedule.alphas_cumprod.to(device)
+    snr = alphas / (1 - alphas)
+    weights = snr.clamp(max=snr_gamma) / snr
     parts = {"model": model, "ema": ema, "optimizer": optimizer, "schedule": schedule}
-    states, mask = states.float(), mask.long()
+    latents = latents.to(device)
+    states, mask = captions.states.float().to(device), captions.mask.long().to(device)
+    empty_states = captions.empty_states.float().to(device)
+    empty_mask = captions.empty_mask.long().to(device)
+    coarse = captions.coarse_index is not None and bool((captions.coarse_index >= 0).any())
+    if coarse:
+        assert captions.coarse_states is not None and captions.coarse_mask is not None
+        coarse_states = captions.coarse_states.float().to(device)
+        coarse_mask = captions.coarse_mask.long().to(device)
+        coarse_index = captions.coarse_index.long().to(device)
     model.train()
 
     def compute(index: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-        clean = latents[index].to(device)
-        context = states[index].clone()
-        attention = mask[index].clone()
-        dropped = torch.rand(config.batch_size, generator=generator) < condition_dropout
-        context[dropped] = empty_states.float()
-        attention[dropped] = empty_mask.long()
+        draws = torch.rand(2, config.batch_size, generator=generator)
+        index = index.to(device)
+        clean = latents[index]
+        context, attention = states[index], mask[index]
+        if coarse:
+            rows = coarse_index[index]
+            swap = ((draws[0].to(device) < coarse_probability) & (rows >= 0)).view(-1, 1)
+            rows = rows.clamp(min=0)
+            context = torch.where(swap.unsqueeze(-1), coarse_states[rows], context)
+            attention = torch.where(swap, coarse_mask[rows], attention)
+        dropped = (draws[1] < condition_dropout).to(device).view(-1, 1)
+        context = torch.where(dropped.unsqueeze(-1), empty_states, context)
+        attention = torch.where(dropped, empty_mask, attention)
         noise = torch.randn(clean.shape, generator=generator).to(device)
         timesteps = torch.randint(0, noise_schedule.config.num_train_timesteps,
                                   (config.batch_size,), generator=generator).to(device)
         a = alphas[timesteps].view(-1, 1, 1, 1)
         noisy = a.sqrt() * clean + (1 - a).sqrt() * noise
-        predicted = model(noisy, timesteps, encoder_hidden_states=context.to(device),
-                          encoder_attention_mask=attention.to(device)).sample
-        return (predicted - noise).pow(2).mean(), {"lr": schedule.get_last_lr()[0]}
+        predicted = model(noisy, timesteps, encoder_hidden_states=context,
+                          encoder_attention_mask=attention).sample
+        per_sample = (predicted - noise).pow(2).mean(dim=(1, 2, 3))
+        return (weights[timesteps] * per_sample).mean(), {"lr": schedule.get_last_lr()[0]}
+
+    ema_parameters, parameters = list(ema.parameters()), list(model.parameters())
 
     def update_ema(step: int) -> None:
         with torch.no_grad():
             decay = min(ema_decay, (1 + step) / (10 + step))
-            for target, source in zip(ema.parameters(), model.parameters(), strict=True):
-                target.lerp_(source, 1 - decay)
+            torch._foreach_lerp_(ema_parameters, parameters, 1 - decay)
 
-    _optimise(run, config, generator, parts, len(latents), "diffusion", compute, clip=1.0,
-              after_step=update_ema)
+    _optimise(run, config, length, generator, parts, len(latents), "diffusion", compute,
+              clip=1.0, after_step=update_ema)
     ema.eval()
     ema.save_pretrained(folder / "final", safe_serialization=True)
     return ema
