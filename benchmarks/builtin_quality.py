@@ -5,8 +5,9 @@ Adherence: an image is drawn for each of 200 training captions (a fixed sample) 
 against every training image (composited on white, 32×32, by L2 distance). It adheres
 when one of the 5 nearest shows the prompt's concept (skin tones folded); the top-1 rate
 counts the nearest alone. Chance rates (5 or 1 random training images) are printed
-alongside. Variety: the mean pairwise distance of 4 seeds of one prompt against that of
-random pairs of training images. The grid shows 16 prompts at 256×256.
+alongside. Variety: the mean pairwise distance of 4 seeds of a prompt against that of
+random pairs of training images, for a subject the data shows once ("a red apple") and
+for subjects whose skin tone the prompt leaves open. The grid shows 16 prompts at 256×256.
 
     python benchmarks/builtin_quality.py [--pipeline DIR] [--data DIR] [--json out.json]
     python benchmarks/builtin_quality.py --limit 16 --paraphrases 8 --grid /tmp/grid.png
@@ -108,7 +109,9 @@ GRID_PROMPTS = (
     "a woman swimming, medium skin tone", "a sun", "a snowman", "a guitar",
     "a heart", "a turtle", "a crown", "a ghost",
 )
-VARIETY_PROMPT = "a red apple"
+#: Variety prompts: one subject with a single training image, and subjects whose skin
+#: tone the prompt leaves open (the data shows each in six).
+VARIETY_PROMPTS = ("a red apple", "a waving hand", "a person", "a thumbs up")
 VARIETY_SEEDS = (0, 1, 2, 3)
 
 
@@ -247,10 +250,29 @@ def adherence(generate: Generator, ranker: Ranker,
     }
 
 
+#: How the ceiling's training images are altered: as the model draws them, and as
+#: geometric augmentation would (which the ranking cannot tell from other images).
+CEILING_VIEWS = {
+    "as drawn": lambda image: image,
+    "mirrored": lambda image: image.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+    "scaled to 90 %": lambda image: _scaled(image, 0.9),
+    "scaled to 80 %": lambda image: _scaled(image, 0.8),
+}
+
+
+def _scaled(image: Image.Image, factor: float) -> Image.Image:
+    side = round(image.width * factor)
+    canvas = Image.new("RGB", image.size, "white")
+    canvas.paste(image.resize((side, side), Image.Resampling.LANCZOS),
+                 ((image.width - side) // 2, (image.height - side) // 2))
+    return canvas
+
+
 def ceiling(data: Path, ranker: Ranker, entries: Sequence[Entry],
             sample: Sequence[Entry]) -> dict[str, Any] | None:
     """The same ranking for the sampled training images themselves, as the model's 64 px
-    output would show them (``images_64.npy`` upscaled to 256): the best a model can do."""
+    output would show them (``images_64.npy`` upscaled to 256): the best a model can do;
+    and for the same images mirrored or scaled down on white."""
     path = data / "images_64.npy"
     if not path.is_file():
         return None
@@ -258,16 +280,18 @@ def ceiling(data: Path, ranker: Ranker, entries: Sequence[Entry],
     if len(pixels) != len(entries):
         return None
     where = {e.file: i for i, e in enumerate(entries)}
-    queries = np.stack([
-        shrink(Image.fromarray(np.asarray(pixels[where[e.file]])).resize(
-            (256, 256), Image.Resampling.LANCZOS)) for e in sample])
-    nearest = ranker.nearest(queries)
-    names = [[ranker.concepts[j] for j in found] for found in nearest]
-    return {
-        "count": len(sample),
-        "top5": statistics.fmean(e.concept in n for e, n in zip(sample, names, strict=True)),
-        "top1": statistics.fmean(e.concept == n[0] for e, n in zip(sample, names, strict=True)),
-    }
+    drawn = [Image.fromarray(np.asarray(pixels[where[e.file]])).resize(
+        (256, 256), Image.Resampling.LANCZOS) for e in sample]
+    views = {}
+    for view, alter in CEILING_VIEWS.items():
+        nearest = ranker.nearest(np.stack([shrink(alter(image)) for image in drawn]))
+        names = [[ranker.concepts[j] for j in found] for found in nearest]
+        views[view] = {
+            "top5": statistics.fmean(e.concept in n for e, n in zip(sample, names, strict=True)),
+            "top1": statistics.fmean(e.concept == n[0]
+                                     for e, n in zip(sample, names, strict=True)),
+        }
+    return {"count": len(sample), **views["as drawn"], "views": views}
 
 
 def mean_pairwise(vectors: np.ndarray) -> float:
@@ -276,8 +300,7 @@ def mean_pairwise(vectors: np.ndarray) -> float:
 
 
 def variety(generate: Generator, pixels: np.ndarray, pairs: int) -> dict[str, Any]:
-    images = generate([(VARIETY_PROMPT, VARIETY_SEEDS)])[0]
-    seeds = mean_pairwise(flat(np.stack([shrink(image) for image in images])))
+    """Mean pairwise distance of 4 seeds per prompt, against random training pairs."""
     rng = random.Random(1)
     data = flat(pixels)
     distances = []
@@ -285,32 +308,49 @@ def variety(generate: Generator, pixels: np.ndarray, pairs: int) -> dict[str, An
         a, b = rng.sample(range(len(data)), 2)
         distances.append(float(np.linalg.norm(data[a] - data[b])))
     spread = statistics.fmean(distances)
-    return {"prompt": VARIETY_PROMPT, "seeds": list(VARIETY_SEEDS), "seed_distance": seeds,
-            "data_distance": spread, "data_pairs": pairs, "ratio": seeds / spread}
+    found = generate([(prompt, VARIETY_SEEDS) for prompt in VARIETY_PROMPTS])
+    prompts = {}
+    for prompt, images in zip(VARIETY_PROMPTS, found, strict=True):
+        seeds = mean_pairwise(flat(np.stack([shrink(image) for image in images])))
+        prompts[prompt] = {"seed_distance": seeds, "ratio": seeds / spread}
+    return {"seeds": list(VARIETY_SEEDS), "data_distance": spread, "data_pairs": pairs,
+            "prompts": prompts}
 
 
-def grid(generate: Generator, path: Path, side: int = 256) -> None:
-    """4×4 tiles of GRID_PROMPTS (seed 0), each prompt written under its tile."""
-    images = [found[0] for found in generate([(p, (0,)) for p in GRID_PROMPTS], side)]
+def sheet(images: Sequence[Image.Image], labels: Sequence[str], path: Path,
+          side: int = 256, cols: int = 4) -> None:
+    """Tiles of ``side`` px, ``cols`` a row, each label written under its tile."""
     try:
         font: Any = ImageFont.load_default(size=14)
     except (TypeError, ImportError, OSError):  # Pillow < 10.1 or no FreeType: bitmap font
         font = ImageFont.load_default()
     label = 24
-    cols = 4
     rows = math.ceil(len(images) / cols)
-    sheet = Image.new("RGB", (cols * side, rows * (side + label)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for index, (prompt, image) in enumerate(zip(GRID_PROMPTS, images, strict=True)):
+    canvas = Image.new("RGB", (cols * side, rows * (side + label)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for index, (text, image) in enumerate(zip(labels, images, strict=True)):
         x, y = (index % cols) * side, (index // cols) * (side + label)
-        sheet.paste(image.convert("RGB"), (x, y))
-        text = prompt
+        canvas.paste(image.convert("RGB").resize((side, side)), (x, y))
         while draw.textlength(text, font=font) > side - 6 and len(text) > 4:
             text = text[:-2] + "…"
         width = draw.textlength(text, font=font)
         draw.text((x + (side - width) / 2, y + side + 4), text, fill="black", font=font)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
+    canvas.save(path)
+
+
+def grid(generate: Generator, path: Path, side: int = 256) -> None:
+    """4×4 tiles of GRID_PROMPTS (seed 0), each prompt written under its tile."""
+    images = [found[0] for found in generate([(p, (0,)) for p in GRID_PROMPTS], side)]
+    sheet(images, GRID_PROMPTS, path, side)
+
+
+def variety_sheet(generate: Generator, path: Path, side: int = 192) -> None:
+    """A row of VARIETY_SEEDS per variety prompt."""
+    found = generate([(prompt, VARIETY_SEEDS) for prompt in VARIETY_PROMPTS], side)
+    images = [image for row in found for image in row]
+    labels = [f"{prompt}, seed {seed}" for prompt in VARIETY_PROMPTS for seed in VARIETY_SEEDS]
+    sheet(images, labels, path, side, cols=len(VARIETY_SEEDS))
 
 
 def main() -> None:
@@ -329,7 +369,9 @@ def main() -> None:
                         help=f"use the first N paraphrases (default all {len(PARAPHRASES)})")
     parser.add_argument("--pairs", type=int, default=2000, help="data pairs for the spread")
     parser.add_argument("--grid", type=Path, default=Path("docs/builtin-grid.png"))
-    parser.add_argument("--no-grid", dest="make_grid", action="store_false")
+    parser.add_argument("--variety-grid", type=Path, default=Path("docs/builtin-variety.png"))
+    parser.add_argument("--no-grid", dest="make_grid", action="store_false",
+                        help="write neither grid")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
 
@@ -354,6 +396,7 @@ def main() -> None:
     spread = variety(generate, pixels, args.pairs)
     if args.make_grid:
         grid(generate, args.grid)
+        variety_sheet(generate, args.variety_grid)
 
     for name, result in (("captions", captions), ("paraphrases", paraphrased)):
         print(f"{name:<12} n={result['count']:<4} top-5 {result['top5']:6.1%} "
@@ -362,20 +405,27 @@ def main() -> None:
     if best is not None:
         print(f"{'ceiling':<12} n={best['count']:<4} top-5 {best['top5']:6.1%}"
               f"{'':16}top-1 {best['top1']:6.1%}  (the sampled training images at 64 px)")
-    print(f"variety      {spread['prompt']!r} × {len(VARIETY_SEEDS)} seeds: mean pairwise L2 "
-          f"{spread['seed_distance']:.2f} vs data {spread['data_distance']:.2f} "
-          f"(ratio {spread['ratio']:.2f})")
+        for view, found in best["views"].items():
+            if view != "as drawn":
+                print(f"{'':13}{view + ':':<20}top-5 {found['top5']:6.1%}  "
+                      f"top-1 {found['top1']:6.1%}")
+    print(f"variety      {len(VARIETY_SEEDS)} seeds, mean pairwise L2 against random data "
+          f"pairs ({spread['data_distance']:.2f}):")
+    for prompt, found in spread["prompts"].items():
+        print(f"{'':13}{prompt!r:<18} {found['seed_distance']:6.2f}  "
+              f"(ratio {found['ratio']:.2f})")
     per_image = generate.seconds / max(1, generate.images)
     print(f"timing       load {generate.load_s:.1f} s, {generate.images} images in "
           f"{generate.seconds:.1f} s ({per_image * 1000:.0f} ms/image)")
     if args.make_grid:
-        print(f"grid         {args.grid}")
+        print(f"grids        {args.grid}, {args.variety_grid}")
     if args.json:
         report = {
             "pipeline": str(args.pipeline), "data": str(args.data),
             "device": generate.backend.device, "steps": generate.steps,
             "guidance": generate.guidance, "captions": captions, "paraphrases": paraphrased,
             "ceiling": best, "variety": spread, "grid": str(args.grid) if args.make_grid else None,
+            "variety_grid": str(args.variety_grid) if args.make_grid else None,
             "timing": {"load_s": generate.load_s, "images": generate.images,
                        "generate_s": generate.seconds},
         }

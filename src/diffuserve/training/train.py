@@ -332,9 +332,10 @@ def train_diffusion(latents: torch.Tensor, captions: Captions, folder: Path,
     states, mask = captions.states.float().to(device), captions.mask.long().to(device)
     empty_states = captions.empty_states.float().to(device)
     empty_mask = captions.empty_mask.long().to(device)
-    coarse = captions.coarse_index is not None and bool((captions.coarse_index >= 0).any())
-    if coarse:
-        assert captions.coarse_states is not None and captions.coarse_mask is not None
+    coarse = False
+    if (captions.coarse_index is not None and captions.coarse_states is not None
+            and captions.coarse_mask is not None):
+        coarse = bool((captions.coarse_index >= 0).any())
         coarse_states = captions.coarse_states.float().to(device)
         coarse_mask = captions.coarse_mask.long().to(device)
         coarse_index = captions.coarse_index.long().to(device)
