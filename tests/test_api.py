@@ -115,6 +115,19 @@ def test_revised_prompt_only_for_dall_e_3(client: TestClient) -> None:
     assert "revised_prompt" not in dalle2.json()["data"][0]
 
 
+def test_a_verbatim_model_draws_and_reports_the_prompt_as_written(
+    tmp_path: Path, fake_backend: FakeBackend
+) -> None:
+    spec = ModelSpec(name="fake", source="fake", prompt_revision="verbatim")
+    registry = ModelRegistry([ServedModel(spec, fake_backend)], {"dall-e-3": "fake"})
+    config = Settings(storage_dir=tmp_path / "images", api_keys=(KEY,))
+    with TestClient(build_app(config, registry)) as client:
+        response = generate(client, model="dall-e-3", prompt=" a lighthouse ",
+                            response_format="b64_json")
+    assert response.json()["data"][0]["revised_prompt"] == "a lighthouse"
+    assert fake_backend.calls[-1].prompt == "a lighthouse"
+
+
 def test_style_and_quality_change_generation_parameters(
     client: TestClient, fake_backend: FakeBackend
 ) -> None:

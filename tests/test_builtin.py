@@ -206,5 +206,7 @@ def test_serve_with_nothing_configured_serves_the_built_in_model(
 
             image = Image.open(io.BytesIO(base64.b64decode(result.data[0].b64_json or "")))
             assert f"{image.width}x{image.height}" == size
+            if model == "dall-e-3":  # drawn as written: the model knows emoji names only
+                assert result.data[0].revised_prompt == "a red apple"
     finally:
         server.stop()

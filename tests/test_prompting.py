@@ -43,6 +43,14 @@ def test_opt_out_prefix_returns_the_rest_as_is(style: str | None) -> None:
     assert revise_prompt(prompt, style) == "a red fox in the snow."
 
 
+@pytest.mark.parametrize("style", ["vivid", "natural", None])
+def test_unstyled_revision_is_the_prompt_as_written(style: str | None) -> None:
+    assert revise_prompt("  a red fox in the snow ", style, styled=False) == (
+        "a red fox in the snow")
+    prompt = f"{VERBATIM_PREFIX} a red fox."
+    assert revise_prompt(prompt, style, styled=False) == "a red fox."
+
+
 def test_opt_out_prefix_only_counts_at_the_start() -> None:
     prompt = f"a red fox. {VERBATIM_PREFIX} in the snow"
 

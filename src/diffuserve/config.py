@@ -46,6 +46,10 @@ class ModelSpec(BaseModel):
     vivid_guidance_scale: float | None = Field(default=None, ge=0.0, le=50.0)
     natural_guidance_scale: float | None = Field(default=None, ge=0.0, le=50.0)
     negative_prompt: str | None = None
+    prompt_revision: Literal["styled", "verbatim"] = Field(
+        default="styled",
+        description="dall-e-3's rewrite: 'styled' adds phrases by style; 'verbatim' draws "
+                    "the prompt as written (for models that know no such words)")
     max_batch_size: int = Field(default=4, ge=1, le=64)
     device: Device = "auto"
     dtype: DType = "auto"

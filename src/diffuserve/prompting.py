@@ -30,15 +30,18 @@ def _pick(options: tuple[str, ...], prompt: str, slot: int) -> str:
     return options[digest[0] % len(options)]
 
 
-def revise_prompt(prompt: str, style: str | None) -> str:
+def revise_prompt(prompt: str, style: str | None, styled: bool = True) -> str:
     """Return the prompt actually drawn for ``prompt`` in ``style`` (vivid by default).
 
     A prompt that starts with OpenAI's opt-out sentence is used as it is, without the
-    sentence itself.
+    sentence itself; so is every prompt when ``styled`` is false (a model whose training
+    captions hold no such phrases, such as the built-in one, would only be misled).
     """
     stripped = prompt.strip()
     if stripped.startswith(VERBATIM_PREFIX):
         return stripped[len(VERBATIM_PREFIX):].strip() or stripped
+    if not styled:
+        return stripped
     groups = _NATURAL if style == "natural" else _VIVID
     body = stripped.rstrip(" .,;:")
     additions = ", ".join(_pick(options, body, slot) for slot, options in enumerate(groups))

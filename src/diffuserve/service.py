@@ -69,7 +69,10 @@ def plan_request(registry: ModelRegistry, body: ImageGenerationRequest) -> Plan:
     req = rules_for(name).validate(body, name)
     spec = model.spec
 
-    revised = revise_prompt(req.prompt, req.style) if req.revise_prompt else None
+    revised = (
+        revise_prompt(req.prompt, req.style, styled=spec.prompt_revision == "styled")
+        if req.revise_prompt else None
+    )
     if req.num_inference_steps is not None:
         steps = req.num_inference_steps
     elif req.quality in ("hd", "high"):

@@ -43,4 +43,6 @@ def builtin_spec() -> ModelSpec:
         vivid_guidance_scale=5.0,
         natural_guidance_scale=3.0,
         max_batch_size=8,
+        # Trained on emoji names: lighting and colour phrases would only mislead it.
+        prompt_revision="verbatim",
     )
