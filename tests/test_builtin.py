@@ -156,6 +156,14 @@ def test_training_exports_a_pipeline_that_loads_like_any_other(
     assert not np.array_equal(np.asarray(first[0]), np.asarray(first[1]))
     # An unfinished run exports from its checkpoint too.
     assert (export_from_run(tmp_path / "run", tmp_path / "again") / "model_index.json").is_file()
+    # A run can start from a trained autoencoder (and export with it).
+    reuse = argparse.Namespace(**{**vars(args), "run": tmp_path / "run2",
+                                  "export": tmp_path / "pipeline2",
+                                  "autoencoder": exported / "vae", "decoder_steps": 0})
+    assert (run_training(reuse) / "vae" / "config.json").is_file()
+    assert not (tmp_path / "run2" / "autoencoder").exists()
+    assert (export_from_run(tmp_path / "run2", tmp_path / "again2", exported / "vae")
+            / "model_index.json").is_file()
 
 
 def test_a_stage_with_a_time_budget_runs_the_steps_that_fit(

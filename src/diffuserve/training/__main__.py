@@ -53,11 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     export_cmd = commands.add_parser("export", help="export a (possibly unfinished) run")
     export_cmd.add_argument("--run", type=Path, default=default_cache / "run")
     export_cmd.add_argument("--out", type=Path, required=True)
+    export_cmd.add_argument("--autoencoder", type=Path, default=None,
+                            help="the autoencoder a run was started with (--autoencoder)")
     args = parser.parse_args(argv)
     if args.command == "export":
         from diffuserve.training.pipeline import export_from_run
 
-        print(f"exported → {export_from_run(args.run, args.out)}")
+        print(f"exported → {export_from_run(args.run, args.out, args.autoencoder)}")
         return 0
     if args.command == "train":
         from diffuserve.training.pipeline import run_training

@@ -82,16 +82,18 @@ def run_training(args: argparse.Namespace) -> Path:
     return export(autoencoder, unet, args.export or args.run / "pipeline")
 
 
-def export_from_run(run: Path, out: Path) -> Path:
-    """Export the trained autoencoder and the diffusion checkpoint's EMA weights, e.g.
-    to ship a run stopped early."""
+def export_from_run(run: Path, out: Path, autoencoder_dir: Path | None = None) -> Path:
+    """Export the trained autoencoder (or ``autoencoder_dir``, for a run started with
+    ``--autoencoder``) and the diffusion checkpoint's EMA weights, e.g. to ship a run
+    stopped early."""
     from diffusers import AutoencoderKL
 
     from diffuserve.training.models import build_unet
 
     decoder = run / "decoder" / "final"
-    autoencoder = AutoencoderKL.from_pretrained(
-        decoder if decoder.is_dir() else run / "autoencoder" / "final")
+    if autoencoder_dir is None:
+        autoencoder_dir = decoder if decoder.is_dir() else run / "autoencoder" / "final"
+    autoencoder = AutoencoderKL.from_pretrained(autoencoder_dir)
     final = run / "diffusion" / "final"
     if final.is_dir():
         from diffusers import UNet2DConditionModel
