@@ -138,8 +138,10 @@ def _optimise(run: _Run, config: StageConfig, length: _Length, generator: torch.
     model, optimizer, schedule = parts["model"], parts["optimizer"], parts["schedule"]
     device = next(model.parameters()).device
     step = run.restore(generator, length, **parts)
-    first, began, timed_from = step, time.perf_counter(), 0.0
-    budget = config.max_seconds if step == 0 else None  # a resumed run keeps its length
+    first = step
+    # A resumed run keeps the length its first start fitted.
+    budget = (_Budget(config.max_seconds, config.steps, device)
+              if config.max_seconds is not None and step == 0 else None)
     with torch.enable_grad(), tqdm(total=length.steps, initial=step, desc=desc,
                                    unit="step") as bar:
         while step < length.steps:
@@ -156,10 +158,7 @@ def _optimise(run: _Run, config: StageConfig, length: _Length, generator: torch.
             step += 1
             bar.update(1)
             if budget is not None:
-                budget = _fit(config, length, step - first, began, device, budget,
-                              timed_from)
-                if step - first == CALIBRATION[0]:
-                    timed_from = time.perf_counter()
+                budget.after(step - first, length)
                 bar.total = length.steps
             if step % config.log_every == 0 or step == length.steps:
                 values = {k: float(v) for k, v in extras.items()}
@@ -169,27 +168,32 @@ def _optimise(run: _Run, config: StageConfig, length: _Length, generator: torch.
                 run.store(step, generator, length, **parts)
 
 
-def _fit(config: StageConfig, length: _Length, done: int, began: float,
-         device: torch.device, budget: float, timed_from: float) -> float | None:
-    """Time-budget bookkeeping after ``done`` steps: at the end of the calibration the
-    stage's length becomes the steps that fit (never more than ``config.steps``); past
-    the budget by a tenth the stage ends where it is. The budget, or None once the length
-    is fixed for good."""
-    skip, timed = CALIBRATION
-    if done == skip:
-        _synchronize(device)
-    elif done == timed:
-        _synchronize(device)
-        now = time.perf_counter()
-        per_step = (now - timed_from) / (timed - skip)
-        fits = done + int((budget - (now - began)) / per_step)
-        length.steps = max(done, min(config.steps, fits))
-        tqdm.write(f"{per_step * 1000:.1f} ms/step: {length.steps} steps fit in "
-                   f"{budget:.0f} s")
-    elif done > timed and time.perf_counter() - began > 1.1 * budget:
-        length.steps = done
-        return None
-    return budget
+class _Budget:
+    """A stage's wall-clock budget. After the calibration steps the stage's length
+    becomes the steps that fit (never more than ``cap``); past the budget by a tenth the
+    stage ends where it is."""
+
+    def __init__(self, seconds: float, cap: int, device: torch.device) -> None:
+        self.seconds, self.cap, self.device = seconds, cap, device
+        self.began = time.perf_counter()
+        self.timed_from = self.began
+
+    def after(self, done: int, length: _Length) -> None:
+        """Bookkeeping after ``done`` steps of this start."""
+        skip, timed = CALIBRATION
+        if done == skip:
+            _synchronize(self.device)
+            self.timed_from = time.perf_counter()
+        elif done == timed:
+            _synchronize(self.device)
+            now = time.perf_counter()
+            per_step = (now - self.timed_from) / (timed - skip)
+            fits = done + int((self.seconds - (now - self.began)) / per_step)
+            length.steps = max(done, min(self.cap, fits))
+            tqdm.write(f"{per_step * 1000:.1f} ms/step: {length.steps} steps fit in "
+                       f"{self.seconds:.0f} s")
+        elif done > timed and time.perf_counter() - self.began > 1.1 * self.seconds:
+            length.steps = done
 
 
 def _to_unit(images: np.ndarray) -> torch.Tensor:
