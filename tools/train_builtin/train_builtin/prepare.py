@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from diffuserve.training.data import Entry, extract, fetch_tarball
+from train_builtin.data import Entry, extract, fetch_tarball
 
 
 def render(path: Path, size: int) -> np.ndarray:
@@ -31,7 +31,7 @@ def encode_captions(entries: list[Entry]) -> dict[str, np.ndarray]:
     shown by several images: training sometimes swaps a caption for its concept ("a
     woman swimming, medium skin tone" → "a woman swimming"), so that a prompt that names
     no skin tone is drawn in any of them, seed by seed."""
-    from diffuserve.training.text import TextEncoder
+    from train_builtin.text import TextEncoder
 
     encoder = TextEncoder()
     encoded = encoder.encode([entry.caption for entry in entries])
