@@ -16,7 +16,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from diffuserve.engine.base import Backend
+from diffuserve.engine.backends.base import Backend
 from diffuserve.engine.types import GenerationParams, StepCallback
 from tests.tiny_pipelines import build_tiny_sd, build_tiny_sdxl
 

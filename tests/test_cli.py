@@ -12,7 +12,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from diffuserve.cli import SERVE_FIELDS, _settings_from_args, build_parser, main
+from diffuserve.cli import _settings, build_parser, main
+from diffuserve.config import Settings
 from tests.conftest import LiveServer
 
 
@@ -52,13 +53,43 @@ def test_cli_flags_beat_environment_which_beats_defaults(
 ) -> None:
     monkeypatch.setenv("DIFFUSERVE_PORT", "9100")
     monkeypatch.setenv("DIFFUSERVE_URL_TTL_SECONDS", "120")
-    parser = build_parser()
+    parser, sources = build_parser()
     args = parser.parse_args(["serve", "--port", "9200", "--model", f"m={tmp_path}"])
-    settings = _settings_from_args(args, SERVE_FIELDS)
+    settings = _settings(sources["serve"], args, Settings)
     assert settings.port == 9200  # flag
     assert settings.url_ttl_seconds == 120  # environment
     assert settings.host == "127.0.0.1"  # default
     assert settings.models[0].name == "m"
+
+
+def test_every_setting_but_the_secrets_is_a_flag_named_after_it() -> None:
+    parser, _ = build_parser()
+    serve = parser._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
+    flags = {flag for action in serve._actions for flag in action.option_strings}
+    for name in Settings.model_fields:
+        if name in ("models", "signing_secret"):  # tables: the TOML file; a secret: env only
+            assert f"--{name.replace('_', '-')}" not in flags
+            continue
+        kind = Settings.model_fields[name].annotation
+        flag = f"--{name.replace('_', '-')}"
+        assert flag in flags, (name, kind)
+    # Shorter spellings of earlier releases still work.
+    assert {"--url-ttl", "--api-key", "--alias", "--trusted-proxy", "--no-batching",
+            "--request-timeout", "--shutdown-timeout"} <= flags
+
+
+def test_flags_read_back_typed_and_repeatable(tmp_path: Path) -> None:
+    parser, sources = build_parser()
+    args = parser.parse_args([
+        "serve", "--model", f"a={tmp_path}", "--model", f"b={tmp_path}", "--api-key", "sk-1",
+        "--api-key", "sk-2", "--url-ttl", "90", "--no-batching", "--alias", "x=a",
+        "--rate-limit-ipm", "5"])
+    settings = _settings(sources["serve"], args, Settings)
+    assert [spec.name for spec in settings.models] == ["a", "b"]
+    assert [key.get_secret_value() for key in settings.api_keys] == ["sk-1", "sk-2"]
+    assert (settings.url_ttl_seconds, settings.batching, settings.aliases) == (90, False,
+                                                                               ("x=a",))
+    assert settings.rate_limit_ipm == 5
 
 
 def test_invalid_configuration_is_one_readable_line(

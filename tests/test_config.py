@@ -300,35 +300,3 @@ def test_settings_repr_holds_no_key_or_secret() -> None:
 
     assert API_KEY not in repr(settings)
     assert SIGNING_SECRET not in repr(settings)
-
-
-# --- ModelSpec -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("steps", "hd_steps"), [(30, 48), (10, 16), (2, 3), (1, 2)])
-def test_hd_draws_more_steps_than_standard(steps: int, hd_steps: int) -> None:
-    assert ModelSpec(name="m", source="org/m", steps=steps).effective_hd_steps == hd_steps
-
-
-def test_configured_hd_steps_win() -> None:
-    assert ModelSpec(name="m", source="org/m", steps=30, hd_steps=40).effective_hd_steps == 40
-
-
-@pytest.mark.parametrize(
-    ("style", "guidance"), [("vivid", 9.0), ("natural", 5.0), (None, 7.5)]
-)
-def test_guidance_follows_the_style(style: str | None, guidance: float) -> None:
-    spec = ModelSpec(
-        name="m",
-        source="org/m",
-        guidance_scale=7.5,
-        vivid_guidance_scale=9.0,
-        natural_guidance_scale=5.0,
-    )
-
-    assert spec.guidance_for_style(style) == guidance
-
-
-@pytest.mark.parametrize("style", ["vivid", "natural", None])
-def test_style_without_its_own_guidance_uses_the_base_guidance(style: str | None) -> None:
-    assert ModelSpec(name="m", source="org/m", guidance_scale=6.0).guidance_for_style(style) == 6.0

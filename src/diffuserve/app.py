@@ -5,27 +5,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from fastapi import FastAPI
 
 from diffuserve import __version__
-from diffuserve.api import health, images, metrics, models
+from diffuserve.api.admission import Admission
+from diffuserve.api.auth import KeyEntry, KeyStore, read_keys_file
 from diffuserve.api.deps import ServerParts
 from diffuserve.api.errors import install_error_handlers
 from diffuserve.api.middleware import RequestContextMiddleware
+from diffuserve.api.ratelimit import Limits, RateLimiter
+from diffuserve.api.routes import files, generations, health, metrics, models
 from diffuserve.api.urls import BaseUrlResolver
-from diffuserve.auth import KeyEntry, KeyStore, read_keys_file
 from diffuserve.config import Settings
-from diffuserve.engine.backends import create_backend
-from diffuserve.engine.registry import ModelRegistry
-from diffuserve.engine.scheduler import SchedulerPool
-from diffuserve.errors import ModelLoadError
+from diffuserve.engine.backends.base import Backend
+from diffuserve.engine.client import EngineClient
+from diffuserve.engine.local.engine import LocalEngine
 from diffuserve.metrics import Metrics
-from diffuserve.ratelimit import Limits, RateLimiter
-from diffuserve.service import ImageService
+from diffuserve.service.catalog import ModelCatalog
+from diffuserve.service.images import ImageService
 from diffuserve.storage.local import LocalImageStore
 from diffuserve.storage.signing import UrlSigner, load_or_create_secret
 
@@ -45,56 +44,75 @@ def build_keys(settings: Settings) -> KeyStore:
     return KeyStore(entries, defaults)
 
 
-def build_app(
-    settings: Settings,
-    registry: ModelRegistry | None = None,
-    on_fatal: FatalHandler | None = None,
-) -> FastAPI:
-    """Wire the server. Models load in the background after start-up: ``/health``
-    answers at once, ``/ready`` once every model is loaded."""
-    registry = registry or ModelRegistry.from_settings(settings, create_backend)
-    store = LocalImageStore(settings.storage_dir, settings.url_ttl_seconds)
+def build_store(settings: Settings) -> LocalImageStore:
     secret = (
         settings.signing_secret.get_secret_value().encode()
         if settings.signing_secret is not None
         else load_or_create_secret(settings.storage_dir)
     )
-    signer = UrlSigner(secret, settings.url_ttl_seconds)
-    server_metrics = Metrics(max_users=settings.metrics_max_users)
-    schedulers = SchedulerPool(
-        server_metrics, max_queue=settings.max_queue, batching=settings.batching
+    return LocalImageStore(
+        settings.storage_dir, settings.url_ttl_seconds,
+        UrlSigner(secret, settings.url_ttl_seconds), link_path=files.FILES_ROUTE,
+        sweep_interval=settings.sweep_interval_seconds,
     )
+
+
+def build_app(
+    settings: Settings,
+    *,
+    engine: EngineClient | None = None,
+    backends: Mapping[str, Backend] | None = None,
+    on_fatal: FatalHandler | None = None,
+) -> FastAPI:
+    """Wire the server. Models load in the background after start-up: ``/health``
+    answers at once, ``/ready`` once every model is loaded.
+
+    ``engine`` replaces the in-process engine; ``backends`` (model name → backend)
+    replace the registered runtimes of an in-process one.
+    """
+    server_metrics = Metrics(max_users=settings.metrics_max_users)
+    if engine is None:
+        if backends is not None:
+            engine = LocalEngine(settings.models, backends, metrics=server_metrics,
+                                 max_queue=settings.max_queue, batching=settings.batching,
+                                 on_load_failure=on_fatal)
+        else:
+            engine = LocalEngine.from_settings(settings, metrics=server_metrics,
+                                               on_load_failure=on_fatal)
+    store = build_store(settings)
+    catalog = ModelCatalog.from_settings(settings)
     server = ServerParts(
-        service=ImageService(
-            registry, schedulers, store, signer,
-            request_timeout=settings.request_timeout_seconds,
-        ),
-        registry=registry,
-        schedulers=schedulers,
+        service=ImageService(catalog, engine, store,
+                             request_timeout=settings.request_timeout_seconds),
+        engine=engine,
         store=store,
-        signer=signer,
         keys=build_keys(settings),
-        limiter=RateLimiter(),
+        admission=Admission(RateLimiter(), server_metrics),
         metrics=server_metrics,
         base_url=BaseUrlResolver(settings.public_url, settings.trusted_proxies),
     )
+    running_engine = engine
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
-        # Called from a signal handler when a stop is requested: answer what is queued
-        # with 503 at once; running work finishes while the server drains connections.
-        app.state.begin_drain = lambda: loop.call_soon_threadsafe(schedulers.drain)
-        sweeper = asyncio.create_task(_sweep_forever(store, settings.sweep_interval_seconds))
-        if not registry.ready:
-            _load_in_background(registry, on_fatal)
+
+        def shutdown_begins() -> None:
+            # Queued work is refused at once; running work may finish within the grace
+            # period, after which it is refused too (503 + Retry-After), before the
+            # HTTP server's own deadline would cut its connections.
+            running_engine.drain()
+            loop.call_later(settings.shutdown_timeout_seconds, running_engine.abort)
+
+        # Called from a signal handler when a stop is requested.
+        app.state.begin_drain = lambda: loop.call_soon_threadsafe(shutdown_begins)
+        await store.start()
+        await running_engine.start()
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
-            await schedulers.stop()
+            await store.stop()
+            await running_engine.stop()
 
     app = FastAPI(
         title="diffuserve",
@@ -105,44 +123,9 @@ def build_app(
     app.state.parts = server
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.include_router(images.router)
+    app.include_router(generations.router)
+    app.include_router(files.router)
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
     return app
-
-
-def _load_in_background(registry: ModelRegistry, on_fatal: FatalHandler | None) -> None:
-    # A daemon thread, not the event loop's executor: a shutdown during a long download
-    # must not wait for it.
-    def load() -> None:
-        started = time.perf_counter()
-        try:
-            registry.load_all()
-        except ModelLoadError as exc:
-            logger.error("model load failed", extra={"fields": {"error": str(exc)}})
-            if on_fatal is not None:
-                on_fatal(str(exc))
-            return
-        except Exception as exc:  # an unexpected failure is still fatal, and readable
-            logger.exception("model load failed")
-            if on_fatal is not None:
-                on_fatal(f"Could not load the configured models: {type(exc).__name__}: {exc}")
-            return
-        logger.info(
-            "ready",
-            extra={"fields": {"load_seconds": round(time.perf_counter() - started, 2)}},
-        )
-
-    threading.Thread(target=load, name="diffuserve-load", daemon=True).start()
-
-
-async def _sweep_forever(store: LocalImageStore, interval: float) -> None:
-    while True:
-        try:
-            removed = await asyncio.to_thread(store.sweep, time.time())
-            if removed:
-                logger.info("swept expired images", extra={"fields": {"removed": removed}})
-        except OSError:
-            logger.exception("sweeping expired images failed")
-        await asyncio.sleep(interval)

@@ -3,7 +3,8 @@
 Environment variables use the prefix ``DIFFUSERVE_`` (``DIFFUSERVE_PORT=9000``). List
 settings accept a comma-separated string (``DIFFUSERVE_API_KEYS=sk-a,sk-b``). Models come
 from a TOML file (``--models-file`` / ``DIFFUSERVE_MODELS_FILE``) and/or repeated
-``--model`` flags.
+``--model`` flags. The command line is generated from these classes
+(:func:`settings_cli`): a field ``url_ttl_seconds`` is the flag ``--url-ttl-seconds``.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from typing import Annotated, Any, Literal
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-
-#: Names OpenAI clients insist on; they resolve to the default model unless a model
-#: claims them itself.
-OPENAI_MODEL_NAMES = ("dall-e-2", "dall-e-3", "gpt-image-1")
+from pydantic_settings import (
+    BaseSettings,
+    CliSettingsSource,
+    CliSuppress,
+    NoDecode,
+    SettingsConfigDict,
+)
 
 Device = Literal["auto", "cuda", "mps", "cpu"]
 DType = Literal["auto", "float16", "bfloat16", "float32"]
@@ -32,7 +35,9 @@ class ModelSpec(BaseModel):
 
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
     source: str = Field(min_length=1, description="Hugging Face Hub id or local folder")
-    backend: Literal["diffusers"] = "diffusers"
+    backend: str = Field(
+        default="diffusers", pattern=r"^[A-Za-z0-9_.-]+$",
+        description="a runtime registered under the `diffuserve.backends` entry points")
     aliases: tuple[str, ...] = ()
     resolution: int | None = Field(
         default=None,
@@ -56,17 +61,6 @@ class ModelSpec(BaseModel):
     revision: str | None = None
     variant: str | None = None
 
-    @property
-    def effective_hd_steps(self) -> int:
-        return self.hd_steps if self.hd_steps is not None else max(self.steps + 1,
-                                                                   round(self.steps * 1.6))
-
-    def guidance_for_style(self, style: str | None) -> float:
-        if style == "vivid" and self.vivid_guidance_scale is not None:
-            return self.vivid_guidance_scale
-        if style == "natural" and self.natural_guidance_scale is not None:
-            return self.natural_guidance_scale
-        return self.guidance_scale
 
 
 def parse_model_flag(value: str) -> ModelSpec:
@@ -109,45 +103,116 @@ def default_storage_dir() -> Path:
     return Path(platformdirs.user_cache_dir("diffuserve")) / "images"
 
 
-class Settings(BaseSettings):
+_SETTINGS_CONFIG = SettingsConfigDict(
+    env_prefix="DIFFUSERVE_", frozen=True, extra="forbid",
+    cli_kebab_case=True, cli_implicit_flags=True,
+)
+
+
+class ModelSelection(BaseSettings):
+    """Which models are served and under which names (``serve``, ``generate``, ``models``)."""
+
+    model_config = _SETTINGS_CONFIG
+
+    models: CliSuppress[tuple[ModelSpec, ...]] = ()
+    models_file: Path | None = Field(default=None, description="TOML file of [[models]]")
+    aliases: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="ALIAS=MODEL: another public name for a model (repeatable)")
+    default_model: str | None = Field(
+        default=None, description="what unclaimed OpenAI names point at (default: the first)")
+    auto_aliases: bool = Field(
+        default=True, description="point dall-e-2, dall-e-3 and gpt-image-1 at the default "
+                                  "model unless a model claims them")
+
+    _split_aliases = field_validator("aliases", mode="before")(_split_csv)
+
+    @field_validator("aliases")
+    @classmethod
+    def _check_aliases(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            alias, sep, target = item.partition("=")
+            if not sep or not alias.strip() or not target.strip():
+                raise ValueError(f"alias {item!r} must look like ALIAS=MODEL")
+        return value
+
+    @model_validator(mode="after")
+    def _load_files(self) -> ModelSelection:
+        file_models = load_models_file(self.models_file) if self.models_file else []
+        object.__setattr__(self, "models", (*file_models, *self.models, *self._flag_models()))
+        names: set[str] = set()
+        for spec in self.models:
+            for public in (spec.name, *spec.aliases):
+                if public in names:
+                    raise ValueError(f"model name or alias {public!r} is configured twice")
+                names.add(public)
+        return self
+
+    def _flag_models(self) -> tuple[ModelSpec, ...]:
+        return ()
+
+    def alias_pairs(self) -> list[tuple[str, str]]:
+        return [
+            (alias.strip(), target.strip())
+            for alias, _, target in (item.partition("=") for item in self.aliases)
+        ]
+
+
+class Settings(ModelSelection):
     """Everything the server reads at start; never re-read afterwards."""
 
-    model_config = SettingsConfigDict(env_prefix="DIFFUSERVE_", frozen=True, extra="forbid")
+    model: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="serve a diffusers pipeline: [NAME=]SOURCE, a Hugging Face "
+                                "Hub id or a local folder (repeatable)")
+    host: str = Field(default="127.0.0.1", description="address to bind")
+    port: int = Field(default=8000, ge=0, le=65535, description="port")
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
-    models: tuple[ModelSpec, ...] = ()
-    models_file: Path | None = None
-    aliases: Annotated[tuple[str, ...], NoDecode] = Field(
-        default=(), description="ALIAS=MODEL pairs"
-    )
-    default_model: str | None = None
-    auto_aliases: bool = True
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(), description="accept this bearer key (repeatable)")
+    api_keys_file: Path | None = Field(
+        default=None, description="one key (or sha256:<hex> of it) per line, optional name "
+                                  "and rpm=/ipm= limits")
+    insecure_no_auth: bool = Field(
+        default=False, description="allow a non-loopback bind without API keys")
 
-    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
-    api_keys_file: Path | None = None
-    insecure_no_auth: bool = False
+    storage_dir: Path = Field(default_factory=default_storage_dir,
+                              description="where url images and the signing key live")
+    public_url: str | None = Field(
+        default=None, description="scheme://host[:port][/prefix] of image links")
+    url_ttl_seconds: int = Field(default=3600, ge=10, le=7 * 24 * 3600,
+                                 description="image link lifetime; files are deleted after it")
+    # A secret on the command line would show in `ps`: environment only.
+    signing_secret: CliSuppress[SecretStr | None] = None
+    sweep_interval_seconds: float = Field(default=60.0, gt=0,
+                                          description="how often expired images are deleted")
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="IP/CIDR whose X-Forwarded-Proto/-Host/-Prefix to believe "
+                                "(repeatable)")
 
-    storage_dir: Path = Field(default_factory=default_storage_dir)
-    public_url: str | None = None
-    url_ttl_seconds: int = Field(default=3600, ge=10, le=7 * 24 * 3600)
-    signing_secret: SecretStr | None = None
-    sweep_interval_seconds: float = Field(default=60.0, gt=0)
-    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
-
-    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    max_body_bytes: int = Field(default=1 << 20, ge=1024,
+                                description="request body limit (413 beyond)")
 
     max_queue: int = Field(default=64, ge=1, le=100_000,
                            description="requests waiting per model before 429")
-    batching: bool = True
-    request_timeout_seconds: float = Field(default=540.0, gt=0, le=86_400)
-    shutdown_timeout_seconds: float = Field(default=30.0, ge=0, le=3600)
+    batching: bool = Field(default=True,
+                           description="put compatible requests into one pipeline call")
+    request_timeout_seconds: float = Field(
+        default=540.0, gt=0, le=86_400,
+        description="deadline of a generation request, queue included")
+    shutdown_timeout_seconds: float = Field(
+        default=30.0, ge=0, le=3600,
+        description="on SIGTERM, how long running work may finish before it is refused "
+                    "with 503")
     rate_limit_rpm: int = Field(default=0, ge=0, description="requests/min per key; 0: none")
     rate_limit_ipm: int = Field(default=0, ge=0, description="images/min per key; 0: none")
-    metrics_max_users: int = Field(default=100, ge=0, le=100_000)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metrics_max_users: int = Field(default=100, ge=0, le=100_000,
+                                   description="distinct `user` labels in the metrics")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="JSON logs on stderr from this level")
 
-    _split = field_validator("api_keys", "trusted_proxies", "aliases", mode="before")(_split_csv)
+    _split = field_validator("model", "api_keys", "trusted_proxies", mode="before")(_split_csv)
+
+    def _flag_models(self) -> tuple[ModelSpec, ...]:
+        return tuple(parse_model_flag(item) for item in self.model)
 
     @field_validator("public_url")
     @classmethod
@@ -164,34 +229,6 @@ class Settings(BaseSettings):
         for item in value:
             ipaddress.ip_network(item, strict=False)
         return value
-
-    @field_validator("aliases")
-    @classmethod
-    def _check_aliases(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for item in value:
-            alias, sep, target = item.partition("=")
-            if not sep or not alias.strip() or not target.strip():
-                raise ValueError(f"alias {item!r} must look like ALIAS=MODEL")
-        return value
-
-    @model_validator(mode="after")
-    def _load_files(self) -> Settings:
-        if self.models_file is not None:
-            file_models = tuple(load_models_file(self.models_file))
-            object.__setattr__(self, "models", file_models + self.models)
-        names: set[str] = set()
-        for spec in self.models:
-            for public in (spec.name, *spec.aliases):
-                if public in names:
-                    raise ValueError(f"model name or alias {public!r} is configured twice")
-                names.add(public)
-        return self
-
-    def alias_pairs(self) -> list[tuple[str, str]]:
-        return [
-            (alias.strip(), target.strip())
-            for alias, _, target in (item.partition("=") for item in self.aliases)
-        ]
 
     def is_loopback(self) -> bool:
         if self.host in ("localhost", "ip6-localhost"):
@@ -220,3 +257,42 @@ class Settings(BaseSettings):
             "rate_limit_rpm": self.rate_limit_rpm,
             "rate_limit_ipm": self.rate_limit_ipm,
         }
+
+
+#: Shorter spellings of some flags, kept from earlier releases.
+CLI_SHORTCUTS = {
+    "api_keys": "api-key",
+    "aliases": "alias",
+    "trusted_proxies": "trusted-proxy",
+    "url_ttl_seconds": "url-ttl",
+    "request_timeout_seconds": "request-timeout",
+    "shutdown_timeout_seconds": "shutdown-timeout",
+}
+
+
+
+#: Settings read from the environment or files only.
+NOT_FLAGS = frozenset({"models", "signing_secret"})
+
+
+def settings_cli(
+    settings_cls: type[ModelSelection], parser: Any
+) -> CliSettingsSource[ModelSelection]:
+    """Add one flag per field of ``settings_cls`` to the argparse ``parser``; the source
+    returned turns the parsed namespace back into settings, above the environment::
+
+        source = settings_cli(Settings, parser)
+        settings = Settings(_cli_settings_source=source(parsed_args=namespace))
+    """
+    shortcuts = {name.replace("_", "-"): flag for name, flag in CLI_SHORTCUTS.items()
+                 if name in settings_cls.model_fields}
+    source: CliSettingsSource[ModelSelection] = CliSettingsSource(
+        settings_cls, root_parser=parser, cli_shortcuts=shortcuts)
+    # CliSuppress only hides a flag from the help; these must not exist at all (a secret
+    # on the command line shows in `ps`; model tables belong in the TOML file).
+    for action in list(parser._actions):
+        if action.dest in NOT_FLAGS:
+            parser._remove_action(action)
+            for option in action.option_strings:
+                parser._option_string_actions.pop(option, None)
+    return source

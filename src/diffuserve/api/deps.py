@@ -6,15 +6,13 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from diffuserve.api.admission import Admission
+from diffuserve.api.auth import Client, KeyStore
 from diffuserve.api.urls import BaseUrlResolver
-from diffuserve.auth import Client, KeyStore
-from diffuserve.engine.registry import ModelRegistry
-from diffuserve.engine.scheduler import SchedulerPool
+from diffuserve.engine.client import EngineClient
 from diffuserve.metrics import Metrics
-from diffuserve.ratelimit import RateLimiter
-from diffuserve.service import ImageService
-from diffuserve.storage.base import ImageStore
-from diffuserve.storage.signing import UrlSigner
+from diffuserve.service.images import ImageService
+from diffuserve.storage.local import LocalImageStore
 
 
 @dataclass
@@ -22,12 +20,10 @@ class ServerParts:
     """What the routers need, built once by :func:`diffuserve.app.build_app`."""
 
     service: ImageService
-    registry: ModelRegistry
-    schedulers: SchedulerPool
-    store: ImageStore
-    signer: UrlSigner
+    engine: EngineClient
+    store: LocalImageStore
     keys: KeyStore
-    limiter: RateLimiter
+    admission: Admission
     metrics: Metrics
     base_url: BaseUrlResolver
 

@@ -11,7 +11,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from diffuserve.errors import RequestTooLargeError
+from diffuserve.api.errors import RequestTooLargeError
 
 logger = logging.getLogger("diffuserve.access")
 

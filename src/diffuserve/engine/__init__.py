@@ -1,1 +1,1 @@
-"""Generation engine: parameters, backends, the model registry and the device workers."""
+"""The engine: tasks in, events out; the local engine, its backends and their errors."""

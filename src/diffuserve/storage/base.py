@@ -1,20 +1,61 @@
-"""The storage interface: local directory now, object stores later."""
+"""Storage by key: ``put(bytes, content type) → key``, ``link(key) → url``.
+
+A store keeps generated images until their links expire. The local directory signs its
+own links and sweeps expired files; an object store would presign its links and let a
+lifecycle rule expire them. Stores know nothing of HTTP: their errors below are mapped
+to statuses by the HTTP layer.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Protocol
+
+#: File suffixes of the image types a store accepts.
+SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpeg", "image/webp": ".webp"}
 
 
 class ImageStore(Protocol):
-    def put(self, data: bytes, suffix: str = ".png") -> str:
-        """Store ``data``; return its file name (an unguessable id plus ``suffix``)."""
+    async def start(self) -> None:
+        """Begin background upkeep (sweeping), if the store needs any."""
         ...
 
-    def path_of(self, name: str) -> Path | None:
-        """The stored file for ``name``, or ``None`` if it is unknown or gone."""
+    async def stop(self) -> None: ...
+
+    def put(self, data: bytes, content_type: str) -> str:
+        """Store ``data``; return its key (unguessable). Blocking: call it off the loop."""
         ...
 
-    def sweep(self, now: float) -> int:
-        """Delete what has expired by ``now``; return how many files went."""
+    def link(self, key: str, *, base_url: str, now: float) -> str:
+        """A URL that fetches ``key`` without an API key until the link expires.
+        ``base_url`` is where this server is reachable, for stores that serve their own."""
         ...
+
+
+class StorageError(Exception):
+    """Base of the errors a store raises for a link it cannot honour."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+
+
+class LinkInvalid(StorageError):
+    """The link was not signed by this store, or was changed."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class LinkExpired(StorageError):
+    """The link was genuine but its lifetime is over."""
+
+    def __init__(self, ttl_seconds: int) -> None:
+        super().__init__(f"the link expired ({ttl_seconds}s lifetime)")
+        self.ttl_seconds = ttl_seconds
+
+
+class ImageGone(StorageError):
+    """The link is valid but the image is no longer stored."""
+
+    def __init__(self) -> None:
+        super().__init__("the image is no longer stored")

@@ -1,25 +1,69 @@
-"""Images as files in one directory, deleted by the sweeper once their links expire."""
+"""Images as files in one directory, served by signed links, swept once they expire."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 import re
 import secrets
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
+
+from diffuserve.storage.base import SUFFIXES, ImageGone, LinkInvalid
+from diffuserve.storage.signing import UrlSigner
+
+logger = logging.getLogger("diffuserve.storage")
 
 _NAME_RE = re.compile(r"^img_[A-Za-z0-9_-]{22,64}\.(png|jpeg|webp)$")
+_CONTENT_TYPES = {suffix: content_type for content_type, suffix in SUFFIXES.items()}
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A verified link's file, with what a response needs to describe it."""
+
+    path: Path
+    content_type: str
+    expires: int
 
 
 class LocalImageStore:
-    """A flat directory of ``img_<random>.png`` files; the file's mtime starts its life."""
+    """A flat directory of ``img_<random>.<ext>`` files; a file's mtime starts its life.
 
-    def __init__(self, directory: Path, ttl_seconds: int) -> None:
+    Links are ``<base_url><link_path>/<key>?expires=…&sig=…``: whoever serves
+    ``link_path`` calls :meth:`open` with the query to get the file.
+    """
+
+    def __init__(self, directory: Path, ttl_seconds: int, signer: UrlSigner, *,
+                 link_path: str, sweep_interval: float = 60.0) -> None:
         self.directory = directory
         self.ttl_seconds = ttl_seconds
+        self.signer = signer
+        self.link_path = link_path.rstrip("/")
+        self.sweep_interval = sweep_interval
+        self._sweeper: asyncio.Task[None] | None = None
         directory.mkdir(parents=True, exist_ok=True)
 
-    def put(self, data: bytes, suffix: str = ".png") -> str:
+    # -- ImageStore --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="diffuserve-sweeper")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+
+    def put(self, data: bytes, content_type: str) -> str:
+        try:
+            suffix = SUFFIXES[content_type]
+        except KeyError:
+            raise ValueError(f"cannot store {content_type!r}") from None
         name = f"img_{secrets.token_urlsafe(24)}{suffix}"
         final = self.directory / name
         partial = self.directory / f".{name}.part"
@@ -30,13 +74,33 @@ class LocalImageStore:
         os.replace(partial, final)
         return name
 
-    def path_of(self, name: str) -> Path | None:
-        if not _NAME_RE.match(name):
+    def link(self, key: str, *, base_url: str, now: float) -> str:
+        expires, sig = self.signer.sign(key, now)
+        query = urlencode({"expires": expires, "sig": sig})
+        return f"{base_url.rstrip('/')}{self.link_path}/{key}?{query}"
+
+    # -- serving links -----------------------------------------------------------------
+
+    def open(self, key: str, expires: str | None, sig: str | None, now: float) -> StoredFile:
+        """The file behind a link; raises a storage error for a link not to be honoured."""
+        valid_until = self.signer.verify(key, expires, sig, now)
+        path = self.path_of(key)
+        if path is None:
+            if not _NAME_RE.match(key):
+                raise LinkInvalid("it names no image")
+            raise ImageGone()
+        return StoredFile(path, _CONTENT_TYPES[path.suffix], valid_until)
+
+    def path_of(self, key: str) -> Path | None:
+        if not _NAME_RE.match(key):
             return None
-        path = self.directory / name
+        path = self.directory / key
         return path if path.is_file() else None
 
+    # -- upkeep ------------------------------------------------------------------------
+
     def sweep(self, now: float | None = None) -> int:
+        """Delete what has expired by ``now``; return how many files went."""
         now = time.time() if now is None else now
         removed = 0
         for entry in os.scandir(self.directory):
@@ -51,3 +115,13 @@ class LocalImageStore:
             except FileNotFoundError:
                 continue
         return removed
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                removed = await asyncio.to_thread(self.sweep, time.time())
+                if removed:
+                    logger.info("swept expired images", extra={"fields": {"removed": removed}})
+            except OSError:
+                logger.exception("sweeping expired images failed")
+            await asyncio.sleep(self.sweep_interval)

@@ -1,4 +1,4 @@
-"""Signed, expiring image links: ``/v1/images/files/<name>?expires=<unix>&sig=<hmac>``."""
+"""HMAC-signed, expiring links for the local store: ``<name>?expires=<unix>&sig=<hmac>``."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import hmac
 import os
 import secrets
 from pathlib import Path
-from urllib.parse import urlencode
 
-from diffuserve.errors import NotFoundError, PermissionDeniedError
+from diffuserve.storage.base import LinkExpired, LinkInvalid
 
 SECRET_FILE = ".signing-key"
-FILES_ROUTE = "/v1/images/files"
+#: Longest ``expires`` accepted (digits): far beyond any real time, short of abuse.
+MAX_EXPIRES_DIGITS = 12
+#: Length of a hex SHA-256 signature.
+SIG_LENGTH = 64
 
 
 def load_or_create_secret(storage_dir: Path) -> bytes:
@@ -53,26 +55,19 @@ class UrlSigner:
         message = f"{name}\n{expires}".encode()
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
 
-    def url(self, base_url: str, name: str, now: float) -> str:
+    def sign(self, name: str, now: float) -> tuple[int, str]:
+        """``(expires, sig)`` for a link to ``name`` made at ``now``."""
         expires = int(now) + self.ttl_seconds
-        query = urlencode({"expires": expires, "sig": self._sig(name, expires)})
-        return f"{base_url.rstrip('/')}{FILES_ROUTE}/{name}?{query}"
+        return expires, self._sig(name, expires)
 
-    def verify(self, name: str, expires: str | None, sig: str | None, now: float) -> None:
-        """Raise 403 for a link that was not signed here, 404 for one that expired."""
-        if not expires or not sig or not _is_ascii_number(expires) or len(expires) > 12:
-            raise PermissionDeniedError(
-                "This image link is not valid: its signature is missing or malformed.",
-                code="invalid_signature",
-            )
+    def verify(self, name: str, expires: str | None, sig: str | None, now: float) -> int:
+        """The link's expiry time; :class:`LinkInvalid` for a link that was not signed
+        here, :class:`LinkExpired` for one whose time is over."""
+        if not expires or not sig or not _is_ascii_number(expires) \
+                or len(expires) > MAX_EXPIRES_DIGITS:
+            raise LinkInvalid("its signature is missing or malformed")
         if not hmac.compare_digest(self._sig(name, int(expires)), sig):
-            raise PermissionDeniedError(
-                "This image link is not valid: its signature does not match.",
-                code="invalid_signature",
-            )
+            raise LinkInvalid("its signature does not match")
         if int(expires) < now:
-            raise NotFoundError(
-                "This image link has expired. Links are valid for "
-                f"{self.ttl_seconds // 60} minutes after generation.",
-                code="expired",
-            )
+            raise LinkExpired(self.ttl_seconds)
+        return int(expires)

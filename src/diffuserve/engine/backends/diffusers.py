@@ -15,10 +15,10 @@ from typing import Any
 from PIL import Image
 
 from diffuserve.config import ModelSpec
-from diffuserve.engine.base import Backend
+from diffuserve.engine.backends.base import Backend
+from diffuserve.engine.errors import ContentFlagged, EngineError, ModelLoadFailed, OutOfMemory
 from diffuserve.engine.resolution import fit_to_size, plan_size
-from diffuserve.engine.types import GenerationParams, OutOfMemory, StepCallback
-from diffuserve.errors import APIError, ContentPolicyError, ModelLoadError
+from diffuserve.engine.types import GenerationParams, StepCallback
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def _looks_local(source: str) -> bool:
     return source.startswith((".", "/", "~")) or os.path.isdir(source)
 
 
-def _load_error(spec: ModelSpec, exc: BaseException) -> ModelLoadError:
+def _load_error(spec: ModelSpec, exc: BaseException) -> ModelLoadFailed:
     """One paragraph that tells a person what is wrong and what to do."""
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     where = f"model {spec.name!r} from {spec.source!r}"
@@ -94,7 +94,7 @@ def _load_error(spec: ModelSpec, exc: BaseException) -> ModelLoadError:
             f"({type(exc).__name__}: {detail}). Check the model id and your network, log in "
             "with `hf auth login` for gated models, or point `source` at a local folder."
         )
-    return ModelLoadError(f"Could not load {where}: {advice}")
+    return ModelLoadFailed(f"Could not load {where}: {advice}")
 
 
 class DiffusersBackend(Backend):
@@ -159,7 +159,7 @@ class DiffusersBackend(Backend):
         pipeline.set_progress_bar_config(disable=not self.show_progress, leave=self.show_progress)
         self._accepted = frozenset(inspect.signature(pipeline.__call__).parameters)
         if "prompt" not in self._accepted or "generator" not in self._accepted:
-            raise ModelLoadError(
+            raise ModelLoadFailed(
                 f"Could not load model {self.spec.name!r} from {self.spec.source!r}: "
                 f"{type(pipeline).__name__} is not a text-to-image pipeline."
             )
@@ -218,7 +218,7 @@ class DiffusersBackend(Backend):
         self, params: GenerationParams, on_step: StepCallback | None = None
     ) -> list[Image.Image]:
         result = self.generate_batch([params], self.spec.max_batch_size, on_step)[0]
-        if isinstance(result, APIError):
+        if isinstance(result, EngineError):
             raise result
         return result
 
@@ -227,7 +227,7 @@ class DiffusersBackend(Backend):
         requests: Sequence[GenerationParams],
         max_images: int,
         on_step: StepCallback | None = None,
-    ) -> list[list[Image.Image] | APIError]:
+    ) -> list[list[Image.Image] | EngineError]:
         import torch
 
         if self.pipeline is None:
@@ -272,12 +272,12 @@ class DiffusersBackend(Backend):
 
         # 3. Back to the requests, each image at exactly its request's size; a request
         #    with an image the pipeline's safety checker flagged is refused, alone.
-        results: list[list[Image.Image] | APIError] = [[] for _ in requests]
+        results: list[list[Image.Image] | EngineError] = [[] for _ in requests]
         for owner, image in zip(owners, images, strict=True):
             params = requests[owner]
             kept = results[owner]
             if image is None:
-                results[owner] = ContentPolicyError()
+                results[owner] = ContentFlagged()
             elif isinstance(kept, list):
                 kept.append(fit_to_size(image, params.width, params.height))
         return results

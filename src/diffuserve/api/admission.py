@@ -1,0 +1,49 @@
+"""Admission: what every image route does once its request is known to be valid.
+
+Validate, then admit: a request is charged to its key's rate limits and its ``user``
+counted in the metrics only after planning accepted it, so an invalid ``n`` never moves
+a bucket and an over-long ``user`` never becomes a label. Every request, valid or not,
+is counted by model and status when it ends.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from diffuserve.api.auth import Client
+from diffuserve.api.errors import RateLimitError
+from diffuserve.api.ratelimit import RateLimiter
+from diffuserve.metrics import Metrics
+
+
+@dataclass
+class RequestRecord:
+    """One request's entry in the metrics, filled in as it goes."""
+
+    model: str = "unknown"
+    status: int = 500
+    started: float = field(default_factory=time.monotonic)
+
+
+class Admission:
+    """Rate limits and metrics, shared by every image route."""
+
+    def __init__(self, limiter: RateLimiter, metrics: Metrics) -> None:
+        self.limiter = limiter
+        self.metrics = metrics
+
+    def admit(self, client: Client, *, images: int, user: str | None) -> dict[str, str]:
+        """Charge a valid request; returns the ``x-ratelimit-*`` headers to send, or
+        raises the 429 of the limit it hit."""
+        self.metrics.count_user(user)
+        try:
+            return self.limiter.acquire(client.id, client.name, client.limits, images=images)
+        except RateLimitError:
+            self.metrics.rate_limited.inc()
+            raise
+
+    def finish(self, record: RequestRecord) -> None:
+        self.metrics.requests.labels(record.model, str(record.status)).inc()
+        self.metrics.request_seconds.labels(record.model).observe(
+            time.monotonic() - record.started)

@@ -1,0 +1,33 @@
+"""The signed image links of the local store; the signature is the credential."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse
+
+from diffuserve.api.deps import parts
+
+#: Where the local store's links point.
+FILES_ROUTE = "/v1/images/files"
+
+router = APIRouter()
+
+
+@router.get(FILES_ROUTE + "/{name}", response_class=FileResponse)
+async def image_file(
+    name: str,
+    request: Request,
+    expires: Annotated[str | None, Query(max_length=20)] = None,
+    sig: Annotated[str | None, Query(max_length=128)] = None,
+) -> FileResponse:
+    """Serve a generated image to whoever holds its signed link; no API key needed."""
+    now = time.time()
+    stored = parts(request).store.open(name, expires, sig, now)
+    return FileResponse(
+        stored.path,
+        media_type=stored.content_type,
+        headers={"Cache-Control": f"private, max-age={max(0, stored.expires - int(now))}"},
+    )

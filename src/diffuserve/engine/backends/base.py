@@ -1,0 +1,79 @@
+"""The one small interface every runtime implements, below the engine's queue."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Sequence
+
+from PIL import Image
+
+from diffuserve.engine.errors import ContentFlagged, EngineError
+from diffuserve.engine.types import GenerationParams, StepCallback, TaskKind
+
+
+class Interrupted(Exception):
+    """Raised from a step callback: stop this pipeline call now."""
+
+
+class Backend(ABC):
+    """A text-to-image model on one device.
+
+    ``load`` and ``generate_batch`` block and run on the device's worker thread, never on
+    the event loop. Each request gets exactly ``params.n`` images of exactly
+    ``params.width``×``params.height``, image *i* drawn from ``params.seeds[i]``.
+    A backend is built from its :class:`~diffuserve.config.ModelSpec` by a factory
+    registered under the ``diffuserve.backends`` entry-point group.
+    """
+
+    #: Backends with the same device never run concurrently.
+    device: str = "cpu"
+    #: The kinds of task this runtime can do.
+    tasks: frozenset[TaskKind] = frozenset({TaskKind.GENERATE})
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load the weights; raise :class:`~diffuserve.engine.errors.ModelLoadFailed`
+        with a message for a person when that is impossible."""
+
+    @abstractmethod
+    def generate(
+        self, params: GenerationParams, on_step: StepCallback | None = None
+    ) -> list[Image.Image]: ...
+
+    def batch_key(self, params: GenerationParams) -> Hashable:
+        """Requests with equal keys can share one pipeline call."""
+        return (params.width, params.height, params.num_inference_steps,
+                params.guidance_scale, params.negative_prompt is None)
+
+    def generate_batch(
+        self,
+        requests: Sequence[GenerationParams],
+        max_images: int,
+        on_step: StepCallback | None = None,
+    ) -> list[list[Image.Image] | EngineError]:
+        """Draw several compatible requests (equal :meth:`batch_key`), at most
+        ``max_images`` images per pipeline call; one list of images per request, or the
+        error that refuses that request alone (a safety checker's verdict).
+
+        Raises :class:`~diffuserve.engine.errors.OutOfMemory` when the device ran out
+        of memory, so the caller can retry with a smaller ``max_images``. ``on_step``
+        may raise :class:`Interrupted` to stop early.
+        """
+        results: list[list[Image.Image] | EngineError] = []
+        for params in requests:
+            try:
+                results.append(self.generate(params, on_step))
+            except EngineError as error:
+                if not isinstance(error, ContentFlagged):
+                    raise
+                results.append(error)
+        return results
+
+    @property
+    def loaded(self) -> bool:
+        return True
+
+    def describe(self) -> dict[str, object]:
+        """Facts worth logging at start-up (device, dtype, native resolution…)."""
+        return {"device": self.device}
+

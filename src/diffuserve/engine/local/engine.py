@@ -1,0 +1,220 @@
+"""LocalEngine: the in-process :class:`~diffuserve.engine.client.EngineClient`.
+
+It holds one backend per configured model, loads them in the background, and gives each
+model a :class:`~diffuserve.engine.local.scheduler.ModelScheduler` (made when the model
+first serves, when its device is known) sharing one
+:class:`~diffuserve.engine.local.device.DeviceSlot` per device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
+
+from diffuserve.config import ModelSpec, Settings
+from diffuserve.engine.backends.base import Backend
+from diffuserve.engine.client import EngineClient
+from diffuserve.engine.errors import (
+    DeadlineExceeded,
+    ModelLoadFailed,
+    ModelNotLoaded,
+    UnknownModel,
+    UnsupportedTask,
+)
+from diffuserve.engine.local.device import DeviceSlot
+from diffuserve.engine.local.scheduler import Job, ModelScheduler
+from diffuserve.engine.plugins import BackendFactory, create_backends
+from diffuserve.engine.types import ModelStatus, Progress, Result, Task, TaskEvent
+from diffuserve.metrics import Metrics
+
+logger = logging.getLogger("diffuserve.engine")
+
+#: Called with a one-paragraph message when a model cannot be loaded.
+LoadFailureHandler = Callable[[str], None]
+
+
+class LocalEngine(EngineClient):
+    """Backends, queues and device workers in this process."""
+
+    def __init__(
+        self,
+        specs: Sequence[ModelSpec],
+        backends: Mapping[str, Backend],
+        *,
+        metrics: Metrics | None = None,
+        max_queue: int = 64,
+        batching: bool = True,
+        on_load_failure: LoadFailureHandler | None = None,
+    ) -> None:
+        self._specs = {spec.name: spec for spec in specs}
+        missing = set(self._specs) - set(backends)
+        if missing:
+            raise ValueError(f"no backend for models {sorted(missing)}")
+        self._backends = dict(backends)
+        self.metrics = metrics or Metrics()
+        self.max_queue = max_queue
+        self.batching = batching
+        self.on_load_failure = on_load_failure
+        self._slots: dict[str, DeviceSlot] = {}
+        self._schedulers: dict[str, ModelScheduler] = {}
+        self._draining = False
+        self._aborted = False
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        factories: Mapping[str, BackendFactory] | None = None,
+        metrics: Metrics | None = None,
+        on_load_failure: LoadFailureHandler | None = None,
+    ) -> LocalEngine:
+        """Every configured model, its backend built by its registered factory."""
+        return cls(
+            settings.models, create_backends(settings.models, factories), metrics=metrics,
+            max_queue=settings.max_queue, batching=settings.batching,
+            on_load_failure=on_load_failure,
+        )
+
+    def backend(self, model: str) -> Backend:
+        try:
+            return self._backends[model]
+        except KeyError:
+            raise UnknownModel(model) from None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if not all(backend.loaded for backend in self._backends.values()):
+            # A daemon thread, not the loop's executor: a stop during a long download
+            # must not wait for it.
+            threading.Thread(target=self._load_reporting, name="diffuserve-load",
+                             daemon=True).start()
+
+    def load_all(self) -> None:
+        """Load every model that is not loaded yet (blocking)."""
+        for backend in self._backends.values():
+            if not backend.loaded:
+                backend.load()
+
+    def _load_reporting(self) -> None:
+        started = time.perf_counter()
+        try:
+            self.load_all()
+        except ModelLoadFailed as exc:
+            logger.error("model load failed", extra={"fields": {"error": str(exc)}})
+            self._report_failure(str(exc))
+            return
+        except Exception as exc:  # an unexpected failure is still fatal, and readable
+            logger.exception("model load failed")
+            self._report_failure(
+                f"Could not load the configured models: {type(exc).__name__}: {exc}")
+            return
+        logger.info("ready", extra={"fields": {
+            "load_seconds": round(time.perf_counter() - started, 2)}})
+
+    def _report_failure(self, message: str) -> None:
+        if self.on_load_failure is not None:
+            self.on_load_failure(message)
+
+    def drain(self) -> None:
+        self._draining = True
+        for scheduler in self._schedulers.values():
+            scheduler.drain()
+
+    def abort(self) -> None:
+        self._draining = self._aborted = True
+        for scheduler in self._schedulers.values():
+            scheduler.abort()
+
+    async def stop(self) -> None:
+        self.abort()
+        for scheduler in self._schedulers.values():
+            await scheduler.stop()
+        for slot in self._slots.values():
+            slot.shutdown()
+
+    # -- models ------------------------------------------------------------------------
+
+    async def models(self) -> list[ModelStatus]:
+        return [
+            ModelStatus(name, backend.loaded, backend.device if backend.loaded else None)
+            for name, backend in self._backends.items()
+        ]
+
+    def scheduler(self, model: str) -> ModelScheduler:
+        """The model's scheduler, made on first use (its device is known by then)."""
+        scheduler = self._schedulers.get(model)
+        if scheduler is None:
+            backend = self.backend(model)
+            slot = self._slots.get(backend.device)
+            if slot is None:
+                slot = self._slots[backend.device] = DeviceSlot(backend.device)
+            scheduler = ModelScheduler(
+                model, backend, slot, self.metrics, max_queue=self.max_queue,
+                max_batch_images=self._specs[model].max_batch_size, batching=self.batching,
+            )
+            if self._draining:
+                scheduler.drain()
+            if self._aborted:
+                scheduler.abort()
+            scheduler.start()
+            self._schedulers[model] = scheduler
+        return scheduler
+
+    # -- tasks -------------------------------------------------------------------------
+
+    async def stream(self, task: Task) -> AsyncIterator[TaskEvent]:
+        backend = self.backend(task.model)
+        if task.kind not in backend.tasks:
+            raise UnsupportedTask(task.model, task.kind)
+        if not backend.loaded:
+            raise ModelNotLoaded(task.model)
+        scheduler = self.scheduler(task.model)
+        timeout = math.inf if task.deadline is None else task.deadline - time.time()
+        deadline = time.monotonic() + timeout
+        job = scheduler.submit(task.params, task.client, deadline, task.request_id,
+                               progress=task.progress)
+        try:
+            while True:
+                waiters: set[asyncio.Future[Any]] = {job.future}
+                getter: asyncio.Task[Progress] | None = None
+                if job.events is not None:
+                    getter = asyncio.ensure_future(job.events.get())
+                    waiters.add(getter)
+                remaining = deadline - time.monotonic()
+                done, _ = await asyncio.wait(
+                    waiters, timeout=None if math.isinf(remaining) else max(0.0, remaining),
+                    return_when=asyncio.FIRST_COMPLETED)
+                if getter is not None and not getter.done():
+                    getter.cancel()
+                if getter is not None and getter in done:
+                    yield getter.result()
+                    continue
+                if job.future in done:
+                    break
+                raise DeadlineExceeded(
+                    started=job.started is not None, timeout_seconds=round(timeout, 3),
+                    retry_after=scheduler.retry_after())
+            images = job.future.result()
+            yield Result(tuple(images), queued_seconds=_queued(job),
+                         run_seconds=_ran(job), batch_images=job.batch_images)
+        finally:
+            if not job.future.done() or job.future.cancelled():
+                scheduler.abandon(job)
+
+
+def _queued(job: Job) -> float:
+    return (job.started or job.enqueued) - job.enqueued
+
+
+def _ran(job: Job) -> float:
+    if job.started is None:
+        return 0.0
+    return (job.finished or time.monotonic()) - job.started
+

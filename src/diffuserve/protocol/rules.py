@@ -1,0 +1,273 @@
+"""OpenAI's rules per requested model name, and the one list of OpenAI model names.
+
+The JSON body is first checked for shape and types (:mod:`diffuserve.protocol.common`),
+then its values against the rules of the model name the client asked for
+(:class:`ModelRules`), as on OpenAI's service: every failure raises
+:class:`~diffuserve.protocol.errors.InvalidRequestError` with OpenAI's message, param
+and code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from diffuserve.protocol.errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from diffuserve.protocol.generations import ImageGenerationRequest
+
+DALLE_SIZES = ("256x256", "512x512", "1024x1024", "1792x1024", "1024x1792")
+GPT_IMAGE_SIZES = ("auto", "1024x1024", "1536x1024", "1024x1536")
+RESPONSE_FORMATS = ("url", "b64_json")
+STYLES = ("vivid", "natural")
+
+#: OpenAI's documented sentence that asks for a prompt to be used as it is.
+VERBATIM_PREFIX = (
+    "I NEED to test how the tool works with extremely simple prompts. "
+    "DO NOT add any detail, just use it AS-IS:"
+)
+
+MAX_SEED = 2**32 - 1
+MAX_STEPS = 200
+MAX_GUIDANCE = 30.0
+MAX_USER_LENGTH = 256
+
+@dataclass(frozen=True)
+class ValidatedRequest:
+    """A request whose every value is known good for the model name it asked for."""
+
+    model: str
+    prompt: str
+    n: int
+    width: int
+    height: int
+    quality: str
+    style: str | None
+    response_format: str
+    user: str | None
+    seed: int | None
+    num_inference_steps: int | None
+    guidance_scale: float | None
+    negative_prompt: str | None
+    revise_prompt: bool
+
+
+def _not_one_of(value: str, allowed: Sequence[str], param: str, code: str | None = None) -> (
+    InvalidRequestError
+):
+    return InvalidRequestError(
+        f"{value!r} is not one of {list(allowed)!r} - {param!r}", param=param, code=code
+    )
+
+
+def _check_int(value: int, param: str, low: int, high: int) -> None:
+    if value < low:
+        raise InvalidRequestError(
+            f"Invalid '{param}': integer below minimum value. Expected a value >= {low}, "
+            f"but got {value} instead.",
+            param=param,
+            code="integer_below_min_value",
+        )
+    if value > high:
+        raise InvalidRequestError(
+            f"Invalid '{param}': integer above maximum value. Expected a value <= {high}, "
+            f"but got {value} instead.",
+            param=param,
+            code="integer_above_max_value",
+        )
+
+
+def _check_text(value: str, param: str, max_length: int, *, allow_empty: bool = False) -> None:
+    if not value and not allow_empty:
+        raise InvalidRequestError(
+            f"Invalid '{param}': empty string. Expected a string with minimum length 1, "
+            "but got an empty string instead.",
+            param=param,
+            code="empty_string",
+        )
+    if len(value) > max_length:
+        raise InvalidRequestError(
+            f"Invalid '{param}': string too long. Expected a string with maximum length "
+            f"{max_length}, but got a string with length {len(value)} instead.",
+            param=param,
+            code="string_above_max_length",
+        )
+
+
+_SIZE_RE = re.compile(r"^([1-9][0-9]{1,4})x([1-9][0-9]{1,4})$")
+
+
+@dataclass(frozen=True)
+class ModelRules:
+    """What one requested model name accepts, as OpenAI enforces it."""
+
+    max_prompt_length: int
+    max_n: int
+    sizes: tuple[str, ...]
+    default_size: str
+    qualities: tuple[str, ...]
+    default_quality: str
+    styles: tuple[str, ...]
+    default_style: str | None
+    response_formats: tuple[str, ...]
+    default_response_format: str
+    revise_prompt: bool
+    #: Only n=1 is allowed; OpenAI words that error differently.
+    single_image: bool = False
+
+    def validate(self, req: ImageGenerationRequest, model: str) -> ValidatedRequest:
+        _check_text(req.prompt, "prompt", self.max_prompt_length)
+
+        n = 1 if req.n is None else req.n
+        if self.single_image and n != 1:
+            raise InvalidRequestError("You must provide n=1 for this model.", param="n")
+        if n < 1:
+            raise InvalidRequestError(f"{n} is less than the minimum of 1 - 'n'", param="n")
+        if n > self.max_n:
+            raise InvalidRequestError(
+                f"{n} is greater than the maximum of {self.max_n} - 'n'", param="n"
+            )
+
+        size = self.default_size if req.size is None else req.size
+        if size not in self.sizes:
+            if size == "auto" or _SIZE_RE.match(size):
+                raise InvalidRequestError(
+                    "The size is not supported by this model.", param="size", code="invalid_size"
+                )
+            raise _not_one_of(size, self.sizes, "size", code="invalid_size")
+        if size == "auto":
+            size = "1024x1024"
+        width, height = (int(part) for part in size.split("x"))
+
+        quality = self.default_quality if req.quality is None else req.quality
+        if quality not in self.qualities:
+            raise _not_one_of(quality, self.qualities, "quality", code="invalid_value")
+
+        style = req.style
+        if style is not None and style not in STYLES:
+            raise _not_one_of(style, STYLES, "style", code="invalid_value")
+        if style is not None and self.styles and style not in self.styles:
+            raise _not_one_of(style, self.styles, "style", code="invalid_value")
+        if style is None or not self.styles:
+            # Models without styles accept the field, as OpenAI does, and ignore it.
+            style = self.default_style
+
+        response_format = (
+            self.default_response_format if req.response_format is None else req.response_format
+        )
+        if response_format not in self.response_formats:
+            raise _not_one_of(
+                response_format, self.response_formats, "response_format", code="invalid_value"
+            )
+
+        if req.user is not None:
+            _check_text(req.user, "user", MAX_USER_LENGTH, allow_empty=True)
+        if req.seed is not None:
+            _check_int(req.seed, "seed", 0, MAX_SEED - (n - 1))
+        if req.num_inference_steps is not None:
+            _check_int(req.num_inference_steps, "num_inference_steps", 1, MAX_STEPS)
+        guidance: float | None = None
+        if req.guidance_scale is not None:
+            guidance = float(req.guidance_scale)
+            if not 0.0 <= guidance <= MAX_GUIDANCE:
+                raise InvalidRequestError(
+                    f"Invalid 'guidance_scale': expected a number between 0 and {MAX_GUIDANCE:g}"
+                    f", but got {guidance:g} instead.",
+                    param="guidance_scale",
+                    code="invalid_value",
+                )
+        if req.negative_prompt is not None:
+            _check_text(
+                req.negative_prompt, "negative_prompt", self.max_prompt_length, allow_empty=True
+            )
+
+        return ValidatedRequest(
+            model=model,
+            prompt=req.prompt,
+            n=n,
+            width=width,
+            height=height,
+            quality=quality,
+            style=style,
+            response_format=response_format,
+            user=req.user,
+            seed=req.seed,
+            num_inference_steps=req.num_inference_steps,
+            guidance_scale=guidance,
+            negative_prompt=req.negative_prompt or None,
+            revise_prompt=self.revise_prompt,
+        )
+
+
+DALL_E_2 = ModelRules(
+    max_prompt_length=1000,
+    max_n=10,
+    sizes=("256x256", "512x512", "1024x1024"),
+    default_size="1024x1024",
+    qualities=("standard",),
+    default_quality="standard",
+    styles=(),  # accepted and not used, as on OpenAI
+    default_style=None,
+    response_formats=RESPONSE_FORMATS,
+    default_response_format="url",
+    revise_prompt=False,
+)
+
+DALL_E_3 = ModelRules(
+    max_prompt_length=4000,
+    max_n=1,
+    sizes=("1024x1024", "1792x1024", "1024x1792"),
+    default_size="1024x1024",
+    qualities=("standard", "hd"),
+    default_quality="standard",
+    styles=STYLES,
+    default_style="vivid",
+    response_formats=RESPONSE_FORMATS,
+    default_response_format="url",
+    revise_prompt=True,
+    single_image=True,
+)
+
+GPT_IMAGE_1 = ModelRules(
+    max_prompt_length=32000,
+    max_n=10,
+    sizes=GPT_IMAGE_SIZES,
+    default_size="auto",
+    qualities=("auto", "low", "medium", "high"),
+    default_quality="auto",
+    styles=(),
+    default_style=None,
+    response_formats=("b64_json",),  # gpt-image models always answer in base64
+    default_response_format="b64_json",
+    revise_prompt=False,
+)
+
+#: Rules for every other model name: the union of what DALL·E accepts.
+GENERIC = ModelRules(
+    max_prompt_length=4000,
+    max_n=10,
+    sizes=DALLE_SIZES,
+    default_size="1024x1024",
+    qualities=("standard", "hd"),
+    default_quality="standard",
+    styles=STYLES,
+    default_style=None,
+    response_formats=RESPONSE_FORMATS,
+    default_response_format="url",
+    revise_prompt=False,
+)
+
+RULES_BY_NAME = {"dall-e-2": DALL_E_2, "dall-e-3": DALL_E_3, "gpt-image-1": GPT_IMAGE_1}
+
+#: OpenAI's model names: clients insist on them, so they point at the default model
+#: unless a model claims them itself.
+OPENAI_MODEL_NAMES = tuple(RULES_BY_NAME)
+#: What an omitted ``model`` means on OpenAI.
+DEFAULT_MODEL_NAME = "dall-e-2"
+
+
+def rules_for(model_name: str) -> ModelRules:
+    return RULES_BY_NAME.get(model_name, GENERIC)

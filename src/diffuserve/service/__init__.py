@@ -1,0 +1,1 @@
+"""Requests become work for the engine and responses for clients; no FastAPI here."""

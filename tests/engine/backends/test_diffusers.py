@@ -1,0 +1,133 @@
+"""The real diffusers backend on tiny random pipelines written to disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diffuserve.config import ModelSpec
+from diffuserve.engine.backends.diffusers import DiffusersBackend
+from diffuserve.engine.errors import ContentFlagged, ModelLoadFailed
+from diffuserve.engine.types import GenerationParams
+
+
+def params(**overrides: object) -> GenerationParams:
+    values: dict[str, object] = {
+        "prompt": "a red apple", "negative_prompt": None, "width": 256, "height": 256,
+        "num_inference_steps": 2, "guidance_scale": 5.0, "seeds": (1,),
+    }
+    values.update(overrides)
+    return GenerationParams(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module", params=["sd", "sdxl"])
+def backend(request: pytest.FixtureRequest, tiny_models: dict[str, Path]) -> DiffusersBackend:
+    spec = ModelSpec(name=f"tiny-{request.param}", source=str(tiny_models[request.param]),
+                     max_batch_size=2)
+    loaded = DiffusersBackend(spec)
+    loaded.load()
+    return loaded
+
+
+def test_loads_on_the_cpu_in_float32(backend: DiffusersBackend) -> None:
+    facts = backend.describe()
+    assert facts["device"] == "cpu"
+    assert facts["dtype"] == "float32"
+    # The tiny models' sample size (32) times their VAE scale factor (2).
+    assert backend.native_resolution == 64
+
+
+@pytest.mark.parametrize("size", [(256, 256), (1792, 1024), (1024, 1792), (1536, 1024)])
+def test_returns_exactly_the_requested_size(
+    backend: DiffusersBackend, size: tuple[int, int]
+) -> None:
+    (image,) = backend.generate(params(width=size[0], height=size[1]))
+    assert image.size == size
+    assert image.mode == "RGB"
+
+
+def test_same_seed_same_image_and_other_seed_other_image(backend: DiffusersBackend) -> None:
+    first = np.asarray(backend.generate(params(seeds=(7,)))[0])
+    again = np.asarray(backend.generate(params(seeds=(7,)))[0])
+    other = np.asarray(backend.generate(params(seeds=(8,)))[0])
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_n_images_in_chunks_each_from_its_own_seed(backend: DiffusersBackend) -> None:
+    # max_batch_size=2: five images take three pipeline calls.
+    batch = backend.generate(params(seeds=(10, 11, 12, 13, 14), width=64, height=64))
+    assert len(batch) == 5
+    arrays = [np.asarray(image) for image in batch]
+    assert len({array.tobytes() for array in arrays}) == 5
+    alone = np.asarray(backend.generate(params(seeds=(12,), width=64, height=64))[0])
+    # Batched and single runs differ only by float rounding of batched kernels.
+    assert np.abs(arrays[2].astype(int) - alone.astype(int)).max() <= 2
+
+
+def test_negative_prompt_and_guidance_change_the_image(backend: DiffusersBackend) -> None:
+    base = np.asarray(backend.generate(params())[0])
+    negative = np.asarray(backend.generate(params(negative_prompt="blurry"))[0])
+    guided = np.asarray(backend.generate(params(guidance_scale=12.0))[0])
+    assert not np.array_equal(base, negative)
+    assert not np.array_equal(base, guided)
+
+
+def test_step_callback_sees_every_step(backend: DiffusersBackend) -> None:
+    steps: list[tuple[int, int]] = []
+    backend.generate(params(num_inference_steps=3), on_step=lambda s, t: steps.append((s, t)))
+    assert steps == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_missing_folder_is_a_readable_error(tmp_path: Path) -> None:
+    spec = ModelSpec(name="gone", source=str(tmp_path / "nowhere"))
+    with pytest.raises(ModelLoadFailed, match="that folder does not exist"):
+        DiffusersBackend(spec).load()
+
+
+def test_folder_that_is_not_a_pipeline_is_a_readable_error(tmp_path: Path) -> None:
+    (tmp_path / "weights.safetensors").write_bytes(b"")
+    spec = ModelSpec(name="odd", source=str(tmp_path))
+    with pytest.raises(ModelLoadFailed, match="has no model_index.json"):
+        DiffusersBackend(spec).load()
+
+
+def test_hub_model_offline_is_a_readable_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    spec = ModelSpec(name="sd", source="diffuserve-tests/not-in-any-cache")
+    with pytest.raises(ModelLoadFailed) as caught:
+        DiffusersBackend(spec).load()
+    message = str(caught.value)
+    assert "HF_HUB_OFFLINE is set" in message
+    assert "\n" not in message and "Traceback" not in message
+
+
+def test_a_flagged_image_refuses_only_its_own_request(
+    backend: DiffusersBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline's safety checker flags one request's image in a shared batch."""
+    real = backend.pipeline
+
+    class Checked:
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+        def __setattr__(self, name: str, value: object) -> None:
+            setattr(real, name, value)
+
+        def __call__(self, **kwargs: object) -> object:
+            output = real(**kwargs)
+            output.nsfw_content_detected = [p == "forbidden" for p in kwargs["prompt"]]
+            return output
+
+    monkeypatch.setattr(backend, "pipeline", Checked())
+    results = backend.generate_batch(
+        [params(prompt="fine", seeds=(1, 2)), params(prompt="forbidden", seeds=(3,))],
+        max_images=4,
+    )
+    assert isinstance(results[0], list) and len(results[0]) == 2
+    assert isinstance(results[1], ContentFlagged)
+    with pytest.raises(ContentFlagged):
+        backend.generate(params(prompt="forbidden"))

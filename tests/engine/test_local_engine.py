@@ -1,0 +1,210 @@
+"""LocalEngine through the EngineClient seam: tasks in, progress and results out."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import pytest
+from PIL import Image
+
+from diffuserve.config import ModelSpec
+from diffuserve.engine.backends.base import Backend
+from diffuserve.engine.errors import (
+    DeadlineExceeded,
+    Draining,
+    ModelLoadFailed,
+    ModelNotLoaded,
+    UnknownModel,
+)
+from diffuserve.engine.local.engine import LocalEngine
+from diffuserve.engine.types import GenerationParams, Progress, Result, StepCallback, Task
+from tests.conftest import FakeBackend, SlowLoadingBackend
+
+T = TypeVar("T")
+
+
+def run(scenario: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(asyncio.wait_for(scenario(), 30))  # type: ignore[arg-type]
+
+
+def params(seed: int = 0, steps: int = 3) -> GenerationParams:
+    return GenerationParams(prompt=f"p{seed}", negative_prompt=None, width=32, height=32,
+                            num_inference_steps=steps, guidance_scale=1.0, seeds=(seed,))
+
+
+class SteppingBackend(FakeBackend):
+    """Calls ``on_step`` for each step, ``step_delay`` apart, recording interruptions."""
+
+    def __init__(self, step_delay: float = 0.0) -> None:
+        super().__init__()
+        self.step_delay = step_delay
+        self.started = threading.Event()
+        self.interrupted = threading.Event()
+
+    def generate(self, p: GenerationParams, on_step: StepCallback | None = None
+                 ) -> list[Image.Image]:
+        self.started.set()
+        for step in range(p.num_inference_steps):
+            time.sleep(self.step_delay)
+            if on_step is not None:
+                try:
+                    on_step(step + 1, p.num_inference_steps)
+                except BaseException:
+                    self.interrupted.set()
+                    raise
+        return super().generate(p)
+
+
+def engine_with(backend: Backend, **options: object) -> LocalEngine:
+    return LocalEngine([ModelSpec(name="m", source="m")], {"m": backend},  # type: ignore[arg-type]
+                       **options)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.005)
+
+
+def test_a_task_streams_progress_then_its_result() -> None:
+    async def scenario() -> list[object]:
+        engine = engine_with(SteppingBackend())
+        await engine.start()
+        events = [event async for event in engine.stream(
+            Task(model="m", params=params(steps=3), progress=True))]
+        await engine.stop()
+        return events
+
+    events = run(scenario)
+    assert events[:-1] == [Progress(1, 3), Progress(2, 3), Progress(3, 3)]
+    result = events[-1]
+    assert isinstance(result, Result)
+    assert [image.size for image in result.images] == [(32, 32)]
+    assert result.run_seconds >= 0 and result.batch_images == 1
+
+
+def test_without_asking_a_task_gets_only_its_result() -> None:
+    async def scenario() -> list[object]:
+        engine = engine_with(SteppingBackend())
+        events = [event async for event in engine.stream(Task(model="m", params=params()))]
+        await engine.stop()
+        return events
+
+    assert [type(event) for event in run(scenario)] == [Result]
+
+
+def test_closing_the_stream_stops_the_running_task() -> None:
+    backend = SteppingBackend(step_delay=0.05)
+
+    async def scenario() -> None:
+        engine = engine_with(backend)
+        stream = engine.stream(Task(model="m", params=params(steps=200), progress=True))
+        assert isinstance(await stream.__anext__(), Progress)
+        await stream.aclose()  # type: ignore[attr-defined]
+        await until(backend.interrupted.is_set)
+        # The device is free again at once.
+        result = await engine.run(Task(model="m", params=params(seed=1, steps=1)))
+        assert len(result.images) == 1
+        await engine.stop()
+
+    run(scenario)
+
+
+def test_a_deadline_before_the_turn_comes_says_it_never_started() -> None:
+    backend = SteppingBackend(step_delay=0.05)
+
+    async def scenario() -> DeadlineExceeded:
+        engine = engine_with(backend)
+        blocker = asyncio.ensure_future(engine.run(Task(model="m", params=params(steps=20))))
+        await until(backend.started.is_set)
+        with pytest.raises(DeadlineExceeded) as caught:
+            await engine.run(Task(model="m", params=params(seed=1),
+                                  deadline=time.time() + 0.1))
+        await blocker
+        await engine.stop()
+        return caught.value
+
+    error = run(scenario)
+    assert error.started is False
+    assert error.retry_after >= 1
+
+
+def test_a_deadline_while_drawing_says_it_started() -> None:
+    async def scenario() -> DeadlineExceeded:
+        engine = engine_with(SteppingBackend(step_delay=0.05))
+        with pytest.raises(DeadlineExceeded) as caught:
+            await engine.run(Task(model="m", params=params(steps=40),
+                                  deadline=time.time() + 0.3))
+        await engine.stop()
+        return caught.value
+
+    assert run(scenario).started is True
+
+
+def test_abort_refuses_running_work_at_once() -> None:
+    backend = SteppingBackend(step_delay=0.05)
+
+    async def scenario() -> None:
+        engine = engine_with(backend)
+        running = asyncio.ensure_future(engine.run(Task(model="m", params=params(steps=400))))
+        await until(backend.started.is_set)
+        engine.drain()
+        with pytest.raises(Draining):
+            await engine.run(Task(model="m", params=params(seed=2)))
+        engine.abort()
+        with pytest.raises(Draining):
+            await running
+        await until(backend.interrupted.is_set)
+        await engine.stop()
+
+    run(scenario)
+
+
+def test_unknown_and_unloaded_models_are_refused() -> None:
+    async def scenario() -> None:
+        engine = engine_with(FakeBackend(loaded=False))
+        with pytest.raises(UnknownModel):
+            await engine.run(Task(model="other", params=params()))
+        with pytest.raises(ModelNotLoaded):
+            await engine.run(Task(model="m", params=params()))
+        assert not await engine.ready()
+        await engine.stop()
+
+    run(scenario)
+
+
+def test_models_load_in_the_background_and_failures_are_reported() -> None:
+    slow = SlowLoadingBackend()
+    failures: list[str] = []
+
+    class Broken(FakeBackend):
+        def load(self) -> None:
+            raise ModelLoadFailed("Could not load model 'b': that folder does not exist.")
+
+    async def scenario() -> None:
+        engine = LocalEngine(
+            [ModelSpec(name="a", source="a"), ModelSpec(name="b", source="b")],
+            {"a": slow, "b": Broken(loaded=False)}, on_load_failure=failures.append)
+        await engine.start()
+        assert [model.loaded for model in await engine.models()] == [False, False]
+        slow.release.set()
+        await until(lambda: bool(failures))
+        assert [model.loaded for model in await engine.models()] == [True, False]
+        await engine.stop()
+
+    run(scenario)
+    assert failures == ["Could not load model 'b': that folder does not exist."]
+
+
+def test_load_all_loads_only_what_is_not_loaded() -> None:
+    loaded, unloaded = FakeBackend(), SlowLoadingBackend()
+    unloaded.release.set()
+    engine = LocalEngine([ModelSpec(name="a", source="a"), ModelSpec(name="b", source="b")],
+                         {"a": loaded, "b": unloaded})
+
+    engine.load_all()
+
+    assert asyncio.run(engine.ready())

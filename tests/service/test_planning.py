@@ -1,0 +1,90 @@
+"""Planning: a request's model, rules and knobs become exactly what will be drawn."""
+
+from __future__ import annotations
+
+import pytest
+
+from diffuserve.config import ModelSpec, Settings
+from diffuserve.protocol.errors import InvalidRequestError, ModelNotFoundError
+from diffuserve.protocol.generations import ImageGenerationRequest
+from diffuserve.service.catalog import ModelCatalog
+from diffuserve.service.planning import guidance_for, hd_steps, plan_generation, steps_for
+
+SPEC = ModelSpec(name="m", source="org/m", steps=20, hd_steps=36, guidance_scale=4.0,
+                 vivid_guidance_scale=5.0, natural_guidance_scale=3.0, negative_prompt="ugly")
+CATALOG = ModelCatalog.from_settings(Settings(models=(SPEC,)))
+
+
+def plan(**body: object):  # type: ignore[no-untyped-def]
+    return plan_generation(CATALOG, ImageGenerationRequest(**body))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("steps", "hd"), [(30, 48), (10, 16), (2, 3), (1, 2)])
+def test_hd_draws_more_steps_than_standard(steps: int, hd: int) -> None:
+    assert hd_steps(ModelSpec(name="m", source="org/m", steps=steps)) == hd
+
+
+def test_configured_hd_steps_win() -> None:
+    assert hd_steps(ModelSpec(name="m", source="org/m", steps=30, hd_steps=40)) == 40
+
+
+@pytest.mark.parametrize(
+    ("style", "guidance"), [("vivid", 9.0), ("natural", 5.0), (None, 7.5)]
+)
+def test_guidance_follows_the_style(style: str | None, guidance: float) -> None:
+    spec = ModelSpec(
+        name="m",
+        source="org/m",
+        guidance_scale=7.5,
+        vivid_guidance_scale=9.0,
+        natural_guidance_scale=5.0,
+    )
+
+    assert guidance_for(spec, style) == guidance
+
+
+@pytest.mark.parametrize("style", ["vivid", "natural", None])
+def test_style_without_its_own_guidance_uses_the_base_guidance(style: str | None) -> None:
+    assert guidance_for(ModelSpec(name="m", source="org/m", guidance_scale=6.0), style) == 6.0
+
+
+@pytest.mark.parametrize(("quality", "steps"), [
+    ("standard", 20), ("hd", 36), ("low", 10), ("medium", 20), ("auto", 20), ("high", 36)])
+def test_quality_picks_the_models_steps(quality: str, steps: int) -> None:
+    assert steps_for(SPEC, quality) == steps
+
+
+def test_a_dall_e_3_plan_uses_style_guidance_hd_steps_and_a_revised_prompt() -> None:
+    planned = plan(model="dall-e-3", prompt="a lighthouse", quality="hd", style="natural",
+                   seed=5)
+
+    assert planned.spec is SPEC
+    assert planned.params.num_inference_steps == 36
+    assert planned.params.guidance_scale == 3.0
+    assert planned.params.seeds == (5,)
+    assert planned.params.negative_prompt == "ugly"
+    assert planned.revised_prompt is not None
+    assert planned.params.prompt == planned.revised_prompt
+
+
+def test_extensions_beat_the_models_knobs() -> None:
+    planned = plan(model="dall-e-2", prompt="a", n=3, seed=7, num_inference_steps=4,
+                   guidance_scale=1.5, negative_prompt="blurry")
+
+    assert planned.images == 3
+    assert planned.params.seeds == (7, 8, 9)
+    assert (planned.params.num_inference_steps, planned.params.guidance_scale) == (4, 1.5)
+    assert planned.params.negative_prompt == "blurry"
+    assert planned.revised_prompt is None
+
+
+@pytest.mark.parametrize("n", [-1000, 0, 11])
+def test_planning_refuses_a_bad_n_before_anything_else_happens(n: int) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        plan(model="dall-e-2", prompt="a", n=n)
+    assert caught.value.param == "n"
+
+
+def test_planning_refuses_an_unknown_model() -> None:
+    with pytest.raises(ModelNotFoundError):
+        plan(model="nope", prompt="a")
