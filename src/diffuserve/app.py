@@ -15,6 +15,7 @@ from diffuserve.api.auth import KeyEntry, KeyStore, read_keys_file
 from diffuserve.api.deps import ServerParts
 from diffuserve.api.errors import install_error_handlers
 from diffuserve.api.middleware import RequestContextMiddleware
+from diffuserve.api.openapi import install_docs
 from diffuserve.api.ratelimit import Limits, RateLimiter
 from diffuserve.api.routes import files, generations, health, metrics, models
 from diffuserve.api.urls import BaseUrlResolver
@@ -119,6 +120,8 @@ def build_app(
         version=__version__,
         summary="OpenAI's Images API on local diffusion models",
         lifespan=lifespan,
+        # Served by install_docs, behind the keys, with the real limits.
+        openapi_url=None, docs_url=None, redoc_url=None,
     )
     app.state.parts = server
     install_error_handlers(app)
@@ -128,4 +131,5 @@ def build_app(
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    install_docs(app, settings.api_docs)
     return app

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import signal
 import sys
@@ -100,6 +99,7 @@ def _quiet_libraries() -> None:
 def cmd_serve(args: argparse.Namespace, source: CliSettingsSource[Any]) -> int:
     import uvicorn
 
+    from diffuserve.api.server import HttpLimits, build_server
     from diffuserve.app import build_app
     from diffuserve.logs import configure_logging
 
@@ -130,24 +130,24 @@ def cmd_serve(args: argparse.Namespace, source: CliSettingsSource[Any]) -> int:
 
     app = build_app(settings, on_fatal=on_fatal)
 
-    class DrainingServer(uvicorn.Server):
-        """On SIGTERM/SIGINT: queued requests get 503 at once, running ones finish."""
+    def begin_drain() -> None:
+        drain = getattr(app.state, "begin_drain", None)  # set once the app has started
+        if drain is not None:
+            drain()
 
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            begin_drain = getattr(app.state, "begin_drain", None)
-            if begin_drain is not None:
-                begin_drain()
-            super().handle_exit(sig, frame)
-
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, proxy_headers=False,
-        log_config=None, access_log=False,
+    limits = HttpLimits(
+        max_header_bytes=settings.max_header_bytes, max_headers=settings.max_headers,
+        header_timeout=settings.header_timeout_seconds,
+        keep_alive_timeout=settings.keep_alive_timeout_seconds,
+        max_connections=settings.max_connections,
+    )
+    server = build_server(
+        app, host=settings.host, port=settings.port, limits=limits,
         # The engine refuses what still runs when the grace period ends; the margin lets
         # those 503s reach their clients before uvicorn cuts the connections.
-        timeout_graceful_shutdown=int(math.ceil(settings.shutdown_timeout_seconds))
-        + SHUTDOWN_MARGIN_SECONDS,
+        shutdown_timeout=settings.shutdown_timeout_seconds + SHUTDOWN_MARGIN_SECONDS,
+        on_stop_signal=begin_drain,
     )
-    server = DrainingServer(config)
     # uvicorn stops gracefully on SIGTERM/SIGINT, then re-raises the signal with the handler
     # that was in place before it: make that one a no-op, so a requested stop exits 0.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):

@@ -114,7 +114,8 @@ class ModelSelection(BaseSettings):
 
     model_config = _SETTINGS_CONFIG
 
-    models: CliSuppress[tuple[ModelSpec, ...]] = ()
+    models: CliSuppress[tuple[ModelSpec, ...]] = Field(
+        default=(), description="model tables as JSON (a TOML file reads better)")
     models_file: Path | None = Field(default=None, description="TOML file of [[models]]")
     aliases: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), description="ALIAS=MODEL: another public name for a model (repeatable)")
@@ -181,15 +182,33 @@ class Settings(ModelSelection):
     url_ttl_seconds: int = Field(default=3600, ge=10, le=7 * 24 * 3600,
                                  description="image link lifetime; files are deleted after it")
     # A secret on the command line would show in `ps`: environment only.
-    signing_secret: CliSuppress[SecretStr | None] = None
+    signing_secret: CliSuppress[SecretStr | None] = Field(
+        default=None, description="HMAC key of image links (default: generated once and "
+                                  "kept in the storage dir)")
     sweep_interval_seconds: float = Field(default=60.0, gt=0,
                                           description="how often expired images are deleted")
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), description="IP/CIDR whose X-Forwarded-Proto/-Host/-Prefix to believe "
                                 "(repeatable)")
 
+    api_docs: bool = Field(
+        default=True, description="serve /openapi.json and /docs (behind the API keys)")
     max_body_bytes: int = Field(default=1 << 20, ge=1024,
                                 description="request body limit (413 beyond)")
+    max_header_bytes: int = Field(
+        default=16 * 1024, ge=256, le=1 << 20,
+        description="request line + headers limit (431 beyond, nothing more is read)")
+    max_headers: int = Field(default=100, ge=1, le=10_000,
+                             description="header fields per request (431 beyond)")
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300,
+        description="time to receive a request's headers, however slowly bytes trickle "
+                    "in (408 after it); a silent connection is closed")
+    keep_alive_timeout_seconds: int = Field(
+        default=5, ge=1, le=300, description="idle keep-alive connections close after it")
+    max_connections: int = Field(
+        default=1024, ge=1, le=65_536,
+        description="open connections per process (503 + Retry-After beyond)")
 
     max_queue: int = Field(default=64, ge=1, le=100_000,
                            description="requests waiting per model before 429")
@@ -254,6 +273,9 @@ class Settings(ModelSelection):
             "max_queue": self.max_queue,
             "batching": self.batching,
             "request_timeout_seconds": self.request_timeout_seconds,
+            "max_header_bytes": self.max_header_bytes,
+            "header_timeout_seconds": self.header_timeout_seconds,
+            "max_connections": self.max_connections,
             "rate_limit_rpm": self.rate_limit_rpm,
             "rate_limit_ipm": self.rate_limit_ipm,
         }
@@ -267,6 +289,8 @@ CLI_SHORTCUTS = {
     "url_ttl_seconds": "url-ttl",
     "request_timeout_seconds": "request-timeout",
     "shutdown_timeout_seconds": "shutdown-timeout",
+    "header_timeout_seconds": "header-timeout",
+    "keep_alive_timeout_seconds": "keep-alive-timeout",
 }
 
 

@@ -67,10 +67,20 @@ def _json_type_name(value: Any) -> str:
     return type(value).__name__
 
 
+#: The first part of a FastAPI error location: where the value was, not its name.
+_LOCATIONS = ("body", "query", "path", "header", "cookie")
+
+
+def _field_path(err: dict[str, Any]) -> list[str]:
+    loc = [str(part) for part in err.get("loc", ())]
+    return loc[1:] if loc and loc[0] in _LOCATIONS else loc
+
+
 def translate_validation_errors(errors: Sequence[dict[str, Any]]) -> InvalidRequestError:
     """Turn pydantic/FastAPI validation errors into OpenAI's first-error message.
 
-    ``loc`` from FastAPI starts with ``"body"``; the rest names the field.
+    ``loc`` from FastAPI starts with where the value was (``"body"``, ``"query"``…);
+    the rest names the field.
     """
     if not errors:
         return InvalidRequestError("Invalid request body.")
@@ -78,7 +88,7 @@ def translate_validation_errors(errors: Sequence[dict[str, Any]]) -> InvalidRequ
     ordered = sorted(errors, key=lambda err: err.get("type") != "missing")
     err = ordered[0]
     kind = err.get("type", "")
-    loc = [str(part) for part in err.get("loc", ()) if part != "body"]
+    loc = _field_path(err)
     param = ".".join(loc) or None
     if kind == "json_invalid":
         return InvalidRequestError(JSON_PARSE_MESSAGE)
@@ -98,10 +108,16 @@ def translate_validation_errors(errors: Sequence[dict[str, Any]]) -> InvalidRequ
         return InvalidRequestError(
             f"Unknown parameter: '{param}'.", param=param, code="unknown_parameter"
         )
+    if kind == "string_too_long":
+        limit = (err.get("ctx") or {}).get("max_length")
+        return InvalidRequestError(
+            f"Invalid '{param}': string too long. Expected a string with maximum length "
+            f"{limit}, but got a string with length {len(str(err.get('input', '')))} "
+            "instead.", param=param, code="string_above_max_length")
     # Union types report one error per branch; the message names the first branch.
     expected = next(
         (_TYPE_NAMES[e["type"]] for e in ordered if e.get("type") in _TYPE_NAMES
-         and [str(p) for p in e.get("loc", ()) if p != "body"][:1] == loc[:1]),
+         and _field_path(e)[:1] == loc[:1]),
         "a valid value",
     )
     return InvalidRequestError(

@@ -16,12 +16,17 @@ FILES_ROUTE = "/v1/images/files"
 router = APIRouter()
 
 
-@router.get(FILES_ROUTE + "/{name}", response_class=FileResponse)
+@router.get(FILES_ROUTE + "/{name}", response_class=FileResponse,
+            responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}})
+# HEAD too: caches and link checkers ask before they fetch.
+@router.head(FILES_ROUTE + "/{name}", response_class=FileResponse, include_in_schema=False)
 async def image_file(
     name: str,
     request: Request,
-    expires: Annotated[str | None, Query(max_length=20)] = None,
-    sig: Annotated[str | None, Query(max_length=128)] = None,
+    expires: Annotated[str | None, Query(max_length=20,
+                                         description="unix time the link expires")] = None,
+    sig: Annotated[str | None, Query(max_length=128,
+                                     description="HMAC-SHA256 of the name and expiry")] = None,
 ) -> FileResponse:
     """Serve a generated image to whoever holds its signed link; no API key needed."""
     now = time.time()

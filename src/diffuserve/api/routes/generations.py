@@ -12,6 +12,7 @@ from diffuserve.api.auth import Client
 from diffuserve.api.deps import authenticate, parts, request_id
 from diffuserve.api.disconnect import unless_client_leaves
 from diffuserve.api.errors import is_mapped, to_api_error
+from diffuserve.protocol.common import ImagesResponse
 from diffuserve.protocol.generations import ImageGenerationRequest, parse_generation_request
 
 router = APIRouter()
@@ -19,6 +20,7 @@ router = APIRouter()
 
 @router.post(
     "/v1/images/generations",
+    responses={200: {"model": ImagesResponse, "description": "The images"}},
     openapi_extra={
         "requestBody": {
             "required": True,
