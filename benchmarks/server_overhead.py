@@ -40,7 +40,7 @@ def main() -> None:
     from diffuserve.config import ModelSpec
     from diffuserve.engine.backends.diffusers import DiffusersBackend
     from diffuserve.engine.types import GenerationParams
-    from diffuserve.service import encode_png
+    from diffuserve.service.output import encode_png
 
     width, height = (int(part) for part in args.size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
