@@ -279,15 +279,15 @@ def test_models_list_and_retrieve(client: TestClient) -> None:
 
 def test_generation_does_not_block_the_event_loop(tmp_path: Path) -> None:
     """While one slow generation runs, /health still answers at once."""
-    slow = FakeBackend(delay=1.0)
+    slow = FakeBackend(delay=3.0)
     with make_client(tmp_path, slow) as c:
         worker = threading.Thread(target=generate, args=(c,), kwargs={"prompt": "slow"})
         worker.start()
         while not slow.calls:
             time.sleep(0.01)
-        started = time.perf_counter()
         assert c.get("/health").status_code == 200
-        assert time.perf_counter() - started < 0.5
+        # Answered while the generation was still running (not after it).
+        assert worker.is_alive()
         worker.join()
 
 

@@ -287,8 +287,8 @@ def test_a_slowloris_client_gets_408_and_is_disconnected(server: Running) -> Non
         response = read_response(sock)
         assert_refusal(response, 408, "request_timeout")
         assert closed_within(sock, 5)
-        # The limit is 1 s; whatever the machine's load, nowhere near the 10 s of bytes.
-        assert time.monotonic() - started < 5
+        # The limit is 1 s; whatever the machine's load, well before the 10 s of bytes.
+        assert time.monotonic() - started < 9
 
 
 def test_a_connection_that_never_sends_anything_is_closed(server: Running) -> None:

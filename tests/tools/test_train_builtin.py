@@ -185,7 +185,7 @@ def test_a_stage_with_a_time_budget_runs_the_steps_that_fit(
 
     images = np.load(prepared / "images_32.npy")
     config = StageConfig(steps=100_000, batch_size=2, learning_rate=1e-3,
-                         checkpoint_every=10_000, log_every=10_000, max_seconds=4.0)
+                         checkpoint_every=10_000, log_every=10_000, max_seconds=8.0)
     began = time.perf_counter()
     train_autoencoder(images, tmp_path / "ae", config)
     elapsed = time.perf_counter() - began
@@ -195,6 +195,6 @@ def test_a_stage_with_a_time_budget_runs_the_steps_that_fit(
     assert CALIBRATION[1] <= state["length"] < 100_000
     assert state["step"] == state["length"]
     assert state["schedule"]["_last_lr"][0] == pytest.approx(0.0, abs=1e-9)
-    assert elapsed < 30
+    assert elapsed < 60  # the budget, with room for a busy machine
     log = (tmp_path / "ae" / "losses.jsonl").read_text().splitlines()
     assert json.loads(log[-1])["step"] == state["length"]
