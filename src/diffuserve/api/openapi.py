@@ -103,14 +103,15 @@ def generation_request_schema() -> dict[str, Any]:
         field.pop("anyOf", None)
         field.pop("default", None)
         field.update(constraint)
+    per_name = "; ".join(
+        f"{name}: prompt ≤ {rules.max_prompt_length}, n ≤ {rules.max_n}, size "
+        f"{'|'.join(rules.sizes)}, quality {'|'.join(rules.qualities)}, response_format "
+        f"{'|'.join(rules.response_formats)}"
+        for name, rules in (*RULES_BY_NAME.items(), ("any other name", GENERIC)))
     schema["description"] = (
         "OpenAI's images.generate body. Each requested model name narrows these bounds as "
-        "OpenAI does: dall-e-2 (prompt ≤ 1000, sizes 256/512/1024², quality standard), "
-        "dall-e-3 (n = 1, sizes 1024², 1792×1024, 1024×1792, quality standard|hd), "
-        "gpt-image-1 (prompt ≤ 32000, sizes auto|1024²|1536×1024|1024×1536, "
-        "response_format b64_json); any other name: prompt ≤ 4000, the DALL·E sizes. "
-        "seed, num_inference_steps, guidance_scale and negative_prompt are diffuserve "
-        "extensions; seed + n − 1 must stay ≤ 2³²−1.")
+        f"OpenAI does — {per_name}. seed, num_inference_steps, guidance_scale and "
+        "negative_prompt are diffuserve extensions; seed + n − 1 must stay ≤ 2³²−1.")
     return schema
 
 
