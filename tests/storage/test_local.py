@@ -140,6 +140,8 @@ def test_tampered_link_is_forbidden(signer: UrlSigner, tamper: Tamper) -> None:
         ("1" * 13, "ab" * 32),
         ("²", "ab" * 32),  # a Unicode digit that int() refuses
         ("١٧٠٠٠٠٣٦٠٠", "ab" * 32),  # Arabic-Indic digits
+        ("1700003600", "é"),  # compare_digest refuses non-ASCII text
+        ("1700003600", "\x80" * 64),
     ],
 )
 def test_missing_or_malformed_link_parameters_are_forbidden(

@@ -64,7 +64,8 @@ class UrlSigner:
         """The link's expiry time; :class:`LinkInvalid` for a link that was not signed
         here, :class:`LinkExpired` for one whose time is over."""
         if not expires or not sig or not _is_ascii_number(expires) \
-                or len(expires) > MAX_EXPIRES_DIGITS:
+                or len(expires) > MAX_EXPIRES_DIGITS or not sig.isascii():
+            # compare_digest refuses non-ASCII text: such a signature is simply wrong.
             raise LinkInvalid("its signature is missing or malformed")
         if not hmac.compare_digest(self._sig(name, int(expires)), sig):
             raise LinkInvalid("its signature does not match")
