@@ -2,8 +2,9 @@
 
 Builds the tiny random SD pipeline the tests use (so it runs offline), starts
 ``diffuserve serve`` on a loopback port, and times ``--requests`` sequential
-``b64_json`` generations with the official openai SDK; then times the same work done
-in-process (backend.generate + PNG + base64). Prints medians and the ratio.
+``b64_json`` generations with the official openai SDK, each followed by the same work
+done in-process (backend.generate + PNG + base64): interleaved, so that both see the
+same load on a shared machine. Prints medians and the ratio.
 
     python benchmarks/server_overhead.py [--requests 30] [--size 256x256] [--steps 4]
     python benchmarks/server_overhead.py --model ./my-pipeline   # any local pipeline
@@ -45,11 +46,14 @@ def main() -> None:
     width, height = (int(part) for part in args.size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or build_tiny_sd(Path(tmp) / "tiny-sd")
+        backend = DiffusersBackend(ModelSpec(name="bench", source=str(model)))
+        backend.load()
         server = start_server(["--model", f"bench={model}"], Path(tmp))
+        http: list[float] = []
+        direct: list[float] = []
         try:
             client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x",
                                    max_retries=0)
-            http: list[float] = []
             for i in range(args.requests + 2):
                 started = time.perf_counter()
                 client.images.generate(
@@ -57,23 +61,20 @@ def main() -> None:
                     response_format="b64_json",
                     extra_body={"seed": i, "num_inference_steps": args.steps},
                 )
+                http_seconds = time.perf_counter() - started
+                params = GenerationParams(prompt="a red apple", negative_prompt=None,
+                                          width=width, height=height,
+                                          num_inference_steps=args.steps, guidance_scale=7.5,
+                                          seeds=(i,))
+                started = time.perf_counter()
+                image = backend.generate(params)[0]
+                base64.b64encode(encode_png(image))
+                direct_seconds = time.perf_counter() - started
                 if i >= 2:  # the first calls warm up
-                    http.append(time.perf_counter() - started)
+                    http.append(http_seconds)
+                    direct.append(direct_seconds)
         finally:
             server.stop()
-
-        backend = DiffusersBackend(ModelSpec(name="bench", source=str(model)))
-        backend.load()
-        direct: list[float] = []
-        for i in range(args.requests + 2):
-            params = GenerationParams(prompt="a red apple", negative_prompt=None, width=width,
-                                      height=height, num_inference_steps=args.steps,
-                                      guidance_scale=7.5, seeds=(i,))
-            started = time.perf_counter()
-            image = backend.generate(params)[0]
-            base64.b64encode(encode_png(image))
-            if i >= 2:
-                direct.append(time.perf_counter() - started)
 
     http_median = statistics.median(http)
     direct_median = statistics.median(direct)
