@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -15,6 +15,22 @@ from PIL import Image
 from diffuserve.cli import _settings, build_parser, main
 from diffuserve.config import Settings
 from tests.conftest import LiveServer
+
+
+@pytest.fixture(autouse=True)
+def keep_logging_as_it_was() -> Iterator[None]:
+    """`serve` points the loggers at this test's captured stderr; later tests must not
+    write to it once it is closed."""
+    import logging
+
+    saved = {name: (logging.getLogger(name).handlers[:], logging.getLogger(name).propagate,
+                    logging.getLogger(name).level) for name in ("diffuserve", "uvicorn")}
+    yield
+    for name, (handlers, propagate, level) in saved.items():
+        logger = logging.getLogger(name)
+        logger.handlers[:] = handlers
+        logger.propagate = propagate
+        logger.setLevel(level)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None,

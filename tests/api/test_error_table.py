@@ -14,7 +14,7 @@ EXPECTED = {
     "Draining": (503, "server_error", None, {"Retry-After": "7"}),
     "ModelNotLoaded": (503, "server_error", None, {"Retry-After": "5"}),
     "UnknownModel": (500, "server_error", None, {"x-should-retry": "false"}),
-    "UnsupportedTask": (400, "invalid_request_error", "invalid_value", {}),
+    "UnsupportedTask": (400, "invalid_request_error", "unsupported_value", {}),
     "Cancelled": (503, "server_error", None, {"Retry-After": "1"}),
     "OutOfMemory": (500, "server_error", None, {"x-should-retry": "false"}),
     "ContentFlagged": (400, "invalid_request_error", "content_policy_violation", {}),

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffuserve.builtin.pipeline import place_on_canvas
+from diffuserve.builtin.pipeline import cut_out, place_on_canvas
 from diffuserve.builtin.text_encoder import MAX_TOKENS, load_text_encoder, tokenize
 
 
@@ -45,6 +45,22 @@ def test_non_square_sizes_place_the_subject_without_stretching() -> None:
 
 
 @pytest.mark.e2e
+def test_cut_out_clears_the_background_around_the_subject_only() -> None:
+    subject = Image.new("RGB", (64, 64), (250, 250, 250))
+    pixels = np.asarray(subject).copy()
+    yy, xx = np.mgrid[:64, :64]
+    pixels[(yy - 32) ** 2 + (xx - 32) ** 2 < 20 ** 2] = (200, 30, 30)  # a red disc
+    pixels[(yy - 32) ** 2 + (xx - 32) ** 2 < 6 ** 2] = (250, 250, 250)  # a white eye
+    alpha = np.asarray(cut_out(Image.fromarray(pixels)))[..., 3]
+
+    assert alpha[0, 0] == alpha[63, 0] == alpha[5, 60] == 0  # the plain background
+    assert alpha[32, 20] == 255  # the disc
+    assert alpha[32, 32] == 255  # white inside the subject stays
+    placed = place_on_canvas(cut_out(Image.fromarray(pixels)), 300, 200)
+    assert placed.mode == "RGBA" and placed.size == (300, 200)
+    assert placed.getpixel((5, 100))[3] == 0 and placed.getpixel((150, 100))[3] == 255
+
+
 def test_serve_with_nothing_configured_serves_the_built_in_model(
     tmp_path: Path,
 ) -> None:
@@ -68,5 +84,14 @@ def test_serve_with_nothing_configured_serves_the_built_in_model(
             assert f"{image.width}x{image.height}" == size
             if model == "dall-e-3":  # drawn as written: the model knows emoji names only
                 assert result.data[0].revised_prompt == "a red apple"
+        # A real alpha channel: the plain background is see-through, the subject is not.
+        clear = client.images.generate(model="gpt-image-2", prompt="a red apple",
+                                       size="1536x1024", background="transparent",
+                                       output_format="webp")
+        assert (clear.background, clear.output_format) == ("transparent", "webp")
+        with Image.open(io.BytesIO(base64.b64decode(clear.data[0].b64_json or ""))) as image:
+            alpha = np.asarray(image.convert("RGBA"))[..., 3]
+        assert image.size == (1536, 1024)
+        assert alpha[0, 0] == 0 and alpha[-1, -1] == 0 and alpha[512, 768] == 255
     finally:
         server.stop()

@@ -22,6 +22,7 @@ import openai
 import pytest
 from PIL import Image
 
+from diffuserve.protocol.rules import OPENAI_MODEL_NAMES
 from tests.conftest import LiveServer, start_server
 
 pytestmark = pytest.mark.e2e
@@ -159,7 +160,7 @@ def test_health_and_ready_need_no_key(http: httpx.Client) -> None:
 def test_models_list_has_names_and_aliases(client: openai.OpenAI) -> None:
     models = list(client.models.list())
     ids = [model.id for model in models]
-    assert set(ids) == {"tiny-sd", "tiny-sdxl", "xl", "dall-e-2", "dall-e-3", "gpt-image-1"}
+    assert set(ids) == {"tiny-sd", "tiny-sdxl", "xl", *OPENAI_MODEL_NAMES}
     assert len(ids) == len(set(ids))
     for model in models:
         assert model.object == "model"

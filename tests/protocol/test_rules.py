@@ -345,6 +345,7 @@ def test_validated_request_carries_the_requested_values() -> None:
         guidance_scale=4.5,
         negative_prompt="blurry",
         revise_prompt=False,
+        size="512x512",
     )
 
 
@@ -573,7 +574,7 @@ def test_every_field_is_parsed() -> None:
 
     parsed = parse_generation_request(json.dumps(body).encode())
 
-    assert parsed.model_dump() == body
+    assert parsed.model_dump(exclude_none=True) == body
 
 
 # --- translate_validation_errors -------------------------------------------------------

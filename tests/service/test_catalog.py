@@ -8,9 +8,8 @@ import pytest
 
 from diffuserve.config import ModelSpec, Settings
 from diffuserve.protocol.errors import ModelNotFoundError
+from diffuserve.protocol.rules import OPENAI_MODEL_NAMES as OPENAI_NAMES  # noqa: E402
 from diffuserve.service.catalog import ModelCatalog
-
-OPENAI_NAMES = ("dall-e-2", "dall-e-3", "gpt-image-1")
 
 
 @pytest.fixture(autouse=True)
@@ -134,10 +133,9 @@ def test_names_lists_models_then_aliases() -> None:
         ("sdxl", "sdxl"),
         ("fast", "sd"),
         ("hq", "sdxl"),
-        ("dall-e-2", "sd"),
-        ("dall-e-3", "sd"),
-        ("gpt-image-1", "sd"),
+        *((name, "sd") for name in OPENAI_NAMES),
     ]
+    assert "gpt-image-2.5-sunburst" in OPENAI_NAMES  # every name of the SDK's ImageModel
 
 
 def test_aliases_of_a_model() -> None:

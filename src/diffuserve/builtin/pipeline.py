@@ -16,22 +16,62 @@ import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from diffuserve.builtin.text_encoder import load_text_encoder, token_states
+
+#: Colour distances (0–441) from the background colour: a background pixel this close
+#: is fully transparent, one this far fully opaque; in between, a soft edge.
+CUTOUT_CLEAR, CUTOUT_SOLID = 12.0, 48.0
+
+
+def border_colour(subject: Image.Image) -> tuple[int, int, int]:
+    """The plain background the subject sits on: the median of its border pixels."""
+    pixels = np.asarray(subject.convert("RGB"))
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    red, green, blue = (int(v) for v in np.median(border, axis=0))
+    return red, green, blue
+
+
+def cut_out(subject: Image.Image) -> Image.Image:
+    """The subject with its plain background made transparent.
+
+    Only background reachable from the border counts (a flood fill), so a subject's own
+    white or pale parts stay opaque; pixels near the fill's edge get partial alpha from
+    their colour distance, so the outline stays smooth.
+    """
+    rgb = subject.convert("RGB")
+    colour = border_colour(rgb)
+    width, height = rgb.size
+    marker = (255, 0, 255) if colour != (255, 0, 255) else (0, 255, 0)
+    filled = rgb.copy()
+    for corner in ((0, 0), (width - 1, 0), (0, height - 1), (width - 1, height - 1)):
+        if filled.getpixel(corner) != marker:
+            ImageDraw.floodfill(filled, corner, marker, thresh=int(CUTOUT_SOLID))
+    pixels = np.asarray(rgb, dtype=np.float32)
+    background = np.all(np.asarray(filled) == marker, axis=-1)
+    distance = np.linalg.norm(pixels - np.asarray(colour, np.float32), axis=-1)
+    soft = np.clip((distance - CUTOUT_CLEAR) / (CUTOUT_SOLID - CUTOUT_CLEAR), 0.0, 1.0)
+    alpha = np.where(background, soft, 1.0)
+    rgba = np.dstack([np.asarray(rgb), (alpha * 255).round().astype(np.uint8)])
+    return Image.fromarray(rgba, "RGBA")
 
 
 def place_on_canvas(subject: Image.Image, width: int, height: int) -> Image.Image:
     """The square ``subject`` scaled to the shorter side, centred on a ``width``×``height``
-    canvas filled with the colour of the subject's border."""
+    canvas: filled with the colour of the subject's border, or transparent for an RGBA
+    subject (one that was :func:`cut_out`)."""
     side = min(width, height)
-    scaled = subject.resize((side, side), Image.Resampling.LANCZOS)
+    transparent = subject.mode == "RGBA"
+    # Premultiplied while resampling, so transparent pixels' colours do not bleed in.
+    working = subject.convert("RGBa") if transparent else subject
+    scaled = working.resize((side, side), Image.Resampling.LANCZOS)
+    if transparent:
+        scaled = scaled.convert("RGBA")
     if (width, height) == (side, side):
         return scaled
-    pixels = np.asarray(subject.convert("RGB"))
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    colour = tuple(int(v) for v in np.median(border, axis=0))
-    canvas = Image.new("RGB", (width, height), colour)
+    canvas = (Image.new("RGBA", (width, height), (0, 0, 0, 0)) if transparent
+              else Image.new("RGB", (width, height), border_colour(subject)))
     canvas.paste(scaled, ((width - side) // 2, (height - side) // 2))
     return canvas
 
@@ -74,7 +114,10 @@ class EmojiPipeline(DiffusionPipeline):
         states, mask = token_states(self.text_encoder, self.tokenizer, prompts)
         return states.to(self.unet.dtype), mask
 
-    def check_inputs(self, prompt: Any, height: int, width: int, steps: int) -> None:
+    def check_inputs(self, prompt: Any, height: int, width: int, steps: int,
+                     background: str = "opaque") -> None:
+        if background not in ("opaque", "transparent"):
+            raise ValueError(f"`background` must be 'opaque' or 'transparent', not {background!r}")
         if not isinstance(prompt, (str, list)):
             raise ValueError(f"`prompt` must be a string or a list, not {type(prompt)}")
         if height < 1 or width < 1:
@@ -96,9 +139,10 @@ class EmojiPipeline(DiffusionPipeline):
         callback_on_step_end: Any = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         return_dict: bool = True,
+        background: str = "opaque",
     ) -> Any:
         # 1. Check inputs and embed the prompts (and the negative ones for guidance).
-        self.check_inputs(prompt, height, width, num_inference_steps)
+        self.check_inputs(prompt, height, width, num_inference_steps, background)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         batch = len(prompts)
         if negative_prompt is None:
@@ -139,7 +183,10 @@ class EmojiPipeline(DiffusionPipeline):
         if output_type == "np":
             images: Any = arrays
         else:
-            images = [place_on_canvas(Image.fromarray(a), width, height) for a in arrays]
+            subjects = [Image.fromarray(a) for a in arrays]
+            if background == "transparent":
+                subjects = [cut_out(subject) for subject in subjects]
+            images = [place_on_canvas(subject, width, height) for subject in subjects]
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images,)

@@ -63,7 +63,8 @@ class UnknownModel(EngineError):
 
 
 class UnsupportedTask(EngineError):
-    """The model's runtime cannot do this kind of task."""
+    """The model's runtime cannot do what the task asks (``kind``: a phrase such as
+    "edit tasks" or "a transparent background")."""
 
     def __init__(self, model: str, kind: str) -> None:
         super().__init__(f"model {model!r} cannot do {kind!r} tasks")

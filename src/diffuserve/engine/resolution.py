@@ -33,4 +33,5 @@ def fit_to_size(image: Image.Image, width: int, height: int) -> Image.Image:
     """
     if image.size == (width, height):
         return image
-    return ImageOps.fit(image.convert("RGB"), (width, height), method=Image.Resampling.LANCZOS)
+    mode = image.mode if image.mode in ("RGB", "RGBA") else "RGB"
+    return ImageOps.fit(image.convert(mode), (width, height), method=Image.Resampling.LANCZOS)

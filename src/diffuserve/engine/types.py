@@ -29,6 +29,9 @@ class GenerationParams:
     num_inference_steps: int
     guidance_scale: float
     seeds: tuple[int, ...]
+    #: ``transparent``: an RGBA image whose background is see-through (a backend
+    #: feature, :data:`TRANSPARENT_BACKGROUND`); ``opaque``: RGB.
+    background: str = "opaque"
 
     @property
     def n(self) -> int:
@@ -70,7 +73,12 @@ class Result:
     run_seconds: float
     #: Images in the pipeline call(s) this task shared.
     batch_images: int = field(default=0)
+    #: The prompt's length in the model's own tokens (for usage accounting).
+    prompt_tokens: int = 0
 
+
+#: The backend feature a transparent background needs.
+TRANSPARENT_BACKGROUND = "transparent_background"
 
 #: What :meth:`EngineClient.stream` yields: progress, then one result.
 TaskEvent = Progress | Result

@@ -23,9 +23,30 @@ class ImageObject(BaseModel):
     revised_prompt: str | None = None
 
 
+class TokenDetails(BaseModel):
+    text_tokens: int
+    image_tokens: int
+
+
+class Usage(BaseModel):
+    """Tokens in and out, as the GPT-image models report them."""
+
+    input_tokens: int
+    input_tokens_details: TokenDetails
+    output_tokens: int
+    output_tokens_details: TokenDetails
+    total_tokens: int
+
+
 class ImagesResponse(BaseModel):
     created: int
     data: list[ImageObject]
+    # GPT-image names only: the resolved options, never `auto`.
+    background: str | None = None
+    output_format: str | None = None
+    quality: str | None = None
+    size: str | None = None
+    usage: Usage | None = None
 
 
 class ModelObject(BaseModel):
@@ -33,6 +54,8 @@ class ModelObject(BaseModel):
     object: str = "model"
     created: int
     owned_by: str
+    #: OpenAI announces retirements here; nothing served here is scheduled to go.
+    shutdown_date: str | None = None
 
 
 class ModelList(BaseModel):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt, StrictStr
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from diffuserve.protocol.common import parse_json_body
 
@@ -24,6 +26,18 @@ class ImageGenerationRequest(BaseModel):
     style: StrictStr | None = None
     response_format: StrictStr | None = None
     user: StrictStr | None = None
+    # The GPT-image fields (protocol/image_options.py).
+    background: StrictStr | None = None
+    moderation: StrictStr | None = None
+    output_format: StrictStr | None = None
+    output_compression: StrictInt | None = None
+    partial_images: StrictInt | None = None
+    stream: StrictBool | None = None
+    complexity: StrictStr | None = None
+    safety_identifier: StrictStr | None = None
+    frame_count: StrictInt | None = None
+    frame_duration_ms: StrictInt | None = None
+    svg: dict[str, Any] | None = None
 
     seed: StrictInt | None = None
     num_inference_steps: StrictInt | None = None

@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from diffuserve.protocol.errors import InvalidRequestError
+from diffuserve.protocol.image_options import (
+    ImageOptions,
+    refuse_image_options,
+    validate_image_options,
+)
 
 if TYPE_CHECKING:
     from diffuserve.protocol.generations import ImageGenerationRequest
@@ -53,6 +58,16 @@ class ValidatedRequest:
     guidance_scale: float | None
     negative_prompt: str | None
     revise_prompt: bool
+    #: The size as requested (``auto`` kept), and the output and delivery options.
+    size: str = ""
+    options: ImageOptions = ImageOptions()
+    #: A GPT-image name: the response echoes the resolved options and carries usage.
+    gpt_image: bool = False
+
+    @property
+    def end_user(self) -> str | None:
+        """Who the request is for: ``safety_identifier`` over the deprecated ``user``."""
+        return self.options.safety_identifier or self.user or None
 
 
 def _not_one_of(value: str, allowed: Sequence[str], param: str, code: str | None = None) -> (
@@ -99,6 +114,28 @@ def _check_text(value: str, param: str, max_length: int, *, allow_empty: bool = 
 
 _SIZE_RE = re.compile(r"^([1-9][0-9]{1,4})x([1-9][0-9]{1,4})$")
 
+#: gpt-image-2-style sizes: both sides multiples of 16, the longer at most 3840 and at
+#: most three times the shorter, at most 3840×2160 pixels in all.
+FREE_SIZE_MULTIPLE = 16
+FREE_SIZE_MAX_SIDE = 3840
+FREE_SIZE_MAX_PIXELS = 3840 * 2160
+FREE_SIZE_MAX_RATIO = 3
+FREE_SIZE_HINT = (
+    f" Use auto or WIDTHxHEIGHT with both sides multiples of {FREE_SIZE_MULTIPLE}, "
+    f"the longer at most {FREE_SIZE_MAX_SIDE} and at most {FREE_SIZE_MAX_RATIO} times the "
+    f"shorter, and at most {FREE_SIZE_MAX_PIXELS} pixels.")
+
+
+def _free_size_ok(size: str) -> bool:
+    match = _SIZE_RE.match(size)
+    if match is None:
+        return False
+    width, height = int(match.group(1)), int(match.group(2))
+    return (width % FREE_SIZE_MULTIPLE == 0 and height % FREE_SIZE_MULTIPLE == 0
+            and max(width, height) <= FREE_SIZE_MAX_SIDE
+            and max(width, height) <= FREE_SIZE_MAX_RATIO * min(width, height)
+            and width * height <= FREE_SIZE_MAX_PIXELS)
+
 
 @dataclass(frozen=True)
 class ModelRules:
@@ -117,6 +154,12 @@ class ModelRules:
     revise_prompt: bool
     #: Only n=1 is allowed; OpenAI words that error differently.
     single_image: bool = False
+    #: Takes the GPT-image fields (output format, background, streaming…).
+    image_options: bool = False
+    #: Answers like a GPT-image model (resolved options echoed, ``usage``).
+    gpt_image: bool = False
+    #: Any ``WxH`` within :data:`FREE_SIZE_LIMITS`, besides ``sizes``.
+    free_size: bool = False
 
     def validate(self, req: ImageGenerationRequest, model: str) -> ValidatedRequest:
         _check_text(req.prompt, "prompt", self.max_prompt_length)
@@ -131,11 +174,13 @@ class ModelRules:
                 f"{n} is greater than the maximum of {self.max_n} - 'n'", param="n"
             )
 
-        size = self.default_size if req.size is None else req.size
-        if size not in self.sizes:
+        requested_size = size = self.default_size if req.size is None else req.size
+        if size not in self.sizes and not (self.free_size and _free_size_ok(size)):
             if size == "auto" or _SIZE_RE.match(size):
                 raise InvalidRequestError(
-                    "The size is not supported by this model.", param="size", code="invalid_size"
+                    "The size is not supported by this model."
+                    + (FREE_SIZE_HINT if self.free_size else ""),
+                    param="size", code="invalid_size"
                 )
             raise _not_one_of(size, self.sizes, "size", code="invalid_size")
         if size == "auto":
@@ -163,6 +208,11 @@ class ModelRules:
                 response_format, self.response_formats, "response_format", code="invalid_value"
             )
 
+        if self.image_options:
+            options = validate_image_options(req, model, n)
+        else:
+            refuse_image_options(req, model)
+            options = ImageOptions()
         if req.user is not None:
             _check_text(req.user, "user", MAX_USER_LENGTH, allow_empty=True)
         if req.seed is not None:
@@ -199,6 +249,9 @@ class ModelRules:
             guidance_scale=guidance,
             negative_prompt=req.negative_prompt or None,
             revise_prompt=self.revise_prompt,
+            size=requested_size,
+            options=options,
+            gpt_image=self.gpt_image,
         )
 
 
@@ -243,7 +296,14 @@ GPT_IMAGE_1 = ModelRules(
     response_formats=("b64_json",),  # gpt-image models always answer in base64
     default_response_format="b64_json",
     revise_prompt=False,
+    image_options=True,
+    gpt_image=True,
 )
+
+#: gpt-image-2 and later: any size within the limits above.
+GPT_IMAGE_2 = replace(GPT_IMAGE_1, free_size=True)
+#: The 2.5 and 2.6 models add two qualities above high.
+GPT_IMAGE_2_5 = replace(GPT_IMAGE_2, qualities=(*GPT_IMAGE_1.qualities, "xhigh", "max"))
 
 #: Rules for every other model name: the union of what DALL·E accepts.
 GENERIC = ModelRules(
@@ -258,9 +318,26 @@ GENERIC = ModelRules(
     response_formats=RESPONSE_FORMATS,
     default_response_format="url",
     revise_prompt=False,
+    image_options=True,
 )
 
-RULES_BY_NAME = {"dall-e-2": DALL_E_2, "dall-e-3": DALL_E_3, "gpt-image-1": GPT_IMAGE_1}
+#: Every name of the SDK's ``ImageModel``, with OpenAI's rules for it.
+RULES_BY_NAME = {
+    "dall-e-2": DALL_E_2,
+    "dall-e-3": DALL_E_3,
+    "gpt-image-1": GPT_IMAGE_1,
+    "gpt-image-1-mini": GPT_IMAGE_1,
+    "gpt-image-1.5": GPT_IMAGE_1,
+    "chatgpt-image-latest": GPT_IMAGE_1,
+    "gpt-image-2": GPT_IMAGE_2,
+    "gpt-image-2-2026-04-21": GPT_IMAGE_2,
+    "gpt-image-2.5-sunburst": GPT_IMAGE_2_5,
+    "gpt-image-2.5-sunburst-2026-09-08": GPT_IMAGE_2_5,
+    "gpt-image-2.5-flare": GPT_IMAGE_2_5,
+    "gpt-image-2.5-flare-2026-09-08": GPT_IMAGE_2_5,
+    "gpt-image-2.6-sunburst": GPT_IMAGE_2_5,
+    "gpt-image-2.6-flare": GPT_IMAGE_2_5,
+}
 
 #: OpenAI's model names: clients insist on them, so they point at the default model
 #: unless a model claims them itself.

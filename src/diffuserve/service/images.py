@@ -17,6 +17,7 @@ from diffuserve.protocol.generations import ImageGenerationRequest
 from diffuserve.service.catalog import ModelCatalog
 from diffuserve.service.output import OutputWriter
 from diffuserve.service.planning import GenerationPlan, plan_generation
+from diffuserve.service.usage import usage_for
 from diffuserve.storage.base import ImageStore
 
 logger = logging.getLogger("diffuserve.generation")
@@ -58,9 +59,11 @@ class ImageService:
                     request_id=request_id, deadline=self.clock() + self.request_timeout)
         result = await self.engine.run(task)
         request = plan.request
+        options = request.options
         data = await self.output.items(
             result.images, response_format=request.response_format,
-            revised_prompt=plan.revised_prompt, base_url=base_url, now=self.clock())
+            revised_prompt=plan.revised_prompt, base_url=base_url, now=self.clock(),
+            output_format=options.output_format, compression=options.output_compression)
         logger.info(
             "generation",
             extra={
@@ -68,16 +71,29 @@ class ImageService:
                     "request_id": request_id,
                     "model": request.model,
                     "served_by": plan.spec.name,
-                    "user": request.user,
+                    "user": request.end_user,
                     "n": plan.params.n,
                     "size": f"{plan.params.width}x{plan.params.height}",
                     "steps": plan.params.num_inference_steps,
                     "guidance_scale": plan.params.guidance_scale,
                     "seeds": list(plan.params.seeds),
                     "response_format": request.response_format,
+                    "output_format": options.output_format,
+                    "background": options.background,
+                    "prompt_tokens": result.prompt_tokens,
                     "queue_seconds": round(result.queued_seconds, 3),
                     "generation_seconds": round(result.run_seconds, 3),
                 }
             },
         )
-        return ImagesResponse(created=int(self.clock()), data=data)
+        response = ImagesResponse(created=int(self.clock()), data=data)
+        if request.gpt_image:
+            width, height = plan.params.width, plan.params.height
+            response.background = options.resolved_background
+            response.output_format = options.output_format
+            response.quality = plan.resolved_quality
+            response.size = f"{width}x{height}"
+            response.usage = usage_for(
+                text_tokens=result.prompt_tokens, image_tokens_in=0, images_out=plan.images,
+                width=width, height=height, quality=plan.resolved_quality)
+        return response

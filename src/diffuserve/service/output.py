@@ -15,8 +15,22 @@ from diffuserve.storage.base import ImageStore
 
 
 def encode_png(image: Image.Image) -> bytes:
+    return encode(image, "png")
+
+
+def encode(image: Image.Image, output_format: str, compression: int = 100) -> bytes:
+    """``image`` as ``png``, ``jpeg`` or ``webp``; ``compression`` (0–100) is the quality
+    of the lossy formats, as OpenAI's ``output_compression``. Alpha is kept where the
+    format has it."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=False, compress_level=6)
+    if output_format == "png":
+        image.save(buffer, format="PNG", optimize=False, compress_level=6)
+    elif output_format == "jpeg":
+        image.convert("RGB").save(buffer, format="JPEG", quality=compression)
+    elif output_format == "webp":
+        image.save(buffer, format="WEBP", quality=compression, method=4)
+    else:
+        raise ValueError(f"cannot encode {output_format!r}")
     return buffer.getvalue()
 
 
@@ -37,16 +51,19 @@ class OutputWriter:
         revised_prompt: str | None,
         base_url: str,
         now: float,
+        output_format: str = "png",
+        compression: int = 100,
     ) -> list[ImageObject]:
         async with self._encoders:
-            pngs = await asyncio.to_thread(lambda: [encode_png(image) for image in images])
+            encoded = await asyncio.to_thread(
+                lambda: [encode(image, output_format, compression) for image in images])
         items = []
-        for png in pngs:
+        for data in encoded:
             item = ImageObject(revised_prompt=revised_prompt)
             if response_format == "b64_json":
-                item.b64_json = base64.b64encode(png).decode("ascii")
+                item.b64_json = base64.b64encode(data).decode("ascii")
             else:
-                key = await asyncio.to_thread(self.store.put, png, "image/png")
+                key = await asyncio.to_thread(self.store.put, data, f"image/{output_format}")
                 item.url = self.store.link(key, base_url=base_url, now=now)
             items.append(item)
         return items

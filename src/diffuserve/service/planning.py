@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from diffuserve.config import ModelSpec
 from diffuserve.engine.types import GenerationParams
+from diffuserve.protocol.errors import InvalidRequestError
 from diffuserve.protocol.generations import ImageGenerationRequest
 from diffuserve.protocol.rules import MAX_SEED, ValidatedRequest, rules_for
 from diffuserve.service.catalog import ModelCatalog
@@ -20,8 +21,12 @@ from diffuserve.service.prompting import revise_prompt
 
 #: gpt-image quality levels as fractions of the model's standard step count.
 _QUALITY_STEP_FACTORS = {"low": 0.5, "medium": 1.0, "auto": 1.0}
-#: ``quality`` values that ask for the model's ``hd_steps``.
-_HD_QUALITIES = ("hd", "high")
+#: ``quality`` values that ask for the model's ``hd_steps``, and by how much more.
+_HD_FACTORS = {"hd": 1.0, "high": 1.0, "xhigh": 1.25, "max": 1.5}
+#: ``complexity`` ("computation spent planning the image") as denoising effort.
+COMPLEXITY_FACTORS = {"low": 0.75, "medium": 1.0, "high": 1.25}
+#: The quality a response reports for what was asked (never ``auto``).
+RESOLVED_QUALITY = {"auto": "medium", "standard": "medium", "hd": "high"}
 
 
 def hd_steps(spec: ModelSpec) -> int:
@@ -30,10 +35,14 @@ def hd_steps(spec: ModelSpec) -> int:
                                                                 round(spec.steps * 1.6))
 
 
-def steps_for(spec: ModelSpec, quality: str) -> int:
-    if quality in _HD_QUALITIES:
-        return hd_steps(spec)
-    return max(1, round(spec.steps * _QUALITY_STEP_FACTORS.get(quality, 1.0)))
+def steps_for(spec: ModelSpec, quality: str, complexity: str | None = None) -> int:
+    """Denoising steps: the model's ``steps`` or ``hd_steps`` scaled by ``quality``, then
+    by ``complexity``."""
+    if quality in _HD_FACTORS:
+        base = hd_steps(spec) * _HD_FACTORS[quality]
+    else:
+        base = spec.steps * _QUALITY_STEP_FACTORS.get(quality, 1.0)
+    return max(1, round(base * COMPLEXITY_FACTORS.get(complexity or "medium", 1.0)))
 
 
 def guidance_for(spec: ModelSpec, style: str | None) -> float:
@@ -57,6 +66,10 @@ class GenerationPlan:
     def images(self) -> int:
         return self.params.n
 
+    @property
+    def resolved_quality(self) -> str:
+        return RESOLVED_QUALITY.get(self.request.quality, self.request.quality)
+
 
 def plan_generation(catalog: ModelCatalog, body: ImageGenerationRequest) -> GenerationPlan:
     """Resolve, validate and fill in defaults; raises before any compute."""
@@ -68,8 +81,12 @@ def plan_generation(catalog: ModelCatalog, body: ImageGenerationRequest) -> Gene
         revise_prompt(req.prompt, req.style, styled=spec.prompt_revision == "styled")
         if req.revise_prompt else None
     )
+    if req.options.stream:
+        raise InvalidRequestError(
+            "stream=true is not available on this server yet: request the images without "
+            "streaming.", param="stream", code="unsupported_value")
     steps = (req.num_inference_steps if req.num_inference_steps is not None
-             else steps_for(spec, req.quality))
+             else steps_for(spec, req.quality, req.options.complexity))
     guidance = (req.guidance_scale if req.guidance_scale is not None
                 else guidance_for(spec, req.style))
     first_seed = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED - req.n + 2)
@@ -81,5 +98,6 @@ def plan_generation(catalog: ModelCatalog, body: ImageGenerationRequest) -> Gene
         num_inference_steps=steps,
         guidance_scale=guidance,
         seeds=tuple(first_seed + i for i in range(req.n)),
+        background="transparent" if req.options.background == "transparent" else "opaque",
     )
     return GenerationPlan(spec=spec, request=req, params=params, revised_prompt=revised)

@@ -42,7 +42,7 @@ async def create_image(
         record.model = server.service.catalog.served_name(body.model)
         plan = server.service.plan(body)
         limit_headers = server.admission.admit(client, images=plan.images,
-                                               user=plan.request.user)
+                                               user=plan.request.end_user)
         result = await unless_client_leaves(request, server.service.generate(
             plan, base_url=server.base_url(request), request_id=request_id(request),
             client_id=client.id))

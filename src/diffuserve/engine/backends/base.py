@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
 
@@ -9,6 +10,8 @@ from PIL import Image
 
 from diffuserve.engine.errors import ContentFlagged, EngineError
 from diffuserve.engine.types import GenerationParams, StepCallback, TaskKind
+
+_WORDS = re.compile(r"\w+|[^\w\s]")
 
 
 class Interrupted(Exception):
@@ -29,6 +32,8 @@ class Backend(ABC):
     device: str = "cpu"
     #: The kinds of task this runtime can do.
     tasks: frozenset[TaskKind] = frozenset({TaskKind.GENERATE})
+    #: Optional abilities (``TRANSPARENT_BACKGROUND``…), known once loaded.
+    features: frozenset[str] = frozenset()
 
     @abstractmethod
     def load(self) -> None:
@@ -43,7 +48,12 @@ class Backend(ABC):
     def batch_key(self, params: GenerationParams) -> Hashable:
         """Requests with equal keys can share one pipeline call."""
         return (params.width, params.height, params.num_inference_steps,
-                params.guidance_scale, params.negative_prompt is None)
+                params.guidance_scale, params.negative_prompt is None, params.background)
+
+    def count_tokens(self, text: str) -> int:
+        """``text``'s length in the model's own tokens; without a tokenizer, words and
+        punctuation marks."""
+        return len(_WORDS.findall(text))
 
     def generate_batch(
         self,

@@ -18,7 +18,7 @@ from diffuserve.config import ModelSpec
 from diffuserve.engine.backends.base import Backend
 from diffuserve.engine.errors import ContentFlagged, EngineError, ModelLoadFailed, OutOfMemory
 from diffuserve.engine.resolution import fit_to_size, plan_size
-from diffuserve.engine.types import GenerationParams, StepCallback
+from diffuserve.engine.types import TRANSPARENT_BACKGROUND, GenerationParams, StepCallback
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +169,9 @@ class DiffusersBackend(Backend):
             self.native_resolution = self._native_resolution(pipeline, vae_scale)
         self._scheduler = pipeline.scheduler
         self._draws_any_size = bool(getattr(pipeline, "draws_any_size", False))
+        # A pipeline that takes `background` draws transparent backgrounds itself.
+        self.features = (frozenset({TRANSPARENT_BACKGROUND}) if "background" in self._accepted
+                         else frozenset())
         self.device = device
         self.pipeline = pipeline
         torch.set_grad_enabled(False)
@@ -204,7 +207,16 @@ class DiffusersBackend(Backend):
             params.guidance_scale,
             # SDXL encodes an absent negative prompt as zeros, not as "": keep them apart.
             params.negative_prompt is None,
+            params.background,
         )
+
+    def count_tokens(self, text: str) -> int:
+        tokenizer = getattr(self.pipeline, "tokenizer", None)
+        if tokenizer is None:
+            return super().count_tokens(text)
+        # Without truncation: the usage counts what was sent, not what the encoder kept.
+        ids = tokenizer(text, truncation=False, add_special_tokens=False)["input_ids"]
+        return len(ids)
 
     def _draw_size(self, params: GenerationParams) -> tuple[int, int]:
         """Where the pipeline draws: its native area in the requested aspect ratio, or
@@ -266,6 +278,8 @@ class DiffusersBackend(Backend):
                 kwargs["guidance_scale"] = first.guidance_scale
             if use_negative:
                 kwargs["negative_prompt"] = negatives[chunk]
+            if first.background == "transparent":
+                kwargs["background"] = "transparent"
             if step_end is not None:
                 kwargs["callback_on_step_end"] = step_end
             images.extend(self._call(kwargs))

@@ -29,7 +29,14 @@ from diffuserve.engine.errors import (
 from diffuserve.engine.local.device import DeviceSlot
 from diffuserve.engine.local.scheduler import Job, ModelScheduler
 from diffuserve.engine.plugins import BackendFactory, create_backends
-from diffuserve.engine.types import ModelStatus, Progress, Result, Task, TaskEvent
+from diffuserve.engine.types import (
+    TRANSPARENT_BACKGROUND,
+    ModelStatus,
+    Progress,
+    Result,
+    Task,
+    TaskEvent,
+)
 from diffuserve.metrics import Metrics
 
 logger = logging.getLogger("diffuserve.engine")
@@ -172,9 +179,13 @@ class LocalEngine(EngineClient):
     async def stream(self, task: Task) -> AsyncIterator[TaskEvent]:
         backend = self.backend(task.model)
         if task.kind not in backend.tasks:
-            raise UnsupportedTask(task.model, task.kind)
+            raise UnsupportedTask(task.model, f"{task.kind} tasks")
         if not backend.loaded:
             raise ModelNotLoaded(task.model)
+        if task.params.background == "transparent" \
+                and TRANSPARENT_BACKGROUND not in backend.features:
+            raise UnsupportedTask(task.model, "a transparent background")
+        prompt_tokens = await asyncio.to_thread(backend.count_tokens, task.params.prompt)
         scheduler = self.scheduler(task.model)
         timeout = math.inf if task.deadline is None else task.deadline - time.time()
         deadline = time.monotonic() + timeout
@@ -203,7 +214,8 @@ class LocalEngine(EngineClient):
                     retry_after=scheduler.retry_after())
             images = job.future.result()
             yield Result(tuple(images), queued_seconds=_queued(job),
-                         run_seconds=_ran(job), batch_images=job.batch_images)
+                         run_seconds=_ran(job), batch_images=job.batch_images,
+                         prompt_tokens=prompt_tokens)
         finally:
             if not job.future.done() or job.future.cancelled():
                 scheduler.abandon(job)
