@@ -127,3 +127,8 @@ def test_gpt_image_1_keeps_its_three_sizes() -> None:
 def test_only_the_2_5_models_take_xhigh_and_max() -> None:
     assert validate(GPT_IMAGE_2_5, quality="max").quality == "max"
     assert rejection(GPT_IMAGE_2, quality="xhigh").param == "quality"
+
+
+def test_every_name_checks_the_safety_identifier() -> None:
+    assert rejection(DALL_E_2, safety_identifier="x" * 257).param == "safety_identifier"
+    assert validate(DALL_E_3, safety_identifier="abc", user="u").end_user == "abc"

@@ -19,6 +19,15 @@ from diffuserve import __version__
 from diffuserve.api.auth import Client
 from diffuserve.api.deps import authenticate
 from diffuserve.protocol.generations import ImageGenerationRequest
+from diffuserve.protocol.image_options import (
+    BACKGROUNDS,
+    COMPLEXITIES,
+    MAX_PARTIAL_IMAGES,
+    MAX_SAFETY_IDENTIFIER_LENGTH,
+    MODERATION_LEVELS,
+    OUTPUT_FORMATS,
+    UNSUPPORTED_FORMATS,
+)
 from diffuserve.protocol.rules import (
     DALLE_SIZES,
     GENERIC,
@@ -82,11 +91,14 @@ def generation_request_schema() -> dict[str, Any]:
     most = max(rules.max_n for rules in (*RULES_BY_NAME.values(), GENERIC))
     qualities = sorted({q for rules in (*RULES_BY_NAME.values(), GENERIC)
                         for q in rules.qualities})
+    sizes = [*dict.fromkeys((*DALLE_SIZES, *GPT_IMAGE_SIZES))]
     bounds: dict[str, dict[str, Any]] = {
         "prompt": {"type": "string", "minLength": 1, "maxLength": longest},
         "model": {"type": ["string", "null"]},
         "n": {"type": ["integer", "null"], "minimum": 1, "maximum": most},
-        "size": {"enum": [*dict.fromkeys((*DALLE_SIZES, *GPT_IMAGE_SIZES)), None]},
+        # gpt-image-2 and later take any WxH within limits (see the description).
+        "size": {"anyOf": [{"enum": [*sizes, None]},
+                           {"type": "string", "pattern": r"^[1-9][0-9]{1,3}x[1-9][0-9]{1,3}$"}]},
         "quality": {"enum": [*qualities, None]},
         "style": {"enum": [*STYLES, None]},
         "response_format": {"enum": [*RESPONSE_FORMATS, None]},
@@ -97,6 +109,16 @@ def generation_request_schema() -> dict[str, Any]:
         "guidance_scale": {"type": ["number", "null"], "minimum": 0,
                            "maximum": MAX_GUIDANCE},
         "negative_prompt": {"type": ["string", "null"], "maxLength": longest},
+        "background": {"enum": [*BACKGROUNDS, None]},
+        "moderation": {"enum": [*MODERATION_LEVELS, None]},
+        "output_format": {"enum": [*OUTPUT_FORMATS, *UNSUPPORTED_FORMATS, None]},
+        "output_compression": {"type": ["integer", "null"], "minimum": 0, "maximum": 100},
+        "partial_images": {"type": ["integer", "null"], "minimum": 0,
+                           "maximum": MAX_PARTIAL_IMAGES},
+        "stream": {"type": ["boolean", "null"]},
+        "complexity": {"enum": [*COMPLEXITIES, None]},
+        "safety_identifier": {"type": ["string", "null"],
+                              "maxLength": MAX_SAFETY_IDENTIFIER_LENGTH},
     }
     for name, constraint in bounds.items():
         field = schema["properties"][name]

@@ -122,6 +122,14 @@ def validate_image_options(req: ImageGenerationRequest, model: str, n: int) -> I
         raise InvalidRequestError("partial_images is only supported with stream=true.",
                                   param="partial_images", code="invalid_value")
 
+    return ImageOptions(output_format=output_format, output_compression=compression,
+                        background=background, moderation=moderation, stream=stream,
+                        partial_images=partial_images, complexity=complexity,
+                        safety_identifier=validate_safety_identifier(req))
+
+
+def validate_safety_identifier(req: ImageGenerationRequest) -> str | None:
+    """Every name takes it (it replaces ``user``); an empty one means none."""
     safety_identifier = req.safety_identifier or None
     if safety_identifier is not None and len(safety_identifier) > MAX_SAFETY_IDENTIFIER_LENGTH:
         raise InvalidRequestError(
@@ -129,7 +137,4 @@ def validate_image_options(req: ImageGenerationRequest, model: str, n: int) -> I
             f"length {MAX_SAFETY_IDENTIFIER_LENGTH}, but got a string with length "
             f"{len(safety_identifier)} instead.", param="safety_identifier",
             code="string_above_max_length")
-    return ImageOptions(output_format=output_format, output_compression=compression,
-                        background=background, moderation=moderation, stream=stream,
-                        partial_images=partial_images, complexity=complexity,
-                        safety_identifier=safety_identifier)
+    return safety_identifier

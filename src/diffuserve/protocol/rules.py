@@ -19,6 +19,7 @@ from diffuserve.protocol.image_options import (
     ImageOptions,
     refuse_image_options,
     validate_image_options,
+    validate_safety_identifier,
 )
 
 if TYPE_CHECKING:
@@ -212,7 +213,7 @@ class ModelRules:
             options = validate_image_options(req, model, n)
         else:
             refuse_image_options(req, model)
-            options = ImageOptions()
+            options = ImageOptions(safety_identifier=validate_safety_identifier(req))
         if req.user is not None:
             _check_text(req.user, "user", MAX_USER_LENGTH, allow_empty=True)
         if req.seed is not None:
