@@ -103,12 +103,6 @@ def test_a_transparent_background_the_model_cannot_draw_is_a_clear_400(
     assert fake_backend.calls == []  # refused, never drawn opaque
 
 
-def test_stream_is_refused_until_it_is_served(client: TestClient) -> None:
-    with client, pytest.raises(openai.BadRequestError) as caught:
-        sdk(client).images.generate(model="gpt-image-2", prompt="a", stream=True)
-    assert caught.value.param == "stream"
-
-
 def test_models_carry_shutdown_date(client: TestClient) -> None:
     with client:
         listing = client.get("/v1/models", headers=AUTH).json()

@@ -93,5 +93,12 @@ def test_serve_with_nothing_configured_serves_the_built_in_model(
             alpha = np.asarray(image.convert("RGBA"))[..., 3]
         assert image.size == (1536, 1024)
         assert alpha[0, 0] == 0 and alpha[-1, -1] == 0 and alpha[512, 768] == 255
+        # Streamed: previews of the denoising, then the image.
+        events = list(client.images.generate(model="gpt-image-2", prompt="a rocket",
+                                             stream=True, partial_images=2, size="512x512"))
+        assert [event.type for event in events] == [
+            "image_generation.partial_image", "image_generation.partial_image",
+            "image_generation.completed"]
+        assert events[-1].usage is not None and events[-1].usage.input_tokens > 0
     finally:
         server.stop()

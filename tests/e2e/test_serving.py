@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import signal
 import threading
 import time
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from tests.conftest import LiveServer, start_server
 
@@ -132,3 +135,36 @@ def test_work_that_outlives_the_shutdown_grace_period_gets_503_in_the_envelope(
     assert set(answer.json()["error"]) == {"message", "type", "param", "code"}
     log = live.log()
     assert "Traceback" not in log and "Exception in ASGI application" not in log
+
+
+def test_a_stream_shows_real_previews_and_stops_when_its_client_leaves(
+    server: LiveServer,
+) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
+    events = list(client.images.generate(
+        model="gpt-image-2", prompt="a red cube", stream=True, partial_images=2,
+        size="256x256", extra_body={"num_inference_steps": 6, "seed": 1}))
+    assert [event.type for event in events] == [
+        "image_generation.partial_image", "image_generation.partial_image",
+        "image_generation.completed"]
+    pictures = [base64.b64decode(event.b64_json) for event in events]
+    for picture in pictures:
+        with Image.open(io.BytesIO(picture)) as image:
+            assert image.size == (256, 256)
+    assert pictures[0] != pictures[-1] and pictures[1] != pictures[-1]
+
+    stopped_before = server.log().count("batch stopped: nobody waits for it")
+    body = {**LONG, "model": "gpt-image-2", "stream": True, "partial_images": 3}
+    body.pop("response_format")
+    with httpx.stream("POST", f"{server.base_url}/v1/images/generations", json=body,
+                      timeout=120) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                break  # the first partial image: now leave
+    deadline = time.monotonic() + 60
+    while server.log().count("batch stopped: nobody waits for it") == stopped_before:
+        assert time.monotonic() < deadline, "the stream's work went on without its client"
+        time.sleep(0.05)

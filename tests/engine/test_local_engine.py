@@ -21,7 +21,14 @@ from diffuserve.engine.errors import (
     UnknownModel,
 )
 from diffuserve.engine.local.engine import LocalEngine
-from diffuserve.engine.types import GenerationParams, Progress, Result, StepCallback, Task
+from diffuserve.engine.types import (
+    Accepted,
+    GenerationParams,
+    Progress,
+    Result,
+    StepCallback,
+    Task,
+)
 from tests.conftest import FakeBackend, SlowLoadingBackend
 
 T = TypeVar("T")
@@ -79,7 +86,7 @@ def test_a_task_streams_progress_then_its_result() -> None:
         return events
 
     events = run(scenario)
-    assert events[:-1] == [Progress(1, 3), Progress(2, 3), Progress(3, 3)]
+    assert events[:-1] == [Accepted(), Progress(1, 3), Progress(2, 3), Progress(3, 3)]
     result = events[-1]
     assert isinstance(result, Result)
     assert [image.size for image in result.images] == [(32, 32)]
@@ -102,6 +109,7 @@ def test_closing_the_stream_stops_the_running_task() -> None:
     async def scenario() -> None:
         engine = engine_with(backend)
         stream = engine.stream(Task(model="m", params=params(steps=200), progress=True))
+        assert isinstance(await stream.__anext__(), Accepted)
         assert isinstance(await stream.__anext__(), Progress)
         await stream.aclose()  # type: ignore[attr-defined]
         await until(backend.interrupted.is_set)

@@ -126,6 +126,18 @@ class EmojiPipeline(DiffusionPipeline):
             raise ValueError(f"`num_inference_steps` must be at least 1, got {steps}")
 
     @torch.no_grad()
+    def decode_preview(self, latents: torch.Tensor, width: int, height: int,
+                       background: str = "opaque") -> Image.Image:
+        """One image's latents as a picture at the requested size, as the finished image
+        would be presented (for partial images while streaming)."""
+        decoded = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor)
+        pixels = ((decoded.sample.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        subject = Image.fromarray(pixels[0].permute(1, 2, 0).cpu().numpy())
+        if background == "transparent":
+            subject = cut_out(subject)
+        return place_on_canvas(subject, width, height)
+
+    @torch.no_grad()
     def __call__(
         self,
         prompt: str | list[str],

@@ -5,11 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 from PIL import Image
 
-#: Called from the worker thread after each denoising step: (step, total_steps).
-StepCallback = Callable[[int, int], None]
+#: Given an image's index in the whole pipeline call, a preview of it as it stands (the
+#: predicted clean image, decoded), or None when it is not in the part being drawn.
+Preview = Callable[[int], Image.Image | None]
+
+
+class StepCallback(Protocol):
+    """Called from the worker thread after each denoising step. Backends that can show
+    work in progress pass ``preview``."""
+
+    def __call__(self, step: int, total: int, preview: Preview | None = None) -> None: ...
 
 
 class TaskKind(StrEnum):
@@ -54,14 +63,25 @@ class Task:
     request_id: str = ""
     deadline: float | None = None
     progress: bool = False
+    #: Partial images wanted: previews of the first image at evenly spaced steps,
+    #: delivered as :class:`Progress` events (``progress`` must be set too).
+    previews: int = 0
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The task is queued (sent first to tasks that asked for progress)."""
 
 
 @dataclass(frozen=True)
 class Progress:
-    """The task's batch finished denoising step ``step`` of ``total``."""
+    """The task's batch finished denoising step ``step`` of ``total``; at preview steps
+    it carries ``preview`` (number ``preview_index``, from 0) of the task's first image."""
 
     step: int
     total: int
+    preview: Image.Image | None = None
+    preview_index: int = -1
 
 
 @dataclass(frozen=True)
@@ -81,7 +101,7 @@ class Result:
 TRANSPARENT_BACKGROUND = "transparent_background"
 
 #: What :meth:`EngineClient.stream` yields: progress, then one result.
-TaskEvent = Progress | Result
+TaskEvent = Accepted | Progress | Result
 
 
 @dataclass(frozen=True)

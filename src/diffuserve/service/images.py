@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from diffuserve.engine.client import EngineClient
-from diffuserve.engine.types import Task
+from diffuserve.engine.types import Accepted, Progress, Result, Task
 from diffuserve.protocol.common import ImagesResponse
 from diffuserve.protocol.generations import ImageGenerationRequest
 from diffuserve.service.catalog import ModelCatalog
@@ -21,6 +23,19 @@ from diffuserve.service.usage import usage_for
 from diffuserve.storage.base import ImageStore
 
 logger = logging.getLogger("diffuserve.generation")
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One Server-Sent Event of a streamed request: its ``event:`` name and JSON data.
+    The first item of every stream is :data:`STREAM_OPENED` instead, once the engine
+    accepted the work (so that refusals still get their own status)."""
+
+    event: str
+    data: dict[str, Any]
+
+
+STREAM_OPENED = StreamEvent("opened", {})
 
 
 class ImageService:
@@ -45,6 +60,58 @@ class ImageService:
         """Validate and plan; raises only client errors, before anything is admitted."""
         return plan_generation(self.catalog, body)
 
+    def _task(self, plan: GenerationPlan, request_id: str, client_id: str,
+              previews: int = 0) -> Task:
+        return Task(model=plan.spec.name, params=plan.params, client=client_id,
+                    request_id=request_id, deadline=self.clock() + self.request_timeout,
+                    progress=previews > 0 or plan.request.options.stream, previews=previews)
+
+    async def stream(
+        self,
+        plan: GenerationPlan,
+        *,
+        request_id: str = "",
+        client_id: str = "anonymous",
+        kind: str = "image_generation",
+    ) -> AsyncIterator[StreamEvent]:
+        """OpenAI's streamed answer: ``<kind>.partial_image`` events (previews of the
+        first image while it is drawn), then one ``<kind>.completed`` event per image.
+
+        Events echo the options as requested (``auto`` kept), as OpenAI's do; each
+        completed event carries that image's usage (the prompt's tokens on the first).
+        """
+        request, options = plan.request, plan.request.options
+        task = self._task(plan, request_id, client_id, previews=options.partial_images)
+        echo = {"background": options.background, "output_format": options.output_format,
+                "quality": request.quality, "size": request.size}
+        events = self.engine.stream(task)
+        try:
+            async for event in events:
+                if isinstance(event, Accepted):
+                    yield STREAM_OPENED
+                elif isinstance(event, Progress) and event.preview is not None:
+                    (b64,) = await self.output.encoded([event.preview], options.output_format,
+                                                       options.output_compression)
+                    yield StreamEvent(f"{kind}.partial_image", {
+                        "type": f"{kind}.partial_image", "b64_json": b64,
+                        "partial_image_index": event.preview_index,
+                        "created_at": int(self.clock()), **echo})
+                elif isinstance(event, Result):
+                    encoded = await self.output.encoded(
+                        event.images, options.output_format, options.output_compression)
+                    for index, b64 in enumerate(encoded):
+                        usage = usage_for(
+                            text_tokens=event.prompt_tokens if index == 0 else 0,
+                            image_tokens_in=0, images_out=1, width=plan.params.width,
+                            height=plan.params.height, quality=plan.resolved_quality)
+                        yield StreamEvent(f"{kind}.completed", {
+                            "type": f"{kind}.completed", "b64_json": b64,
+                            "created_at": int(self.clock()), **echo,
+                            "usage": usage.model_dump()})
+                    self._log(plan, request_id, event, streamed=True)
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+
     async def generate(
         self,
         plan: GenerationPlan,
@@ -55,15 +122,29 @@ class ImageService:
     ) -> ImagesResponse:
         """Draw the plan (until done or its deadline; cancelling the caller cancels the
         task), then encode and store."""
-        task = Task(model=plan.spec.name, params=plan.params, client=client_id,
-                    request_id=request_id, deadline=self.clock() + self.request_timeout)
-        result = await self.engine.run(task)
+        result = await self.engine.run(self._task(plan, request_id, client_id))
         request = plan.request
         options = request.options
         data = await self.output.items(
             result.images, response_format=request.response_format,
             revised_prompt=plan.revised_prompt, base_url=base_url, now=self.clock(),
             output_format=options.output_format, compression=options.output_compression)
+        self._log(plan, request_id, result)
+        response = ImagesResponse(created=int(self.clock()), data=data)
+        if request.gpt_image:
+            width, height = plan.params.width, plan.params.height
+            response.background = options.resolved_background
+            response.output_format = options.output_format
+            response.quality = plan.resolved_quality
+            response.size = f"{width}x{height}"
+            response.usage = usage_for(
+                text_tokens=result.prompt_tokens, image_tokens_in=0, images_out=plan.images,
+                width=width, height=height, quality=plan.resolved_quality)
+        return response
+
+    def _log(self, plan: GenerationPlan, request_id: str, result: Result,
+             streamed: bool = False) -> None:
+        request, options = plan.request, plan.request.options
         logger.info(
             "generation",
             extra={
@@ -80,20 +161,10 @@ class ImageService:
                     "response_format": request.response_format,
                     "output_format": options.output_format,
                     "background": options.background,
+                    "streamed": streamed,
                     "prompt_tokens": result.prompt_tokens,
                     "queue_seconds": round(result.queued_seconds, 3),
                     "generation_seconds": round(result.run_seconds, 3),
                 }
             },
         )
-        response = ImagesResponse(created=int(self.clock()), data=data)
-        if request.gpt_image:
-            width, height = plan.params.width, plan.params.height
-            response.background = options.resolved_background
-            response.output_format = options.output_format
-            response.quality = plan.resolved_quality
-            response.size = f"{width}x{height}"
-            response.usage = usage_for(
-                text_tokens=result.prompt_tokens, image_tokens_in=0, images_out=plan.images,
-                width=width, height=height, quality=plan.resolved_quality)
-        return response

@@ -43,6 +43,14 @@ class OutputWriter:
         # starving the device thread.
         self._encoders = asyncio.Semaphore(concurrency or os.cpu_count() or 2)
 
+    async def encoded(self, images: Sequence[Image.Image], output_format: str,
+                      compression: int) -> list[str]:
+        """Each image encoded and in base64, off the event loop."""
+        async with self._encoders:
+            return await asyncio.to_thread(
+                lambda: [base64.b64encode(encode(image, output_format, compression))
+                         .decode("ascii") for image in images])
+
     async def items(
         self,
         images: Sequence[Image.Image],

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from diffuserve.config import ModelSpec
 from diffuserve.engine.types import GenerationParams
-from diffuserve.protocol.errors import InvalidRequestError
 from diffuserve.protocol.generations import ImageGenerationRequest
 from diffuserve.protocol.rules import MAX_SEED, ValidatedRequest, rules_for
 from diffuserve.service.catalog import ModelCatalog
@@ -81,10 +80,6 @@ def plan_generation(catalog: ModelCatalog, body: ImageGenerationRequest) -> Gene
         revise_prompt(req.prompt, req.style, styled=spec.prompt_revision == "styled")
         if req.revise_prompt else None
     )
-    if req.options.stream:
-        raise InvalidRequestError(
-            "stream=true is not available on this server yet: request the images without "
-            "streaming.", param="stream", code="unsupported_value")
     steps = (req.num_inference_steps if req.num_inference_steps is not None
              else steps_for(spec, req.quality, req.options.complexity))
     guidance = (req.guidance_scale if req.guidance_scale is not None

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from diffuserve.config import ModelSpec
 from diffuserve.engine.backends.diffusers import DiffusersBackend
 from diffuserve.engine.errors import ContentFlagged, ModelLoadFailed
-from diffuserve.engine.types import GenerationParams
+from diffuserve.engine.types import GenerationParams, Preview
 
 
 def params(**overrides: object) -> GenerationParams:
@@ -77,8 +78,16 @@ def test_negative_prompt_and_guidance_change_the_image(backend: DiffusersBackend
 
 def test_step_callback_sees_every_step(backend: DiffusersBackend) -> None:
     steps: list[tuple[int, int]] = []
-    backend.generate(params(num_inference_steps=3), on_step=lambda s, t: steps.append((s, t)))
+    previews: list[object] = []
+
+    def on_step(step: int, total: int, preview: Preview | None = None) -> None:
+        steps.append((step, total))
+        previews.append(preview(0) if preview is not None else None)
+
+    backend.generate(params(num_inference_steps=3), on_step=on_step)
     assert steps == [(1, 3), (2, 3), (3, 3)]
+    # A preview of the image as it stands, at the request's size, at every step.
+    assert all(isinstance(p, Image.Image) and p.size == (256, 256) for p in previews)
 
 
 def test_missing_folder_is_a_readable_error(tmp_path: Path) -> None:

@@ -254,15 +254,26 @@ class DiffusersBackend(Backend):
         use_negative = first.negative_prompt is not None and "negative_prompt" in self._accepted
 
         step_end = None
+        chunk_start = [0]
         if on_step is not None and "callback_on_step_end" in self._accepted:
             total = first.num_inference_steps
 
             def step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> Any:
-                on_step(step + 1, total)
+                latents = tensors.get("latents")
+
+                def preview(index: int) -> Image.Image | None:
+                    local = index - chunk_start[0]
+                    if latents is None or not 0 <= local < latents.shape[0]:
+                        return None
+                    params = requests[owners[index]]
+                    return self._preview(pipe, latents, local, params)
+
+                on_step(step + 1, total, preview)
                 return tensors
 
         images: list[Image.Image | None] = []
         for start in range(0, len(seeds), max_images):
+            chunk_start[0] = start
             chunk = slice(start, start + max_images)
             kwargs: dict[str, Any] = {
                 "prompt": prompts[chunk],
@@ -295,6 +306,37 @@ class DiffusersBackend(Backend):
             elif isinstance(kept, list):
                 kept.append(fit_to_size(image, params.width, params.height))
         return results
+
+    def _preview(self, pipe: Any, latents: Any, index: int,
+                 params: GenerationParams) -> Image.Image | None:
+        """Image ``index`` of the call as it stands: the scheduler's prediction of the
+        clean latents where it keeps one (DPM-Solver++), else the current latents,
+        decoded at the request's size. Best effort: a pipeline whose latents this cannot
+        decode gives no preview rather than a failed request."""
+        import torch
+
+        try:
+            scheduler = pipe.scheduler
+            outputs = getattr(scheduler, "model_outputs", None)
+            predicts_clean = "dpmsolver++" in str(getattr(scheduler.config, "algorithm_type", ""))
+            clean = outputs[-1] if predicts_clean and outputs and outputs[-1] is not None \
+                else None
+            source = clean if clean is not None and clean.shape == latents.shape else latents
+            one = source[index:index + 1]
+            with torch.inference_mode():
+                decode = getattr(pipe, "decode_preview", None)
+                if decode is not None:
+                    image: Image.Image = decode(one, params.width, params.height,
+                                                params.background)
+                    return image
+                vae = pipe.vae
+                decoded = vae.decode(one.to(vae.dtype) / vae.config.scaling_factor,
+                                     return_dict=False)[0]
+                pil = pipe.image_processor.postprocess(decoded, output_type="pil")[0]
+            return fit_to_size(pil, params.width, params.height)
+        except Exception:  # a preview is an extra; the image itself must not fail
+            logger.debug("no preview for this pipeline", exc_info=True)
+            return None
 
     def _call(self, kwargs: dict[str, Any]) -> list[Image.Image | None]:
         """One pipeline call with a scheduler of its own (diffusers schedulers keep state).

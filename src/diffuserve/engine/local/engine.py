@@ -31,6 +31,7 @@ from diffuserve.engine.local.scheduler import Job, ModelScheduler
 from diffuserve.engine.plugins import BackendFactory, create_backends
 from diffuserve.engine.types import (
     TRANSPARENT_BACKGROUND,
+    Accepted,
     ModelStatus,
     Progress,
     Result,
@@ -190,8 +191,10 @@ class LocalEngine(EngineClient):
         timeout = math.inf if task.deadline is None else task.deadline - time.time()
         deadline = time.monotonic() + timeout
         job = scheduler.submit(task.params, task.client, deadline, task.request_id,
-                               progress=task.progress)
+                               progress=task.progress, previews=task.previews)
         try:
+            if task.progress:
+                yield Accepted()
             while True:
                 waiters: set[asyncio.Future[Any]] = {job.future}
                 getter: asyncio.Task[Progress] | None = None

@@ -32,7 +32,7 @@ from diffuserve.engine.errors import (
     QueueFull,
 )
 from diffuserve.engine.local.device import DeviceSlot
-from diffuserve.engine.types import GenerationParams, Progress
+from diffuserve.engine.types import GenerationParams, Preview, Progress
 from diffuserve.metrics import Metrics
 
 logger = logging.getLogger("diffuserve.scheduler")
@@ -52,6 +52,8 @@ class Job:
     future: asyncio.Future[list[Image.Image]]
     #: Where progress events go, when the task asked for them.
     events: asyncio.Queue[Progress] | None = None
+    #: Partial images wanted (previews of the first image).
+    previews: int = 0
     enqueued: float = field(default_factory=time.monotonic)
     started: float | None = None
     finished: float | None = None
@@ -106,7 +108,7 @@ class ModelScheduler:
         return max(1, min(600, math.ceil(backlog * per_image)))
 
     def submit(self, params: GenerationParams, client: str, deadline: float,
-               request_id: str, *, progress: bool = False) -> Job:
+               request_id: str, *, progress: bool = False, previews: int = 0) -> Job:
         """Queue a request (``deadline`` on the monotonic clock) or refuse it at once:
         :class:`Draining` while shutting down, :class:`QueueFull` when full."""
         if self._draining:
@@ -115,7 +117,7 @@ class ModelScheduler:
             raise QueueFull(self.name, self.max_queue, self.retry_after())
         job = Job(params, client, deadline, request_id,
                   asyncio.get_running_loop().create_future(),
-                  events=asyncio.Queue() if progress else None)
+                  events=asyncio.Queue() if progress else None, previews=previews)
         self._queues.setdefault(client, deque()).append(job)
         self._queued += 1
         self._queued_images += params.n
@@ -259,14 +261,28 @@ class ModelScheduler:
         last_report = [started]
         first = batch[0].params
         listeners = [job.events for job in batch if job.events is not None]
+        # Where each job's first image sits in the call, and at which steps its partial
+        # images fall: evenly spaced, the last one before the end.
+        offsets = [sum(job.params.n for job in batch[:i]) for i in range(len(batch))]
+        sent = [0] * len(batch)
 
-        def on_step(step: int, total: int) -> None:
+        def on_step(step: int, total: int, preview: Preview | None = None) -> None:
             if self._stopping.is_set() or all(job.abandoned.is_set() for job in batch):
                 raise Interrupted()
             if listeners:
                 event = Progress(step, total)
                 for events in listeners:
                     loop.call_soon_threadsafe(events.put_nowait, event)
+            if preview is not None:
+                for index, job in enumerate(batch):
+                    if job.events is None or sent[index] >= job.previews \
+                            or step < preview_step(sent[index], job.previews, total):
+                        continue
+                    image = preview(offsets[index])
+                    if image is not None:
+                        loop.call_soon_threadsafe(job.events.put_nowait, Progress(
+                            step, total, preview=image, preview_index=sent[index]))
+                        sent[index] += 1
             now = time.monotonic()
             if now - last_report[0] >= PROGRESS_INTERVAL_SECONDS:
                 last_report[0] = now
@@ -318,6 +334,11 @@ class ModelScheduler:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+def preview_step(index: int, previews: int, total: int) -> int:
+    """The step after which partial image ``index`` of ``previews`` is shown."""
+    return max(1, min(total - 1, round(total * (index + 1) / (previews + 1))))
 
 
 def _ids(batch: list[Job]) -> list[str]:
