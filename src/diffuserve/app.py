@@ -26,6 +26,7 @@ from diffuserve.engine.local.engine import LocalEngine
 from diffuserve.metrics import Metrics
 from diffuserve.service.catalog import ModelCatalog
 from diffuserve.service.images import ImageService
+from diffuserve.service.moderation import Moderation, load_policy
 from diffuserve.storage.local import LocalImageStore
 from diffuserve.storage.signing import UrlSigner, load_or_create_secret
 
@@ -83,8 +84,10 @@ def build_app(
     store = build_store(settings)
     catalog = ModelCatalog.from_settings(settings)
     server = ServerParts(
-        service=ImageService(catalog, engine, store,
-                             request_timeout=settings.request_timeout_seconds),
+        service=ImageService(
+            catalog, engine, store, request_timeout=settings.request_timeout_seconds,
+            moderation=Moderation(load_policy(settings.content_policy)
+                                  if settings.content_policy else None)),
         engine=engine,
         store=store,
         keys=build_keys(settings),

@@ -17,6 +17,7 @@ from diffuserve.engine.types import Accepted, Progress, Result, Task
 from diffuserve.protocol.common import ImagesResponse
 from diffuserve.protocol.generations import ImageGenerationRequest
 from diffuserve.service.catalog import ModelCatalog
+from diffuserve.service.moderation import Moderation
 from diffuserve.service.output import OutputWriter
 from diffuserve.service.planning import GenerationPlan, plan_generation
 from diffuserve.service.usage import usage_for
@@ -49,8 +50,10 @@ class ImageService:
         *,
         request_timeout: float = 540.0,
         clock: Callable[[], float] = time.time,
+        moderation: Moderation | None = None,
     ) -> None:
         self.catalog = catalog
+        self.moderation = moderation or Moderation()
         self.engine = engine
         self.output = OutputWriter(store)
         self.request_timeout = request_timeout
@@ -59,6 +62,11 @@ class ImageService:
     def plan(self, body: ImageGenerationRequest) -> GenerationPlan:
         """Validate and plan; raises only client errors, before anything is admitted."""
         return plan_generation(self.catalog, body)
+
+    async def moderate(self, plan: GenerationPlan, request_id: str = "") -> None:
+        """The content policy's verdict on the prompt, before anything is admitted."""
+        await self.moderation.check(plan.params.prompt, plan.request.options.moderation,
+                                    request_id)
 
     def _task(self, plan: GenerationPlan, request_id: str, client_id: str,
               previews: int = 0) -> Task:

@@ -48,6 +48,7 @@ async def create_image(
         body = parse_generation_request(await request.body())
         record.model = server.service.catalog.served_name(body.model)
         plan = server.service.plan(body)
+        await server.service.moderate(plan, request_id(request))
         limit_headers = server.admission.admit(client, images=plan.images,
                                                user=plan.request.end_user)
         if plan.request.options.stream:
