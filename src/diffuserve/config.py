@@ -224,7 +224,7 @@ class Settings(ModelSelection):
     content_policy: str | None = Field(
         default=None, description="a content policy registered under the "
                                   "diffuserve.content_policy entry points, checked before "
-                                  "admission (moderation=auto|low is passed to it)")
+                                  "admission (moderation auto or low is passed to it)")
     rate_limit_rpm: int = Field(default=0, ge=0, description="requests/min per key; 0: none")
     rate_limit_ipm: int = Field(default=0, ge=0, description="images/min per key; 0: none")
     metrics_max_users: int = Field(default=100, ge=0, le=100_000,
