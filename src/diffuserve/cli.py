@@ -215,14 +215,14 @@ def cmd_generate(args: argparse.Namespace, source: CliSettingsSource[Any]) -> in
 async def _draw_with_progress(engine: Any, model: str, params: Any) -> Any:
     from tqdm import tqdm
 
-    from diffuserve.engine.types import Progress, Task
+    from diffuserve.engine.types import Progress, Result, Task
 
     try:
         with tqdm(total=params.num_inference_steps, unit="step", file=sys.stderr) as bar:
             async for event in engine.stream(Task(model=model, params=params, progress=True)):
                 if isinstance(event, Progress):
                     bar.update(event.step - bar.n)
-                else:
+                elif isinstance(event, Result):
                     return event.images[0]
     finally:
         await engine.stop()

@@ -253,6 +253,9 @@ class ModelScheduler:
         for job in batch:
             if not job.future.done():
                 job.future.set_exception(error)
+                # Whoever waits gets the error; a job nobody waits for any more must not
+                # be reported as an exception that was never retrieved.
+                job.future.exception()
 
     def _generate(self, batch: list[Job], loop: asyncio.AbstractEventLoop,
                   ) -> list[list[Image.Image] | EngineError]:
