@@ -1,0 +1,75 @@
+"""The official openai-node SDK against a live server: generations with the GPT-image
+fields, a parsed stream of partial images, errors as its exception classes.
+
+Needs Node.js and ``npm ci --prefix tests/e2e/node`` (``.ci/run`` does both); skipped
+where Node.js is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from diffuserve.protocol.rules import OPENAI_MODEL_NAMES
+from tests.conftest import start_server
+
+pytestmark = pytest.mark.e2e
+
+NODE_DIR = Path(__file__).parent / "node"
+API_KEY = "sk-test-node-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def node_results(tiny_models: dict[str, Path],
+                 tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    if shutil.which("node") is None:
+        pytest.skip("Node.js is not installed")
+    if not (NODE_DIR / "node_modules" / "openai").is_dir():
+        pytest.skip("openai-node is not installed: npm ci --prefix tests/e2e/node")
+    server = start_server(["--model", f"tiny={tiny_models['sd']}", "--api-key", API_KEY],
+                          tmp_path_factory.mktemp("node"))
+    try:
+        done = subprocess.run(
+            ["node", str(NODE_DIR / "sdk_check.mjs"), f"{server.base_url}/v1", API_KEY],
+            capture_output=True, text=True, timeout=300, check=False)
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr
+    results: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return results
+
+
+def test_node_lists_every_model_name_with_its_shutdown_date(
+    node_results: dict[str, object],
+) -> None:
+    models = dict(node_results["models"])  # type: ignore[call-overload]
+    assert {"tiny", *OPENAI_MODEL_NAMES} == set(models)
+    assert set(models.values()) == {None}
+
+
+def test_node_generates_webp_at_a_free_size_with_usage(node_results: dict[str, object]) -> None:
+    generated = node_results["generate"]
+    assert isinstance(generated, dict)
+    assert (generated["count"], generated["magic"]) == (2, "RIFF")
+    assert (generated["output_format"], generated["size"]) == ("webp", "1280x720")
+    assert (generated["quality"], generated["background"]) == ("medium", "opaque")
+    usage = generated["usage"]
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+    assert usage["input_tokens_details"]["text_tokens"] > 0
+
+
+def test_node_parses_the_stream_of_partial_images(node_results: dict[str, object]) -> None:
+    assert node_results["stream"] == [
+        ["image_generation.partial_image", 0, True],
+        ["image_generation.partial_image", 1, True],
+        ["image_generation.completed", None, True],
+    ]
+
+
+def test_node_raises_its_bad_request_error(node_results: dict[str, object]) -> None:
+    assert node_results["error"] == {"name": "BadRequestError", "status": 400,
+                                     "code": "invalid_size", "param": "size"}
