@@ -194,7 +194,10 @@ def test_a_stage_with_a_time_budget_runs_the_steps_that_fit(
     # the learning rate has decayed to zero.
     assert CALIBRATION[1] <= state["length"] < 100_000
     assert state["step"] == state["length"]
-    assert state["schedule"]["_last_lr"][0] == pytest.approx(0.0, abs=1e-9)
+    # The schedule decays with the fitted length: to zero at its end, or, when a busy
+    # machine ran slower than the calibration said and the stage was cut at 1.1 × its
+    # budget, to the last few percent of the learning rate.
+    assert state["schedule"]["_last_lr"][0] <= 0.05 * config.learning_rate
     assert elapsed < 60  # the budget, with room for a busy machine
     log = (tmp_path / "ae" / "losses.jsonl").read_text().splitlines()
     assert json.loads(log[-1])["step"] == state["length"]

@@ -125,6 +125,43 @@ class EmojiPipeline(DiffusionPipeline):
         if steps < 1:
             raise ValueError(f"`num_inference_steps` must be at least 1, got {steps}")
 
+    def _subject_square(self, picture: Image.Image, mode: str) -> Image.Image:
+        """The centred square where this pipeline places its subject, at subject size."""
+        side = min(picture.size)
+        left, top = (picture.width - side) // 2, (picture.height - side) // 2
+        square = picture.convert(mode).crop((left, top, left + side, top + side))
+        return square.resize((self.subject_size, self.subject_size),
+                             Image.Resampling.LANCZOS if mode == "RGB"
+                             else Image.Resampling.BOX)
+
+    @torch.no_grad()
+    def encode_images(self, images: list[Image.Image]) -> torch.Tensor:
+        """The latents of the subjects of ``images`` (scaled as the UNet sees them)."""
+        arrays = np.stack([np.asarray(self._subject_square(picture, "RGB"))
+                           for picture in images])
+        pixels = torch.from_numpy(arrays).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        pixels = pixels.to(self.vae.device, self.vae.dtype)
+        latents = self.vae.encode(pixels).latent_dist.mean
+        return (latents * self.vae.config.scaling_factor).to(self.unet.dtype)
+
+    def mask_latents(self, masks: list[Image.Image]) -> torch.Tensor:
+        """Inpainting masks (white = redraw) at latent resolution: a latent cell is
+        redrawn if any of its pixels is."""
+        side = self.unet.config.sample_size
+        cells = [np.asarray(self._subject_square(mask, "L").resize(
+            (side, side), Image.Resampling.BOX), dtype=np.float32) for mask in masks]
+        redraw = (np.stack(cells) > 8.0).astype(np.float32)[:, None]
+        return torch.from_numpy(redraw).to(self.unet.device, self.unet.dtype)
+
+    def _noised(self, known: torch.Tensor, noise: torch.Tensor, step: int) -> torch.Tensor:
+        """``known`` latents at the noise level the scheduler reaches after ``step`` of its
+        steps, with the starting noise (the same seed gives the same edit)."""
+        sigmas = self.scheduler.sigmas
+        if step >= len(sigmas) - 1:
+            return known
+        alpha_t, sigma_t = self.scheduler._sigma_to_alpha_sigma_t(sigmas[step])
+        return alpha_t * known + sigma_t * noise
+
     @torch.no_grad()
     def decode_preview(self, latents: torch.Tensor, width: int, height: int,
                        background: str = "opaque") -> Image.Image:
@@ -152,6 +189,9 @@ class EmojiPipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         return_dict: bool = True,
         background: str = "opaque",
+        image: list[Image.Image] | None = None,
+        mask_image: list[Image.Image] | None = None,
+        strength: float = 1.0,
     ) -> Any:
         # 1. Check inputs and embed the prompts (and the negative ones for guidance).
         self.check_inputs(prompt, height, width, num_inference_steps, background)
@@ -166,16 +206,33 @@ class EmojiPipeline(DiffusionPipeline):
         guided = guidance_scale > 1.0
         states, mask = self.encode_prompt(negatives + prompts if guided else prompts)
 
-        # 2. Start from noise, one generator per image.
+        # 2. Start from noise, one generator per image; for an edit, from the given
+        #    images' latents noised as far as `strength` says (image to image).
         device = self.unet.device
         shape = (batch, self.unet.config.in_channels, self.unet.config.sample_size,
                  self.unet.config.sample_size)
-        latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
+        start_noise = randn_tensor(shape, generator=generator, device=device,
+                                   dtype=self.unet.dtype)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        latents = latents * self.scheduler.init_noise_sigma
+        timesteps = self.scheduler.timesteps
+        known: torch.Tensor | None = None
+        keep: torch.Tensor | None = None
+        skipped = 0
+        if image is not None:
+            known = self.encode_images(image)
+            skipped = min(num_inference_steps - 1, round(num_inference_steps * (1 - strength)))
+            timesteps = timesteps[skipped:]
+            self.scheduler.set_begin_index(skipped)
+            latents = self._noised(known, start_noise, skipped)
+            if mask_image is not None:
+                keep = 1.0 - self.mask_latents(mask_image)
+        else:
+            latents = start_noise * self.scheduler.init_noise_sigma
 
-        # 3. Denoise with classifier-free guidance.
-        for index, timestep in enumerate(self.progress_bar(self.scheduler.timesteps)):
+        # 3. Denoise with classifier-free guidance; outside an inpainting mask, the
+        #    given image's latents, noised to the level just reached, replace the
+        #    prediction (the unmasked pixels themselves are put back afterwards).
+        for index, timestep in enumerate(self.progress_bar(timesteps)):
             model_input = torch.cat([latents] * 2) if guided else latents
             model_input = self.scheduler.scale_model_input(model_input, timestep)
             noise = self.unet(model_input, timestep, encoder_hidden_states=states,
@@ -184,6 +241,9 @@ class EmojiPipeline(DiffusionPipeline):
                 unconditional, conditional = noise.chunk(2)
                 noise = unconditional + guidance_scale * (conditional - unconditional)
             latents = self.scheduler.step(noise, timestep, latents).prev_sample
+            if known is not None and keep is not None:
+                latents = keep * self._noised(known, start_noise, skipped + index + 1) \
+                    + (1.0 - keep) * latents
             if callback_on_step_end is not None:
                 result = callback_on_step_end(self, index, timestep, {"latents": latents})
                 latents = result.get("latents", latents)

@@ -25,6 +25,10 @@ class TaskKind(StrEnum):
     """What a task asks the engine to do."""
 
     GENERATE = "generate"
+    #: Redraw given images: where a mask says (inpainting), or all over (image to image).
+    EDIT = "edit"
+    #: Draw the given image again, differently, without a prompt.
+    VARIATION = "variation"
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,12 @@ class GenerationParams:
     #: ``transparent``: an RGBA image whose background is see-through (a backend
     #: feature, :data:`TRANSPARENT_BACKGROUND`); ``opaque``: RGB.
     background: str = "opaque"
+    #: Edits and variations: the image to start from (RGB), the area to redraw (``L``,
+    #: white = redraw, as diffusers' inpainting pipelines take it; None: all of it) and
+    #: how far from the image to go (0: keep it, 1: only what the mask keeps survives).
+    image: Image.Image | None = None
+    mask: Image.Image | None = None
+    strength: float = 1.0
 
     @property
     def n(self) -> int:

@@ -16,9 +16,20 @@ from PIL import Image
 
 from diffuserve.config import ModelSpec
 from diffuserve.engine.backends.base import Backend
-from diffuserve.engine.errors import ContentFlagged, EngineError, ModelLoadFailed, OutOfMemory
+from diffuserve.engine.errors import (
+    ContentFlagged,
+    EngineError,
+    ModelLoadFailed,
+    OutOfMemory,
+    UnsupportedTask,
+)
 from diffuserve.engine.resolution import fit_to_size, plan_size
-from diffuserve.engine.types import TRANSPARENT_BACKGROUND, GenerationParams, StepCallback
+from diffuserve.engine.types import (
+    TRANSPARENT_BACKGROUND,
+    GenerationParams,
+    StepCallback,
+    TaskKind,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +121,7 @@ class DiffusersBackend(Backend):
         self._accepted: frozenset[str] = frozenset()
         self._scheduler: Any = None
         self._draws_any_size = False
+        self._editors: dict[str, Any] = {}
 
     @property
     def loaded(self) -> bool:
@@ -172,10 +184,34 @@ class DiffusersBackend(Backend):
         # A pipeline that takes `background` draws transparent backgrounds itself.
         self.features = (frozenset({TRANSPARENT_BACKGROUND}) if "background" in self._accepted
                          else frozenset())
+        self._editors = self._edit_pipelines(pipeline)
+        if self._editors or "image" in self._accepted:
+            self.tasks = frozenset({TaskKind.GENERATE, TaskKind.EDIT, TaskKind.VARIATION})
         self.device = device
         self.pipeline = pipeline
         torch.set_grad_enabled(False)
         logger.info("model loaded", extra={"fields": {"model": self.spec.name, **self.describe()}})
+
+    @staticmethod
+    def _edit_pipelines(pipeline: Any) -> dict[str, Any]:
+        """Image-to-image and inpainting variants sharing the loaded weights (diffusers'
+        ``from_pipe``), for the families diffusers maps; none for pipelines that edit
+        themselves (they take ``image``) or that no variant exists for."""
+        from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+
+        if "image" in inspect.signature(pipeline.__call__).parameters:
+            return {}
+        editors: dict[str, Any] = {}
+        for kind, auto in (("image", AutoPipelineForImage2Image),
+                           ("inpaint", AutoPipelineForInpainting)):
+            try:
+                editor = auto.from_pipe(pipeline)
+            except Exception:  # this family has no such variant
+                logger.debug("no %s variant for %s", kind, type(pipeline).__name__)
+                continue
+            editor.set_progress_bar_config(disable=True)
+            editors[kind] = editor
+        return editors
 
     @staticmethod
     def _native_resolution(pipeline: Any, vae_scale: int) -> int:
@@ -199,6 +235,8 @@ class DiffusersBackend(Backend):
         }
 
     def batch_key(self, params: GenerationParams) -> Hashable:
+        if params.image is not None:
+            return ("edit", id(params))  # every edit has images of its own: one call each
         # Output sizes that draw at the same native size share a call; each image is
         # resized to its own request's size afterwards.
         return (
@@ -293,7 +331,11 @@ class DiffusersBackend(Backend):
                 kwargs["background"] = "transparent"
             if step_end is not None:
                 kwargs["callback_on_step_end"] = step_end
-            images.extend(self._call(kwargs))
+            pipeline = self.pipeline
+            if first.image is not None:
+                pipeline = self._edit_arguments(kwargs, first, len(seeds[chunk]),
+                                                (gen_w, gen_h))
+            images.extend(self._call(kwargs, pipeline))
 
         # 3. Back to the requests, each image at exactly its request's size; a request
         #    with an image the pipeline's safety checker flagged is refused, alone.
@@ -338,13 +380,40 @@ class DiffusersBackend(Backend):
             logger.debug("no preview for this pipeline", exc_info=True)
             return None
 
-    def _call(self, kwargs: dict[str, Any]) -> list[Image.Image | None]:
+    def _edit_arguments(self, kwargs: dict[str, Any], params: GenerationParams, count: int,
+                        draw_size: tuple[int, int]) -> Any:
+        """Turn ``kwargs`` into an edit of ``params.image`` (inpainting with its mask);
+        returns the pipeline that draws it."""
+        assert params.image is not None
+        if "image" in self._accepted:  # the pipeline edits itself, at its own scale
+            pipeline = self.pipeline
+            kwargs["image"] = [params.image] * count
+            if params.mask is not None:
+                kwargs["mask_image"] = [params.mask] * count
+        else:
+            kind = "inpaint" if params.mask is not None else "image"
+            if kind not in self._editors:
+                raise UnsupportedTask(self.spec.name, "edits with masks" if kind == "inpaint"
+                                      else "image to image")
+            pipeline = self._editors[kind]
+            accepted = inspect.signature(pipeline.__call__).parameters
+            kwargs["image"] = [fit_to_size(params.image, *draw_size)] * count
+            if params.mask is not None:
+                kwargs["mask_image"] = [fit_to_size(params.mask.convert("RGB"),
+                                                    *draw_size).convert("L")] * count
+            for name in ("height", "width"):
+                if name not in accepted:
+                    kwargs.pop(name, None)
+        kwargs["strength"] = params.strength
+        return pipeline
+
+    def _call(self, kwargs: dict[str, Any], pipeline: Any = None) -> list[Image.Image | None]:
         """One pipeline call with a scheduler of its own (diffusers schedulers keep state).
 
         Images the pipeline's safety checker flagged come back as ``None``."""
         import torch
 
-        pipeline = self.pipeline
+        pipeline = pipeline or self.pipeline
         pipeline.scheduler = copy.deepcopy(self._scheduler)
         try:
             with torch.inference_mode():
