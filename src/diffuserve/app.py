@@ -17,7 +17,7 @@ from diffuserve.api.errors import install_error_handlers
 from diffuserve.api.middleware import RequestContextMiddleware
 from diffuserve.api.openapi import install_docs
 from diffuserve.api.ratelimit import Limits, RateLimiter
-from diffuserve.api.routes import files, generations, health, metrics, models
+from diffuserve.api.routes import edits, files, generations, health, metrics, models
 from diffuserve.api.urls import BaseUrlResolver
 from diffuserve.config import Settings
 from diffuserve.engine.backends.base import Backend
@@ -128,8 +128,11 @@ def build_app(
     )
     app.state.parts = server
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes,
+                       upload_paths=edits.UPLOAD_PATHS,
+                       max_upload_bytes=settings.max_upload_bytes)
     app.include_router(generations.router)
+    app.include_router(edits.router)
     app.include_router(files.router)
     app.include_router(models.router)
     app.include_router(health.router)

@@ -195,6 +195,10 @@ class Settings(ModelSelection):
         default=True, description="serve /openapi.json and /docs (behind the API keys)")
     max_body_bytes: int = Field(default=1 << 20, ge=1024,
                                 description="request body limit (413 beyond)")
+    max_upload_bytes: int = Field(
+        default=64 << 20, ge=1 << 20, le=1 << 30,
+        description="body limit of the edits and variations routes, which carry images "
+                    "(413 beyond)")
     max_header_bytes: int = Field(
         default=16 * 1024, ge=256, le=1 << 20,
         description="request line + headers limit (431 beyond, nothing more is read)")

@@ -154,6 +154,10 @@ TEST_PLAN: Mapping[tuple[str, GenerationMode], int] = {
     ("GET /v1/images/files/{name}", NEGATIVE): 50,
     ("GET /v1/models", POSITIVE): 5,
     (MODEL, POSITIVE): 40,
+    ("POST /v1/images/edits", POSITIVE): 30,
+    ("POST /v1/images/edits", NEGATIVE): 30,
+    ("POST /v1/images/variations", POSITIVE): 20,
+    ("POST /v1/images/variations", NEGATIVE): 20,
     ("GET /health", POSITIVE): 5,
     ("GET /ready", POSITIVE): 5,
 }

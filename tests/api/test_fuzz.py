@@ -21,7 +21,8 @@ from tests.api import fuzzing
 from tests.api.test_app import AUTH
 
 #: The operations that need a key: they document 401.
-PROTECTED = ["POST /v1/images/generations", "GET /v1/models", "GET /v1/models/{model_id}"]
+PROTECTED = ["POST /v1/images/generations", "POST /v1/images/edits",
+             "POST /v1/images/variations", "GET /v1/models", "GET /v1/models/{model_id}"]
 
 
 # A fresh app for each test: schemathesis' pytest plugin ends every ASGI lifespan after

@@ -121,7 +121,8 @@ def test_dall_e_names_do_not_stream(client: TestClient) -> None:
 
 def test_stream_with_a_full_queue_is_a_429_not_a_broken_stream(tmp_path: Path) -> None:
     slow = FakeBackend(delay=1.0)
-    with make_client(tmp_path, slow, auto_aliases=True, aliases=(), max_queue=1) as client:
+    with make_client(tmp_path, slow, auto_aliases=True, aliases=(), max_queue=1,
+                     batching=False) as client:
         threads = [threading.Thread(target=client.post, args=("/v1/images/generations",),
                                     kwargs={"headers": AUTH, "json": {"prompt": str(i)}})
                    for i in range(2)]

@@ -44,7 +44,6 @@ def test_non_square_sizes_place_the_subject_without_stretching() -> None:
     assert place_on_canvas(subject, 1024, 1792).size == (1024, 1792)
 
 
-@pytest.mark.e2e
 def test_cut_out_clears_the_background_around_the_subject_only() -> None:
     subject = Image.new("RGB", (64, 64), (250, 250, 250))
     pixels = np.asarray(subject).copy()
@@ -61,6 +60,8 @@ def test_cut_out_clears_the_background_around_the_subject_only() -> None:
     assert placed.getpixel((5, 100))[3] == 0 and placed.getpixel((150, 100))[3] == 255
 
 
+@pytest.mark.e2e
+@pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # create_variation
 def test_serve_with_nothing_configured_serves_the_built_in_model(
     tmp_path: Path,
 ) -> None:
@@ -100,5 +101,25 @@ def test_serve_with_nothing_configured_serves_the_built_in_model(
             "image_generation.partial_image", "image_generation.partial_image",
             "image_generation.completed"]
         assert events[-1].usage is not None and events[-1].usage.input_tokens > 0
+        # Edits with a mask keep the unmasked pixels; variations differ from each other.
+        apple = base64.b64decode(client.images.generate(
+            model="gpt-image-2", prompt="a red apple", size="256x256").data[0].b64_json or "")
+        mask = Image.new("RGBA", (256, 256), (0, 0, 0, 255))
+        mask.paste((0, 0, 0, 0), (0, 0, 256, 128))
+        buffer = io.BytesIO()
+        mask.save(buffer, format="PNG")
+        edited = client.images.edit(model="gpt-image-2", image=("a.png", apple, "image/png"),
+                                    mask=("m.png", buffer.getvalue(), "image/png"),
+                                    prompt="a green apple")
+        before = np.asarray(Image.open(io.BytesIO(apple)).convert("RGB"), np.int16)
+        after = np.asarray(Image.open(io.BytesIO(base64.b64decode(
+            edited.data[0].b64_json or ""))).convert("RGB"), np.int16)
+        assert edited.size == "256x256"
+        assert np.abs(after[136:] - before[136:]).max() == 0
+        assert np.abs(after[:120] - before[:120]).mean() > 5
+        variations = client.images.create_variation(
+            image=("a.png", apple, "image/png"), n=2, size="256x256",
+            response_format="b64_json")
+        assert variations.data[0].b64_json != variations.data[1].b64_json
     finally:
         server.stop()

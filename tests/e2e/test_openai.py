@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import numpy as np
 import openai
 import pytest
 from PIL import Image
@@ -724,3 +725,25 @@ def test_links_survive_restart(tiny_models: dict[str, Path],
         assert png_size(response.content) == (256, 256)
     finally:
         second.stop()
+
+
+def test_an_edit_through_the_diffusers_inpainting_variant_keeps_the_unmasked_pixels(
+    client: openai.OpenAI,
+) -> None:
+    red = Image.new("RGB", (256, 256), (200, 30, 30))
+    mask = Image.new("RGBA", (256, 256), (0, 0, 0, 255))
+    mask.paste((0, 0, 0, 0), (0, 0, 256, 128))
+    files = []
+    for picture in (red, mask):
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        files.append(buffer.getvalue())
+    result = client.images.edit(
+        model="tiny-sd", image=("red.png", files[0], "image/png"),
+        mask=("mask.png", files[1], "image/png"), prompt="a red cube", size="512x512",
+        response_format="b64_json", extra_body=FAST)
+    with Image.open(io.BytesIO(b64_png(result.data[0]))) as edited:
+        pixels = np.asarray(edited.convert("RGB")).astype(int)
+    assert pixels.shape == (512, 512, 3)
+    assert (pixels[270:] == (200, 30, 30)).all()  # kept, to the pixel
+    assert np.abs(pixels[:240] - (200, 30, 30)).mean() > 10  # redrawn by the model

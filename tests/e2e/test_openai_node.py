@@ -1,5 +1,6 @@
 """The official openai-node SDK against a live server: generations with the GPT-image
-fields, a parsed stream of partial images, errors as its exception classes.
+fields, a parsed stream of partial images, edits with a mask (multipart, the way the SDK
+sends files and lists), a streamed edit, variations, errors as its exception classes.
 
 Needs Node.js and ``npm ci --prefix tests/e2e/node`` (``.ci/run`` does both); skipped
 where Node.js is not installed.
@@ -73,3 +74,11 @@ def test_node_parses_the_stream_of_partial_images(node_results: dict[str, object
 def test_node_raises_its_bad_request_error(node_results: dict[str, object]) -> None:
     assert node_results["error"] == {"name": "BadRequestError", "status": 400,
                                      "code": "invalid_size", "param": "size"}
+
+
+def test_node_edits_with_a_mask_streams_an_edit_and_makes_variations(
+    node_results: dict[str, object],
+) -> None:
+    assert node_results["edit"] == {"count": 1, "size": "256x256", "image_tokens": 85}
+    assert node_results["edit_stream"] == ["image_edit.partial_image", "image_edit.completed"]
+    assert node_results["variations"] == 2

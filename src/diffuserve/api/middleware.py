@@ -23,9 +23,12 @@ class RequestContextMiddleware:
     from ``Content-Length`` when given, else while streaming.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int,
+                 upload_paths: tuple[str, ...] = (), max_upload_bytes: int = 0) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.upload_paths = upload_paths
+        self.max_upload_bytes = max(max_upload_bytes, max_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -35,7 +38,9 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500
-        limit = self.max_body_bytes
+        # Routes that carry images take larger bodies.
+        limit = (self.max_upload_bytes if scope.get("path") in self.upload_paths
+                 else self.max_body_bytes)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status

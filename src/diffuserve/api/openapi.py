@@ -64,7 +64,7 @@ ERROR_STATUSES = {
     "404": "Unknown model, route, or an expired image link",
     "405": "The route does not take this method",
     "408": "The deadline passed while the images were drawn",
-    "413": "The body is larger than --max-body-bytes",
+    "413": "The body is larger than --max-body-bytes (--max-upload-bytes for uploads)",
     "429": "A per-key limit, a full queue, or a deadline passed in the queue (Retry-After)",
     "431": "Request headers larger than --max-header-bytes or too many fields",
     "500": "The pipeline failed (details only in the server's log)",
@@ -76,6 +76,8 @@ ERROR_STATUSES = {
 #: the HTTP server answers before any route runs).
 STATUSES_BY_PATH = {
     "/v1/images/generations": ("400", "401", "404", "408", "413", "429", "500", "503"),
+    "/v1/images/edits": ("400", "401", "404", "408", "413", "429", "500", "503"),
+    "/v1/images/variations": ("400", "401", "404", "408", "413", "429", "500", "503"),
     "/v1/images/files/{name}": ("400", "403", "404"),
     "/v1/models": ("401",),
     "/v1/models/{model_id}": ("401", "404"),

@@ -6,20 +6,30 @@ output (PNG, base64 or stored and linked) → response. Nothing here imports Fas
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from PIL import Image
+
 from diffuserve.engine.client import EngineClient
-from diffuserve.engine.types import Accepted, Progress, Result, Task
+from diffuserve.engine.types import Accepted, Progress, Result, Task, TaskKind
 from diffuserve.protocol.common import ImagesResponse
+from diffuserve.protocol.edits import EditRequest, VariationRequest
 from diffuserve.protocol.generations import ImageGenerationRequest
 from diffuserve.service.catalog import ModelCatalog
+from diffuserve.service.editing import keep_unmasked
 from diffuserve.service.moderation import Moderation
 from diffuserve.service.output import OutputWriter
-from diffuserve.service.planning import GenerationPlan, plan_generation
+from diffuserve.service.planning import (
+    GenerationPlan,
+    plan_edit,
+    plan_generation,
+    plan_variation,
+)
 from diffuserve.service.usage import usage_for
 from diffuserve.storage.base import ImageStore
 
@@ -63,6 +73,21 @@ class ImageService:
         """Validate and plan; raises only client errors, before anything is admitted."""
         return plan_generation(self.catalog, body)
 
+    def plan_edit(self, edit: EditRequest) -> GenerationPlan:
+        return plan_edit(self.catalog, edit)
+
+    def plan_variation(self, variation: VariationRequest) -> GenerationPlan:
+        return plan_variation(self.catalog, variation)
+
+    async def _finished(self, plan: GenerationPlan, images: tuple[Image.Image, ...]
+                        ) -> tuple[Image.Image, ...]:
+        """The engine's images, with an edit's unmasked pixels put back."""
+        params = plan.params
+        if plan.kind != TaskKind.EDIT or params.image is None or params.mask is None:
+            return images
+        image, mask = params.image, params.mask
+        return tuple(await asyncio.to_thread(keep_unmasked, images, image, mask))
+
     async def moderate(self, plan: GenerationPlan, request_id: str = "") -> None:
         """The content policy's verdict on the prompt, before anything is admitted."""
         await self.moderation.check(plan.params.prompt, plan.request.options.moderation,
@@ -70,8 +95,9 @@ class ImageService:
 
     def _task(self, plan: GenerationPlan, request_id: str, client_id: str,
               previews: int = 0) -> Task:
-        return Task(model=plan.spec.name, params=plan.params, client=client_id,
-                    request_id=request_id, deadline=self.clock() + self.request_timeout,
+        return Task(model=plan.spec.name, params=plan.params, kind=plan.kind,
+                    client=client_id, request_id=request_id,
+                    deadline=self.clock() + self.request_timeout,
                     progress=previews > 0 or plan.request.options.stream, previews=previews)
 
     async def stream(
@@ -80,7 +106,6 @@ class ImageService:
         *,
         request_id: str = "",
         client_id: str = "anonymous",
-        kind: str = "image_generation",
     ) -> AsyncIterator[StreamEvent]:
         """OpenAI's streamed answer: ``<kind>.partial_image`` events (previews of the
         first image while it is drawn), then one ``<kind>.completed`` event per image.
@@ -89,6 +114,7 @@ class ImageService:
         completed event carries that image's usage (the prompt's tokens on the first).
         """
         request, options = plan.request, plan.request.options
+        kind = "image_edit" if plan.kind == TaskKind.EDIT else "image_generation"
         task = self._task(plan, request_id, client_id, previews=options.partial_images)
         echo = {"background": options.background, "output_format": options.output_format,
                 "quality": request.quality, "size": request.size}
@@ -106,11 +132,13 @@ class ImageService:
                         "created_at": int(self.clock()), **echo})
                 elif isinstance(event, Result):
                     encoded = await self.output.encoded(
-                        event.images, options.output_format, options.output_compression)
+                        await self._finished(plan, event.images), options.output_format,
+                        options.output_compression)
                     for index, b64 in enumerate(encoded):
                         usage = usage_for(
                             text_tokens=event.prompt_tokens if index == 0 else 0,
-                            image_tokens_in=0, images_out=1, width=plan.params.width,
+                            image_tokens_in=plan.input_image_tokens if index == 0 else 0,
+                            images_out=1, width=plan.params.width,
                             height=plan.params.height, quality=plan.resolved_quality)
                         yield StreamEvent(f"{kind}.completed", {
                             "type": f"{kind}.completed", "b64_json": b64,
@@ -134,7 +162,7 @@ class ImageService:
         request = plan.request
         options = request.options
         data = await self.output.items(
-            result.images, response_format=request.response_format,
+            await self._finished(plan, result.images), response_format=request.response_format,
             revised_prompt=plan.revised_prompt, base_url=base_url, now=self.clock(),
             output_format=options.output_format, compression=options.output_compression)
         self._log(plan, request_id, result)
@@ -146,7 +174,8 @@ class ImageService:
             response.quality = plan.resolved_quality
             response.size = f"{width}x{height}"
             response.usage = usage_for(
-                text_tokens=result.prompt_tokens, image_tokens_in=0, images_out=plan.images,
+                text_tokens=result.prompt_tokens, image_tokens_in=plan.input_image_tokens,
+                images_out=plan.images,
                 width=width, height=height, quality=plan.resolved_quality)
         return response
 

@@ -8,15 +8,28 @@ raises only client errors.
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from diffuserve.config import ModelSpec
-from diffuserve.engine.types import GenerationParams
+from diffuserve.engine.types import GenerationParams, TaskKind
+from diffuserve.protocol.edits import EditRequest, VariationRequest
+from diffuserve.protocol.errors import InvalidRequestError
 from diffuserve.protocol.generations import ImageGenerationRequest
-from diffuserve.protocol.rules import MAX_SEED, ValidatedRequest, rules_for
+from diffuserve.protocol.rules import (
+    FREE_SIZE_MAX_PIXELS,
+    FREE_SIZE_MAX_RATIO,
+    FREE_SIZE_MAX_SIDE,
+    FREE_SIZE_MULTIPLE,
+    MAX_SEED,
+    ValidatedRequest,
+    rules_for,
+)
 from diffuserve.service.catalog import ModelCatalog
 from diffuserve.service.prompting import revise_prompt
+from diffuserve.service.usage import input_image_tokens
 
 #: gpt-image quality levels as fractions of the model's standard step count.
 _QUALITY_STEP_FACTORS = {"low": 0.5, "medium": 1.0, "auto": 1.0}
@@ -60,6 +73,9 @@ class GenerationPlan:
     request: ValidatedRequest
     params: GenerationParams
     revised_prompt: str | None
+    kind: TaskKind = TaskKind.GENERATE
+    #: Tokens of the uploaded images, for ``usage``.
+    input_image_tokens: int = 0
 
     @property
     def images(self) -> int:
@@ -80,19 +96,85 @@ def plan_generation(catalog: ModelCatalog, body: ImageGenerationRequest) -> Gene
         revise_prompt(req.prompt, req.style, styled=spec.prompt_revision == "styled")
         if req.revise_prompt else None
     )
+    params = _params(spec, req, revised if revised is not None else req.prompt,
+                     (req.width, req.height))
+    return GenerationPlan(spec=spec, request=req, params=params, revised_prompt=revised)
+
+
+def _params(spec: ModelSpec, req: ValidatedRequest, prompt: str, size: tuple[int, int],
+            **edit: Any) -> GenerationParams:
+    """The model's knobs applied to a valid request."""
     steps = (req.num_inference_steps if req.num_inference_steps is not None
              else steps_for(spec, req.quality, req.options.complexity))
     guidance = (req.guidance_scale if req.guidance_scale is not None
                 else guidance_for(spec, req.style))
     first_seed = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED - req.n + 2)
-    params = GenerationParams(
-        prompt=revised if revised is not None else req.prompt,
+    return GenerationParams(
+        prompt=prompt,
         negative_prompt=req.negative_prompt or spec.negative_prompt,
-        width=req.width,
-        height=req.height,
+        width=size[0],
+        height=size[1],
         num_inference_steps=steps,
         guidance_scale=guidance,
         seeds=tuple(first_seed + i for i in range(req.n)),
         background="transparent" if req.options.background == "transparent" else "opaque",
+        **edit,
     )
-    return GenerationPlan(spec=spec, request=req, params=params, revised_prompt=revised)
+
+
+#: How far an edit may go from its image (diffusers' ``strength``): inpainting redraws
+#: the masked area from scratch (1.0) or, at high fidelity, from the image's layout; an
+#: edit without a mask keeps more of the image at high fidelity.
+EDIT_STRENGTH = {("low", True): 1.0, ("high", True): 0.85,
+                 ("low", False): 0.75, ("high", False): 0.5}
+#: A variation keeps the image's composition and redraws its details.
+VARIATION_STRENGTH = 0.6
+
+
+def plan_edit(catalog: ModelCatalog, edit: EditRequest) -> GenerationPlan:
+    """An edit of the first image, where the mask says (or all of it)."""
+    req = edit.request
+    spec = catalog.resolve(req.model)
+    if len(edit.images) > 1:
+        raise InvalidRequestError(
+            f"The model {spec.name!r} edits one image at a time; {len(edit.images)} were "
+            "sent. Send one image.", param="image", code="too_many_images")
+    size = (auto_size(edit.input_size, req.model) if req.size == "auto"
+            else (req.width, req.height))
+    params = _params(spec, req, req.prompt, size, image=edit.images[0], mask=edit.mask,
+                     strength=EDIT_STRENGTH[(edit.input_fidelity, edit.mask is not None)])
+    tokens = input_image_tokens(*edit.input_size, edit.input_fidelity)
+    return GenerationPlan(spec=spec, request=req, params=params, revised_prompt=None,
+                          kind=TaskKind.EDIT, input_image_tokens=tokens)
+
+
+def plan_variation(catalog: ModelCatalog, variation: VariationRequest) -> GenerationPlan:
+    """Variations of the image: drawn again from it without a prompt."""
+    req = variation.request
+    spec = catalog.resolve(req.model)
+    size = (auto_size(variation.image.size, req.model) if req.size == "auto"
+            else (req.width, req.height))
+    params = _params(spec, req, "", size, image=variation.image, strength=VARIATION_STRENGTH)
+    return GenerationPlan(spec=spec, request=req, params=params, revised_prompt=None,
+                          kind=TaskKind.VARIATION)
+
+
+def auto_size(input_size: tuple[int, int], model: str) -> tuple[int, int]:
+    """``size=auto`` for an edit: the input's size where the name takes any size (as
+    multiples of 16, scaled into the limits), else its supported size nearest in shape."""
+    width, height = input_size
+    rules = rules_for(model)
+    if rules.free_size:
+        scale = min(1.0, FREE_SIZE_MAX_SIDE / max(width, height),
+                    (FREE_SIZE_MAX_PIXELS / (width * height)) ** 0.5)
+        step = FREE_SIZE_MULTIPLE
+        w, h = (max(step, round(side * scale / step) * step) for side in (width, height))
+        # Rounding up may pass a limit by a step; then round that side down instead.
+        while w * h > FREE_SIZE_MAX_PIXELS or max(w, h) > FREE_SIZE_MAX_SIDE:
+            w, h = (w - step, h) if w >= h else (w, h - step)
+        while max(w, h) > FREE_SIZE_MAX_RATIO * min(w, h):
+            w, h = (w - step, h) if w > h else (w, h - step)
+        return w, h
+    options = [(int(w), int(h)) for w, _, h in (size.partition("x") for size in rules.sizes
+                                                if size != "auto")]
+    return min(options, key=lambda s: abs(math.log((s[0] / s[1]) / (width / height))))

@@ -8,6 +8,8 @@ and ``xhigh``/``max`` scale ``high`` by 1.5 and 2 (OpenAI publishes no figures f
 
 from __future__ import annotations
 
+import math
+
 from diffuserve.protocol.common import TokenDetails, Usage
 
 #: OpenAI's output image tokens for gpt-image-1, by quality and (width, height).
@@ -29,6 +31,18 @@ def output_image_tokens(width: int, height: int, quality: str) -> int:
     else:
         tokens = table[(1024, 1024)] * width * height / (1024 * 1024)
     return max(1, round(tokens * factor))
+
+
+def input_image_tokens(width: int, height: int, fidelity: str = "low") -> int:
+    """Tokens of one input image, by OpenAI's rule for image inputs: at high fidelity the
+    image is scaled into 2048×2048, then its shorter side to 768, and costs 85 plus 170
+    per 512-pixel tile; at low fidelity, 85."""
+    if fidelity != "high":
+        return 85
+    scale = min(1.0, 2048 / max(width, height))
+    scale *= min(1.0, 768 / (min(width, height) * scale))
+    tiles = math.ceil(width * scale / 512) * math.ceil(height * scale / 512)
+    return 85 + 170 * tiles
 
 
 def usage_for(*, text_tokens: int, image_tokens_in: int, images_out: int, width: int,

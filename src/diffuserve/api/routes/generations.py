@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
-from diffuserve.api.admission import RequestRecord
 from diffuserve.api.auth import Client
-from diffuserve.api.deps import authenticate, parts, request_id
-from diffuserve.api.disconnect import unless_client_leaves
-from diffuserve.api.errors import is_mapped, to_api_error
-from diffuserve.api.sse import event_stream
+from diffuserve.api.deps import ServerParts, authenticate
+from diffuserve.api.imaging import answer
 from diffuserve.protocol.common import ImagesResponse
 from diffuserve.protocol.generations import ImageGenerationRequest, parse_generation_request
+from diffuserve.service.planning import GenerationPlan
 
 router = APIRouter()
 
@@ -41,35 +40,11 @@ async def create_image(
     request: Request, client: Annotated[Client, Depends(authenticate)]
 ) -> Response:
     """Create images from a prompt (OpenAI's ``images.generate``)."""
-    server = parts(request)
-    record = RequestRecord()
-    limit_headers: dict[str, str] = {}
-    try:
+
+    async def planner(server: ServerParts, label: Callable[[str | None], None]
+                      ) -> GenerationPlan:
         body = parse_generation_request(await request.body())
-        record.model = server.service.catalog.served_name(body.model)
-        plan = server.service.plan(body)
-        await server.service.moderate(plan, request_id(request))
-        limit_headers = server.admission.admit(client, images=plan.images,
-                                               user=plan.request.end_user)
-        if plan.request.options.stream:
-            events = server.service.stream(plan, request_id=request_id(request),
-                                           client_id=client.id)
-            # Until the engine accepts the work, a refusal still gets its own status.
-            await unless_client_leaves(request, events.__anext__())
-            record.status = 200
-            return event_stream(events, request_id=request_id(request),
-                                headers=limit_headers)
-        result = await unless_client_leaves(request, server.service.generate(
-            plan, base_url=server.base_url(request), request_id=request_id(request),
-            client_id=client.id))
-        record.status = 200
-        return JSONResponse(result.model_dump(exclude_none=True), headers=limit_headers)
-    except Exception as exc:
-        error = to_api_error(exc)
-        record.status = error.status_code
-        if not is_mapped(exc):
-            raise  # a bug: the catch-all handler logs it with its traceback
-        error.headers = {**limit_headers, **error.headers}
-        raise error from exc
-    finally:
-        server.admission.finish(record)
+        label(body.model)
+        return server.service.plan(body)
+
+    return await answer(request, client, planner)

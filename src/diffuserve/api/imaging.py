@@ -1,0 +1,57 @@
+"""What every image route does with its request: plan, moderate, admit, draw or stream,
+answer — and count it, whatever happens."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+
+from diffuserve.api.admission import RequestRecord
+from diffuserve.api.auth import Client
+from diffuserve.api.deps import ServerParts, parts, request_id
+from diffuserve.api.disconnect import unless_client_leaves
+from diffuserve.api.errors import is_mapped, to_api_error
+from diffuserve.api.sse import event_stream
+from diffuserve.service.planning import GenerationPlan
+
+#: Reads and plans the request (raising only client errors); gets the model label of the
+#: metrics as soon as the requested name is known.
+Planner = Callable[[ServerParts, Callable[[str | None], None]], Awaitable[GenerationPlan]]
+
+
+async def answer(request: Request, client: Client, planner: Planner) -> Response:
+    """Validate, then admit, then draw: the one flow of the image routes."""
+    server = parts(request)
+    record = RequestRecord()
+    limit_headers: dict[str, str] = {}
+
+    def label(model: str | None) -> None:
+        record.model = server.service.catalog.served_name(model)
+
+    try:
+        plan = await planner(server, label)
+        rid = request_id(request)
+        await server.service.moderate(plan, rid)
+        limit_headers = server.admission.admit(client, images=plan.images,
+                                               user=plan.request.end_user)
+        if plan.request.options.stream:
+            events = server.service.stream(plan, request_id=rid, client_id=client.id)
+            # Until the engine accepts the work, a refusal still gets its own status.
+            await unless_client_leaves(request, events.__anext__())
+            record.status = 200
+            return event_stream(events, request_id=rid, headers=limit_headers)
+        result = await unless_client_leaves(request, server.service.generate(
+            plan, base_url=server.base_url(request), request_id=rid, client_id=client.id))
+        record.status = 200
+        return JSONResponse(result.model_dump(exclude_none=True), headers=limit_headers)
+    except Exception as exc:
+        error = to_api_error(exc)
+        record.status = error.status_code
+        if not is_mapped(exc):
+            raise  # a bug: the catch-all handler logs it with its traceback
+        error.headers = {**limit_headers, **error.headers}
+        raise error from exc
+    finally:
+        server.admission.finish(record)

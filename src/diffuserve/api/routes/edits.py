@@ -1,0 +1,119 @@
+"""``POST /v1/images/edits`` and ``POST /v1/images/variations``: images in, images out."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from diffuserve.api.auth import Client
+from diffuserve.api.deps import ServerParts, authenticate
+from diffuserve.api.imaging import answer
+from diffuserve.protocol.common import JSON_PARSE_MESSAGE
+from diffuserve.protocol.edits import (
+    Form,
+    parse_edit_form,
+    parse_edit_json,
+    parse_variation_form,
+)
+from diffuserve.protocol.errors import InvalidRequestError
+from diffuserve.protocol.uploads import Upload
+from diffuserve.service.planning import GenerationPlan
+
+router = APIRouter()
+
+#: Paths whose bodies carry images, and so get the upload size limit.
+UPLOAD_PATHS = ("/v1/images/edits", "/v1/images/variations")
+#: Files and fields one form may hold: 16 images, a mask, and every field twice over.
+MAX_FORM_FILES = 17
+MAX_FORM_FIELDS = 64
+#: The largest single part: one GPT-image upload (< 50 MB).
+MAX_PART_BYTES = 50 << 20
+
+_MULTIPART_SCHEMA = {"type": "object", "required": ["image"], "properties": {
+    "image": {"type": "string", "format": "binary"},
+    "mask": {"type": "string", "format": "binary"},
+    "prompt": {"type": "string"}, "model": {"type": "string"}, "n": {"type": "string"},
+    "size": {"type": "string"}, "response_format": {"type": "string"},
+    "user": {"type": "string"}}}
+
+
+async def read_form(request: Request) -> Form:
+    """The multipart form as names → strings and uploads (python-multipart, bounded)."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidRequestError(
+            "Invalid Content-Type header: this route takes multipart/form-data.",
+            param="Content-Type", code="invalid_value")
+    try:
+        form = await request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS,
+                                  max_part_size=MAX_PART_BYTES)
+    except HTTPException as exc:  # Starlette's word for a malformed multipart body
+        if exc.status_code != 400:
+            raise  # the body limit's 413
+        raise InvalidRequestError(f"The multipart body could not be read: {exc.detail}",
+                                  code="invalid_multipart") from None
+    values: dict[str, list[str | Upload]] = {}
+    for name, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            data = await value.read()
+            values.setdefault(name, []).append(Upload(
+                value.filename or name, value.content_type or "", data))
+        else:
+            values.setdefault(name, []).append(value)
+    await form.close()
+    return values
+
+
+@router.post("/v1/images/edits", openapi_extra={"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": _MULTIPART_SCHEMA},
+    "application/json": {"schema": {"type": "object"}}}}})
+async def edit_image(
+    request: Request, client: Annotated[Client, Depends(authenticate)]
+) -> Response:
+    """Edit images (OpenAI's ``images.edit``): inpainting where the mask is clear, image
+    to image without one; multipart, or JSON with data URLs."""
+
+    async def planner(server: ServerParts, label: Callable[[str | None], None]
+                      ) -> GenerationPlan:
+        default = server.service.catalog.request_default()
+        if request.headers.get("content-type", "").startswith("application/json"):
+            try:
+                payload = json.loads(await request.body())
+            except (ValueError, RecursionError):
+                raise InvalidRequestError(JSON_PARSE_MESSAGE) from None
+            label(payload.get("model") if isinstance(payload, dict) else None)
+            edit = parse_edit_json(payload, default)
+        else:
+            form = await read_form(request)
+            label(_text(form, "model"))
+            edit = parse_edit_form(form, default)
+        return server.service.plan_edit(edit)
+
+    return await answer(request, client, planner)
+
+
+@router.post("/v1/images/variations", openapi_extra={"requestBody": {
+    "required": True, "content": {"multipart/form-data": {"schema": _MULTIPART_SCHEMA}}}})
+async def create_variation(
+    request: Request, client: Annotated[Client, Depends(authenticate)]
+) -> Response:
+    """Variations of an image (OpenAI's ``images.create_variation``)."""
+
+    async def planner(server: ServerParts, label: Callable[[str | None], None]
+                      ) -> GenerationPlan:
+        form = await read_form(request)
+        label(_text(form, "model"))
+        variation = parse_variation_form(form, server.service.catalog.request_default())
+        return server.service.plan_variation(variation)
+
+    return await answer(request, client, planner)
+
+
+def _text(form: Form, name: str) -> str | None:
+    values = form.get(name, ())
+    return values[0] if values and isinstance(values[0], str) else None

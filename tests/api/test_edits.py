@@ -1,0 +1,180 @@
+"""Edits and variations through the official SDK: uploads, masks kept to the pixel, JSON
+edits, variations, streamed edits, limits."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import numpy as np
+import openai
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from diffuserve.engine.types import GenerationParams, StepCallback, TaskKind
+from tests.api.test_app import AUTH, KEY, make_client
+from tests.conftest import FakeBackend
+
+RED, BLUE = (200, 30, 30), (20, 40, 220)
+
+
+class EditingBackend(FakeBackend):
+    """Edits and variations paint everything blue; it records what it was given."""
+
+    tasks = frozenset(TaskKind)
+
+    def generate(self, params: GenerationParams, on_step: StepCallback | None = None
+                 ) -> list[Image.Image]:
+        self.calls.append(params)
+        if on_step is not None:
+            for step in range(1, params.num_inference_steps + 1):
+                on_step(step, params.num_inference_steps,
+                        lambda index: Image.new("RGB", (params.width, params.height), BLUE))
+        return [Image.new("RGB", (params.width, params.height), BLUE) for _ in params.seeds]
+
+
+@pytest.fixture
+def backend() -> EditingBackend:
+    return EditingBackend()
+
+
+@pytest.fixture
+def client(tmp_path: Path, backend: EditingBackend) -> TestClient:
+    return make_client(tmp_path, backend, auto_aliases=True, aliases=())
+
+
+def sdk(client: TestClient) -> openai.OpenAI:
+    return openai.OpenAI(base_url="http://testserver/v1", api_key=KEY, max_retries=0,
+                         http_client=client)
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def picture(b64: str | None) -> np.ndarray:
+    assert b64 is not None
+    with Image.open(io.BytesIO(base64.b64decode(b64))) as image:
+        return np.asarray(image.convert("RGB")).astype(int)
+
+
+def top_clear_mask(size: int = 256) -> bytes:
+    mask = Image.new("RGBA", (size, size), (0, 0, 0, 255))
+    mask.paste((0, 0, 0, 0), (0, 0, size, size // 2))
+    return png(mask)
+
+
+def test_an_edit_redraws_the_masked_area_and_keeps_the_rest_to_the_pixel(
+    client: TestClient, backend: EditingBackend
+) -> None:
+    original = png(Image.new("RGB", (256, 256), RED))
+    with client:
+        result = sdk(client).images.edit(
+            model="gpt-image-2", image=("a.png", original, "image/png"),
+            mask=("m.png", top_clear_mask(), "image/png"), prompt="a blue sky",
+            size="512x512")
+    pixels = picture(result.data[0].b64_json if result.data else None)
+    assert pixels.shape == (512, 512, 3)
+    assert (pixels[300:] == RED).all()  # unmasked: the input's own pixels
+    assert (pixels[:240] == BLUE).all()  # masked: what the model drew
+    call = backend.calls[0]
+    assert call.mask is not None and call.image is not None and call.strength == 1.0
+    assert (result.size, result.usage.input_tokens_details.image_tokens) == ("512x512", 85)
+
+
+def test_an_edit_of_a_transparent_image_without_a_mask_redraws_its_clear_part(
+    client: TestClient,
+) -> None:
+    image = Image.new("RGBA", (256, 256), (*RED, 255))
+    image.paste((0, 0, 0, 0), (0, 0, 128, 256))
+    with client:
+        result = sdk(client).images.edit(image=("a.png", png(image), "image/png"),
+                                         prompt="fill it", response_format="b64_json",
+                                         size="256x256")
+    pixels = picture(result.data[0].b64_json if result.data else None)
+    assert (pixels[:, :120] == BLUE).all() and (pixels[:, 136:] == RED).all()
+
+
+def test_two_images_for_a_model_that_takes_one_is_a_clear_400(client: TestClient) -> None:
+    image = png(Image.new("RGB", (64, 64), RED))
+    with client, pytest.raises(openai.BadRequestError) as caught:
+        sdk(client).images.edit(model="gpt-image-2", image=[("a.png", image, "image/png"),
+                                                            ("b.png", image, "image/png")],
+                                prompt="merge them")
+    assert (caught.value.param, caught.value.code) == ("image", "too_many_images")
+    assert "one image at a time" in caught.value.message
+
+
+def test_a_json_edit_with_a_data_url(client: TestClient, backend: EditingBackend) -> None:
+    data_url = "data:image/png;base64," + base64.b64encode(
+        png(Image.new("RGB", (300, 200), RED))).decode()
+    with client:
+        response = client.post("/v1/images/edits", headers=AUTH, json={
+            "model": "gpt-image-2", "prompt": "bluer", "images": [{"image_url": data_url}],
+            "input_fidelity": "high"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["size"] == "304x192"  # size=auto: the input's, to the nearest multiples of 16
+    assert backend.calls[0].strength == 0.5  # high fidelity, no mask
+
+
+@pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # the SDK's own notice
+def test_variations_draw_n_distinct_images_without_a_prompt(
+    client: TestClient, backend: EditingBackend
+) -> None:
+    with client:
+        result = sdk(client).images.create_variation(
+            image=("a.png", png(Image.new("RGB", (256, 256), RED)), "image/png"), n=2,
+            size="256x256", response_format="b64_json")
+    assert len(result.data) == 2
+    call = backend.calls[0]
+    assert (call.prompt, call.strength, len(call.seeds)) == ("", 0.6, 2)
+    assert call.seeds[0] != call.seeds[1]
+
+
+def test_a_streamed_edit_sends_image_edit_events(client: TestClient) -> None:
+    with client:
+        events = list(sdk(client).images.edit(
+            model="gpt-image-2", image=("a.png", png(Image.new("RGB", (64, 64), RED)),
+                                        "image/png"),
+            prompt="x", stream=True, partial_images=2, extra_body={"num_inference_steps": 6}))
+    assert [e.type for e in events] == ["image_edit.partial_image", "image_edit.partial_image",
+                                        "image_edit.completed"]
+
+
+def test_a_model_that_cannot_edit_says_so(tmp_path: Path) -> None:
+    with make_client(tmp_path, FakeBackend(), auto_aliases=True, aliases=()) as client, \
+            pytest.raises(openai.BadRequestError) as caught:
+        sdk(client).images.edit(image=("a.png", png(Image.new("RGB", (64, 64), RED)),
+                                       "image/png"), prompt="x")
+    assert caught.value.code == "unsupported_value"
+
+
+@pytest.mark.parametrize("body, param, code", [
+    ({"files": {"image": ("a.png", b"plain text", "image/png")}, "data": {"prompt": "x"}},
+     "image", "invalid_image"),
+    ({"files": {"image": ("a.png", b"x", "image/png")}, "data": {"prompt": "x", "n": "many"}},
+     "n", "invalid_type"),
+    ({"data": {"prompt": "x"}}, "Content-Type", "invalid_value"),
+])
+def test_malformed_uploads_get_the_envelope_never_a_422_or_500(
+    client: TestClient, body: dict[str, object], param: str, code: str
+) -> None:
+    with client:
+        response = client.post("/v1/images/edits", headers=AUTH, **body)  # type: ignore[arg-type]
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == (param, code)
+
+
+def test_uploads_over_the_limit_are_413(tmp_path: Path, backend: EditingBackend) -> None:
+    with make_client(tmp_path, backend, max_upload_bytes=1 << 20) as client:
+        response = client.post("/v1/images/edits", headers=AUTH,
+                               files={"image": ("a.png", b"x" * (2 << 20), "image/png")},
+                               data={"prompt": "x"})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"

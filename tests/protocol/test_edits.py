@@ -1,0 +1,122 @@
+"""Edit and variation bodies: multipart strings coerced, uploads checked as OpenAI does."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from diffuserve.protocol.edits import parse_edit_form, parse_edit_json, parse_variation_form
+from diffuserve.protocol.errors import InvalidRequestError
+from diffuserve.protocol.uploads import Upload
+
+
+def png(size: tuple[int, int] = (64, 64), mode: str = "RGB", fill: Any = (200, 30, 30),
+        fmt: str = "PNG") -> Upload:
+    buffer = io.BytesIO()
+    Image.new(mode, size, fill).save(buffer, format=fmt)
+    return Upload("image.png", f"image/{fmt.lower()}", buffer.getvalue())
+
+
+def mask_png(size: tuple[int, int] = (64, 64), clear_top: bool = True) -> Upload:
+    image = Image.new("RGBA", size, (0, 0, 0, 255))
+    if clear_top:
+        image.paste((0, 0, 0, 0), (0, 0, size[0], size[1] // 2))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return Upload("mask.png", "image/png", buffer.getvalue())
+
+
+def refused(form: dict[str, list[Any]], model_default: str = "dall-e-2") -> InvalidRequestError:
+    with pytest.raises(InvalidRequestError) as caught:
+        parse_edit_form(form, model_default)
+    return caught.value
+
+
+def test_a_gpt_image_edit_with_a_mask() -> None:
+    edit = parse_edit_form({"image": [png()], "mask": [mask_png()], "prompt": ["a hat"],
+                            "model": ["gpt-image-2"], "n": ["2"], "stream": ["false"],
+                            "output_format": ["webp"], "input_fidelity": ["high"]}, "dall-e-2")
+
+    assert (edit.request.n, edit.request.options.output_format) == (2, "webp")
+    assert edit.input_fidelity == "high" and edit.input_size == (64, 64)
+    # OpenAI's mask (clear = edit) became diffusers' (white = redraw).
+    assert edit.mask.getpixel((10, 5)) == 255 and edit.mask.getpixel((10, 60)) == 0
+
+
+def test_without_a_mask_a_transparent_image_masks_itself() -> None:
+    image = Image.new("RGBA", (64, 64), (200, 30, 30, 255))
+    image.paste((0, 0, 0, 0), (0, 0, 32, 64))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    edit = parse_edit_form({"image": [Upload("a.png", "image/png", buffer.getvalue())],
+                            "prompt": ["x"]}, "dall-e-2")
+
+    assert edit.mask.getpixel((5, 5)) == 255 and edit.mask.getpixel((50, 5)) == 0
+    assert edit.images[0].mode == "RGB"
+
+
+@pytest.mark.parametrize("form, param, code", [
+    ({"image": ["not a file"], "prompt": ["x"]}, "image", "invalid_type"),
+    ({"image[]": [png(), "text"], "prompt": ["x"], "model": ["gpt-image-2"]}, "image[1]",
+     "invalid_type"),
+    ({"image": [png()], "prompt": ["x"], "n": ["two"]}, "n", "invalid_type"),
+    ({"image": [png()], "prompt": ["x"], "model": ["gpt-image-2"], "stream": ["yes"]},
+     "stream", "invalid_type"),
+    ({"image": [png()], "prompt": ["x"], "style": ["vivid"]}, "style", "unknown_parameter"),
+    ({"image": [png()]}, "prompt", "missing_required_parameter"),
+    ({"prompt": ["x"]}, "image", "missing_required_parameter"),
+    ({"image": [png((64, 32))], "prompt": ["x"]}, "image", "invalid_image_size"),
+    ({"image": [png(fmt="WEBP")], "prompt": ["x"]}, "image", "invalid_image_format"),
+    ({"image": [Upload("a.png", "image/png", b"\x89PNG garbage")], "prompt": ["x"]}, "image",
+     "invalid_image"),
+    ({"image": [Upload("a.png", "image/png", b"x" * (4 << 20))], "prompt": ["x"]}, "image",
+     "image_too_large"),
+    ({"image": [png()], "mask": [mask_png((32, 32))], "prompt": ["x"]}, "mask",
+     "invalid_mask_size"),
+    ({"image": [png()], "mask": [png()], "prompt": ["x"]}, "mask", "invalid_mask"),
+    ({"image": [png()], "prompt": ["x"], "input_fidelity": ["high"]}, "input_fidelity",
+     "unknown_parameter"),  # dall-e-2
+    ({"image[]": [png()] * 17, "prompt": ["x"], "model": ["gpt-image-2"]}, "image",
+     "too_many_images"),
+    ({"image": [png()], "prompt": ["x"], "model": ["dall-e-3"]}, "model", "invalid_value"),
+])
+def test_malformed_edits_are_400s_naming_the_field(form: dict[str, list[Any]], param: str,
+                                                   code: str) -> None:
+    error = refused(form)
+
+    assert (error.param, error.code) == (param, code)
+
+
+def test_gpt_image_names_take_webp_and_jpeg_and_non_square_images() -> None:
+    for fmt in ("WEBP", "JPEG"):
+        edit = parse_edit_form({"image": [png((96, 64), fmt=fmt)], "prompt": ["x"],
+                                "model": ["gpt-image-1.5"]}, "dall-e-2")
+        assert edit.input_size == (96, 64)
+
+
+def test_the_json_form_takes_data_urls_and_refuses_remote_ones() -> None:
+    data_url = "data:image/png;base64," + base64.b64encode(png().data).decode()
+    edit = parse_edit_json({"images": [{"image_url": data_url}], "prompt": "x",
+                            "model": "gpt-image-2", "moderation": "low"}, "dall-e-2")
+    assert edit.request.options.moderation == "low"
+
+    with pytest.raises(InvalidRequestError) as caught:
+        parse_edit_json({"images": [{"image_url": "https://example.com/a.png"}],
+                         "prompt": "x", "model": "gpt-image-2"}, "dall-e-2")
+    assert caught.value.code == "invalid_image_url"
+    with pytest.raises(InvalidRequestError) as caught:
+        parse_edit_json({"images": [{"file_id": "file-1"}], "prompt": "x"}, "dall-e-2")
+    assert caught.value.param == "images[0]"
+
+
+def test_variations_take_no_prompt() -> None:
+    variation = parse_variation_form({"image": [png()], "n": ["3"]}, "dall-e-2")
+    assert variation.request.n == 3
+
+    with pytest.raises(InvalidRequestError) as caught:
+        parse_variation_form({"image": [png()], "prompt": ["x"]}, "dall-e-2")
+    assert (caught.value.param, caught.value.code) == ("prompt", "unknown_parameter")
