@@ -14,7 +14,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from diffuserve.engine.types import GenerationParams, StepCallback, TaskKind
-from tests.api.test_app import AUTH, KEY, make_client
+from tests.api.test_app import AUTH, make_client
+from tests.api.test_serving import sdk_for
 from tests.conftest import FakeBackend
 
 RED, BLUE = (200, 30, 30), (20, 40, 220)
@@ -45,10 +46,6 @@ def client(tmp_path: Path, backend: EditingBackend) -> TestClient:
     return make_client(tmp_path, backend, auto_aliases=True, aliases=())
 
 
-def sdk(client: TestClient) -> openai.OpenAI:
-    return openai.OpenAI(base_url="http://testserver/v1", api_key=KEY, max_retries=0,
-                         http_client=client)
-
 
 def png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
@@ -73,7 +70,7 @@ def test_an_edit_redraws_the_masked_area_and_keeps_the_rest_to_the_pixel(
 ) -> None:
     original = png(Image.new("RGB", (256, 256), RED))
     with client:
-        result = sdk(client).images.edit(
+        result = sdk_for(client).images.edit(
             model="gpt-image-2", image=("a.png", original, "image/png"),
             mask=("m.png", top_clear_mask(), "image/png"), prompt="a blue sky",
             size="512x512")
@@ -92,7 +89,7 @@ def test_an_edit_of_a_transparent_image_without_a_mask_redraws_its_clear_part(
     image = Image.new("RGBA", (256, 256), (*RED, 255))
     image.paste((0, 0, 0, 0), (0, 0, 128, 256))
     with client:
-        result = sdk(client).images.edit(image=("a.png", png(image), "image/png"),
+        result = sdk_for(client).images.edit(image=("a.png", png(image), "image/png"),
                                          prompt="fill it", response_format="b64_json",
                                          size="256x256")
     pixels = picture(result.data[0].b64_json if result.data else None)
@@ -102,7 +99,7 @@ def test_an_edit_of_a_transparent_image_without_a_mask_redraws_its_clear_part(
 def test_two_images_for_a_model_that_takes_one_is_a_clear_400(client: TestClient) -> None:
     image = png(Image.new("RGB", (64, 64), RED))
     with client, pytest.raises(openai.BadRequestError) as caught:
-        sdk(client).images.edit(model="gpt-image-2", image=[("a.png", image, "image/png"),
+        sdk_for(client).images.edit(model="gpt-image-2", image=[("a.png", image, "image/png"),
                                                             ("b.png", image, "image/png")],
                                 prompt="merge them")
     assert (caught.value.param, caught.value.code) == ("image", "too_many_images")
@@ -127,7 +124,7 @@ def test_variations_draw_n_distinct_images_without_a_prompt(
     client: TestClient, backend: EditingBackend
 ) -> None:
     with client:
-        result = sdk(client).images.create_variation(
+        result = sdk_for(client).images.create_variation(
             image=("a.png", png(Image.new("RGB", (256, 256), RED)), "image/png"), n=2,
             size="256x256", response_format="b64_json")
     assert len(result.data) == 2
@@ -138,7 +135,7 @@ def test_variations_draw_n_distinct_images_without_a_prompt(
 
 def test_a_streamed_edit_sends_image_edit_events(client: TestClient) -> None:
     with client:
-        events = list(sdk(client).images.edit(
+        events = list(sdk_for(client).images.edit(
             model="gpt-image-2", image=("a.png", png(Image.new("RGB", (64, 64), RED)),
                                         "image/png"),
             prompt="x", stream=True, partial_images=2, extra_body={"num_inference_steps": 6}))
@@ -149,7 +146,7 @@ def test_a_streamed_edit_sends_image_edit_events(client: TestClient) -> None:
 def test_a_model_that_cannot_edit_says_so(tmp_path: Path) -> None:
     with make_client(tmp_path, FakeBackend(), auto_aliases=True, aliases=()) as client, \
             pytest.raises(openai.BadRequestError) as caught:
-        sdk(client).images.edit(image=("a.png", png(Image.new("RGB", (64, 64), RED)),
+        sdk_for(client).images.edit(image=("a.png", png(Image.new("RGB", (64, 64), RED)),
                                        "image/png"), prompt="x")
     assert caught.value.code == "unsupported_value"
 

@@ -14,7 +14,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from diffuserve.engine.types import GenerationParams, StepCallback
-from tests.api.test_app import AUTH, KEY, make_client
+from tests.api.test_app import AUTH, make_client
+from tests.api.test_serving import sdk_for
 from tests.conftest import FakeBackend
 
 MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "jpeg": b"\xff\xd8\xff", "webp": b"RIFF"}
@@ -25,10 +26,6 @@ def client(tmp_path: Path, fake_backend: FakeBackend) -> TestClient:
     return make_client(tmp_path, fake_backend, auto_aliases=True, aliases=())
 
 
-def sdk(client: TestClient) -> openai.OpenAI:
-    return openai.OpenAI(base_url="http://testserver/v1", api_key=KEY, max_retries=0,
-                         http_client=client)
-
 
 def decoded(b64: str | None) -> bytes:
     assert b64 is not None
@@ -38,7 +35,7 @@ def decoded(b64: str | None) -> bytes:
 @pytest.mark.parametrize("output_format", ["png", "jpeg", "webp"])
 def test_each_output_format_is_what_it_says(client: TestClient, output_format: str) -> None:
     with client:
-        result = sdk(client).images.generate(model="gpt-image-2", prompt="a red apple",
+        result = sdk_for(client).images.generate(model="gpt-image-2", prompt="a red apple",
                                              output_format=output_format, size="1280x720")
     data = decoded(result.data[0].b64_json if result.data else None)
     assert data.startswith(MAGIC[output_format])
@@ -63,7 +60,7 @@ def test_output_compression_takes_effect(tmp_path: Path, output_format: str) -> 
     client = make_client(tmp_path, NoisyBackend(), auto_aliases=True, aliases=())
 
     def size_at(compression: int) -> int:
-        result = sdk(client).images.generate(
+        result = sdk_for(client).images.generate(
             model="gpt-image-1.5", prompt="a noisy picture " * 3, output_format=output_format,
             output_compression=compression, extra_body={"seed": 3})
         return len(decoded(result.data[0].b64_json if result.data else None))
@@ -74,7 +71,7 @@ def test_output_compression_takes_effect(tmp_path: Path, output_format: str) -> 
 
 def test_a_gpt_image_response_echoes_resolved_options_and_usage(client: TestClient) -> None:
     with client:
-        result = sdk(client).images.generate(model="gpt-image-1", prompt="a red apple",
+        result = sdk_for(client).images.generate(model="gpt-image-1", prompt="a red apple",
                                              n=2, quality="auto", size="auto")
     assert (result.background, result.output_format) == ("opaque", "png")
     assert (result.quality, result.size) == ("medium", "1024x1024")  # never "auto"
@@ -97,7 +94,7 @@ def test_a_transparent_background_the_model_cannot_draw_is_a_clear_400(
     client: TestClient, fake_backend: FakeBackend
 ) -> None:
     with client, pytest.raises(openai.BadRequestError) as caught:
-        sdk(client).images.generate(model="gpt-image-2", prompt="a", background="transparent")
+        sdk_for(client).images.generate(model="gpt-image-2", prompt="a", background="transparent")
     assert caught.value.code == "unsupported_value"
     assert "transparent background" in caught.value.message
     assert fake_backend.calls == []  # refused, never drawn opaque
@@ -106,7 +103,7 @@ def test_a_transparent_background_the_model_cannot_draw_is_a_clear_400(
 def test_models_carry_shutdown_date(client: TestClient) -> None:
     with client:
         listing = client.get("/v1/models", headers=AUTH).json()
-        one = sdk(client).models.retrieve("gpt-image-2.5-sunburst")
+        one = sdk_for(client).models.retrieve("gpt-image-2.5-sunburst")
     assert all(model["shutdown_date"] is None for model in listing["data"])
     assert {"gpt-image-2", "gpt-image-1-mini", "chatgpt-image-latest"} <= {
         model["id"] for model in listing["data"]}

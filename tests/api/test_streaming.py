@@ -6,6 +6,7 @@ import base64
 import io
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import openai
@@ -14,7 +15,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from diffuserve.engine.types import GenerationParams, StepCallback
-from tests.api.test_app import AUTH, KEY, make_client
+from tests.api.test_app import AUTH, make_client
+from tests.api.test_serving import sdk_for
 from tests.conftest import FakeBackend
 
 STEPS = 8
@@ -51,10 +53,6 @@ def client(tmp_path: Path, backend: PreviewingBackend) -> TestClient:
     return make_client(tmp_path, backend, auto_aliases=True, aliases=())
 
 
-def sdk(client: TestClient) -> openai.OpenAI:
-    return openai.OpenAI(base_url="http://testserver/v1", api_key=KEY, max_retries=0,
-                         http_client=client)
-
 
 def grey(b64: str) -> int:
     with Image.open(io.BytesIO(base64.b64decode(b64))) as image:
@@ -66,7 +64,7 @@ def test_partial_images_then_one_completed_event_per_image(
     client: TestClient, partial_images: int
 ) -> None:
     with client:
-        stream = sdk(client).images.generate(
+        stream = sdk_for(client).images.generate(
             model="gpt-image-2", prompt="a red apple", stream=True, n=2, size="512x512",
             partial_images=partial_images, output_format="webp",
             extra_body={"num_inference_steps": STEPS})
@@ -104,7 +102,7 @@ def test_the_wire_format_is_named_events_with_json_data(client: TestClient) -> N
 def test_an_error_after_the_stream_started_is_raised_by_the_sdk(tmp_path: Path) -> None:
     failing = PreviewingBackend(fail_at=6)
     with make_client(tmp_path, failing, auto_aliases=True, aliases=()) as client:
-        stream = sdk(client).images.generate(
+        stream = sdk_for(client).images.generate(
             model="gpt-image-2", prompt="a", stream=True, partial_images=3,
             extra_body={"num_inference_steps": STEPS})
         with pytest.raises(openai.APIError) as caught:
@@ -115,7 +113,7 @@ def test_an_error_after_the_stream_started_is_raised_by_the_sdk(tmp_path: Path) 
 
 def test_dall_e_names_do_not_stream(client: TestClient) -> None:
     with client, pytest.raises(openai.BadRequestError) as caught:
-        sdk(client).images.generate(model="dall-e-3", prompt="a", stream=True)
+        sdk_for(client).images.generate(model="dall-e-3", prompt="a", stream=True)
     assert (caught.value.param, caught.value.code) == ("stream", "unknown_parameter")
 
 
@@ -123,19 +121,26 @@ def test_stream_with_a_full_queue_is_a_429_not_a_broken_stream(tmp_path: Path) -
     slow = FakeBackend(delay=1.0)
     with make_client(tmp_path, slow, auto_aliases=True, aliases=(), max_queue=1,
                      batching=False) as client:
-        threads = [threading.Thread(target=client.post, args=("/v1/images/generations",),
-                                    kwargs={"headers": AUTH, "json": {"prompt": str(i)}})
-                   for i in range(2)]
-        for thread in threads:
+        def send(prompt: str) -> threading.Thread:
+            thread = threading.Thread(target=client.post, args=("/v1/images/generations",),
+                                      kwargs={"headers": AUTH, "json": {"prompt": prompt}})
             thread.start()
-        deadline = time.monotonic() + 10
-        while 'diffuserve_queue_depth{model="fake"} 1.0' not in client.get(
-                "/metrics", headers=AUTH).text:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+            return thread
+
+        def wait_for(condition: Callable[[], bool]) -> None:
+            deadline = time.monotonic() + 10
+            while not condition():
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+
+        running = send("running")
+        wait_for(lambda: bool(slow.calls))  # drawing: the queue is empty again
+        queued = send("queued")
+        wait_for(lambda: 'diffuserve_queue_depth{model="fake"} 1.0' in client.get(
+            "/metrics", headers=AUTH).text)  # now the queue is full
         response = client.post("/v1/images/generations", headers=AUTH, json={
             "model": "gpt-image-2", "prompt": "a", "stream": True})
-        for thread in threads:
-            thread.join()
+        running.join()
+        queued.join()
     assert response.status_code == 429
     assert response.headers["content-type"] == "application/json"
