@@ -94,6 +94,7 @@ def build_app(
         admission=Admission(RateLimiter(), server_metrics),
         metrics=server_metrics,
         base_url=BaseUrlResolver(settings.public_url, settings.trusted_proxies),
+        allow_remote_image_urls=settings.allow_remote_image_urls,
     )
     running_engine = engine
 

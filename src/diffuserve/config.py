@@ -195,6 +195,10 @@ class Settings(ModelSelection):
         default=True, description="serve /openapi.json and /docs (behind the API keys)")
     max_body_bytes: int = Field(default=1 << 20, ge=1024,
                                 description="request body limit (413 beyond)")
+    allow_remote_image_urls: bool = Field(
+        default=False, description="fetch the http(s) image_urls of JSON edits (public "
+                                   "addresses only, no redirects, bounded); off: data URLs "
+                                   "only")
     max_upload_bytes: int = Field(
         default=64 << 20, ge=1 << 20, le=1 << 30,
         description="body limit of the edits and variations routes, which carry images "

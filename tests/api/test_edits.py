@@ -4,9 +4,12 @@ edits, variations, streamed edits, limits."""
 from __future__ import annotations
 
 import base64
+import http.server
 import io
+import threading
 from pathlib import Path
 
+import httpx
 import numpy as np
 import openai
 import pytest
@@ -175,3 +178,58 @@ def test_uploads_over_the_limit_are_413(tmp_path: Path, backend: EditingBackend)
                                data={"prompt": "x"})
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "request_too_large"
+
+
+def serve_once(body: bytes) -> tuple[str, http.server.HTTPServer, threading.Thread]:
+    """A loopback HTTP server that answers one GET with ``body`` (a PNG)."""
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server.RequestHandlerClass = Handler
+    thread = threading.Thread(target=server.handle_request, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{server.server_port}/red.png", server, thread
+
+
+def remote_edit(client: TestClient, url: str) -> httpx.Response:
+    return client.post("/v1/images/edits", headers=AUTH, json={
+        "model": "gpt-image-2", "prompt": "bluer", "images": [{"image_url": url}]})
+
+
+def test_remote_image_urls_are_refused_unless_the_operator_allows_them(
+    client: TestClient,
+) -> None:
+    with client:
+        response = remote_edit(client, "https://images.example.com/a.png")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == ("images[0]", "invalid_image_url")
+
+
+def test_allowed_remote_urls_are_fetched_but_never_from_private_addresses(
+    tmp_path: Path, backend: EditingBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, server, served = serve_once(png(Image.new("RGB", (64, 64), RED)))
+    with make_client(tmp_path, backend, auto_aliases=True, aliases=(),
+                     allow_remote_image_urls=True) as client:
+        refused = remote_edit(client, url)  # 127.0.0.1 is not a public address
+        assert refused.status_code == 400
+        assert "private address" in refused.json()["error"]["message"]
+        # Treating loopback as public for this test, the image is fetched and edited.
+        monkeypatch.setattr("diffuserve.api.remote.is_public", lambda address: True)
+        fetched = remote_edit(client, url)
+    served.join(timeout=10)
+    server.server_close()
+    assert fetched.status_code == 200, fetched.text
+    assert backend.calls[-1].image is not None
+    assert backend.calls[-1].image.getpixel((0, 0)) == RED

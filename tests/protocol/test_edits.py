@@ -120,3 +120,39 @@ def test_variations_take_no_prompt() -> None:
     with pytest.raises(InvalidRequestError) as caught:
         parse_variation_form({"image": [png()], "prompt": ["x"]}, "dall-e-2")
     assert (caught.value.param, caught.value.code) == ("prompt", "unknown_parameter")
+
+
+def markup_png(size: tuple[int, int] = (64, 64), clear: bool = True) -> Upload:
+    """Blue strokes over the left half; the rest clear (or, with ``clear`` false, white)."""
+    image = Image.new("RGBA", size, (0, 0, 0, 0) if clear else (255, 255, 255, 255))
+    image.paste((20, 40, 220, 255), (0, 0, size[0] // 2, size[1]))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return Upload("markup.png", "image/png", buffer.getvalue())
+
+
+def test_a_markup_is_drawn_over_the_image_to_guide_the_edit() -> None:
+    edit = parse_edit_form({"image": [png()], "markup": [markup_png()], "prompt": ["x"],
+                            "model": ["gpt-image-2.5-flare"]}, "dall-e-2")
+
+    assert edit.images[0].getpixel((10, 10)) == (20, 40, 220)  # the markup
+    assert edit.images[0].getpixel((50, 10)) == (200, 30, 30)  # the image shows through
+    assert edit.mask is None  # an image-to-image edit of the two together
+
+
+@pytest.mark.parametrize("form, code", [
+    ({"mask": [mask_png()], "markup": [markup_png()]}, "invalid_value"),
+    ({"markup": [markup_png((32, 32))]}, "invalid_image_size"),
+    ({"markup": [markup_png(clear=False)]}, "invalid_value"),
+])
+def test_a_markup_must_be_alone_the_same_size_and_transparent(form: dict[str, list[Any]],
+                                                             code: str) -> None:
+    error = refused({"image": [png()], "prompt": ["x"], "model": ["gpt-image-2"], **form})
+
+    assert (error.param, error.code) == ("markup", code)
+
+
+def test_dall_e_2_takes_no_markup() -> None:
+    error = refused({"image": [png()], "prompt": ["x"], "markup": [markup_png()]})
+
+    assert (error.param, error.code) == ("markup", "unknown_parameter")

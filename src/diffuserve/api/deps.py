@@ -26,6 +26,8 @@ class ServerParts:
     admission: Admission
     metrics: Metrics
     base_url: BaseUrlResolver
+    #: Fetch the JSON edit form's http(s) image URLs (public addresses only).
+    allow_remote_image_urls: bool = False
 
 
 def parts(request: Request) -> ServerParts:

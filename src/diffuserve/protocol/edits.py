@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from PIL import Image
 from pydantic import ValidationError
 
 from diffuserve.protocol.common import translate_validation_errors
@@ -165,17 +166,32 @@ def _validated(values: Mapping[str, Any], model_default: str) -> ValidatedReques
 
 def parse_edit_form(form: Form, model_default: str) -> EditRequest:
     """An edit from a multipart form (strings and files)."""
-    values = _fields(form, EDIT_FIELDS, ("image", "mask"))
+    values = _fields(form, EDIT_FIELDS, ("image", "mask", "markup"))
     if "prompt" not in values:
         raise InvalidRequestError("Missing required parameter: 'prompt'.", param="prompt",
                                   code="missing_required_parameter")
     images = _files(form, "image")
     masks = _files(form, "mask")
-    return _edit(values, images, masks, model_default)
+    markups = _files(form, "markup")
+    return _edit(values, images, masks, model_default, markups)
 
 
-def parse_edit_json(payload: Any, model_default: str) -> EditRequest:
-    """An edit from the JSON form: ``images: [{image_url}]``, ``mask: {image_url}``."""
+def remote_image_urls(payload: Any) -> list[str]:
+    """The http(s) ``image_url``s of a JSON edit, for a caller allowed to fetch them."""
+    if not isinstance(payload, dict):
+        return []
+    entries = payload.get("images")
+    entries = [*(entries if isinstance(entries, list) else []), payload.get("mask")]
+    return [entry["image_url"] for entry in entries if isinstance(entry, dict)
+            and isinstance(entry.get("image_url"), str)
+            and entry["image_url"].startswith(("http://", "https://"))]
+
+
+def parse_edit_json(payload: Any, model_default: str,
+                    fetched: Mapping[str, Upload] | None = None) -> EditRequest:
+    """An edit from the JSON form: ``images: [{image_url}]``, ``mask: {image_url}``; remote
+    URLs only as ``fetched`` (URL → its upload) by a caller allowed to fetch them."""
+    fetched = fetched or {}
     if not isinstance(payload, dict):
         raise InvalidRequestError("Invalid type for the request body: expected an object.",
                                   code="invalid_type")
@@ -199,10 +215,10 @@ def parse_edit_json(payload: Any, model_default: str) -> EditRequest:
     if not isinstance(entries, list) or not entries:
         raise InvalidRequestError("Missing required parameter: 'images'.", param="images",
                                   code="missing_required_parameter")
-    images = [(f"images[{index}]", _json_upload(entry, f"images[{index}]"))
+    images = [(f"images[{index}]", _json_upload(entry, f"images[{index}]", fetched))
               for index, entry in enumerate(entries)]
     mask = payload.get("mask")
-    masks = [("mask", _json_upload(mask, "mask"))] if mask is not None else []
+    masks = [("mask", _json_upload(mask, "mask", fetched))] if mask is not None else []
     return _edit(values, images, masks, model_default)
 
 
@@ -218,8 +234,10 @@ def _type_name(kind: type) -> str:
     return {int: "an integer", bool: "a boolean", float: "a number"}.get(kind, "a string")
 
 
-def _json_upload(entry: Any, param: str) -> Upload:
+def _json_upload(entry: Any, param: str, fetched: Mapping[str, Upload]) -> Upload:
     if isinstance(entry, dict) and isinstance(entry.get("image_url"), str):
+        if entry["image_url"] in fetched:
+            return fetched[entry["image_url"]]
         return upload_from_data_url(entry["image_url"], param)
     if isinstance(entry, dict) and "file_id" in entry:
         raise InvalidRequestError(f"Invalid '{param}': this server keeps no files; send "
@@ -230,7 +248,8 @@ def _json_upload(entry: Any, param: str) -> Upload:
 
 
 def _edit(values: dict[str, Any], images: list[tuple[str, Upload]],
-          masks: list[tuple[str, Upload]], model_default: str) -> EditRequest:
+          masks: list[tuple[str, Upload]], model_default: str,
+          markups: list[tuple[str, Upload]] | None = None) -> EditRequest:
     model = values.get("model") or model_default
     if model == "dall-e-3":
         raise InvalidRequestError("The model dall-e-3 does not support image edits.",
@@ -258,6 +277,9 @@ def _edit(values: dict[str, Any], images: list[tuple[str, Upload]],
         raise InvalidRequestError("Invalid 'mask': only one mask is accepted.", param="mask",
                                   code="invalid_value")
     first = decoded[0].image
+    if markups:
+        first = _marked_up(first, markups, masks, model)
+        decoded[0] = DecodedImage(first, decoded[0].format, decoded[0].size_bytes)
     if masks:
         param, upload = masks[0]
         mask_image = decode_image(upload, param, formats=("png",), max_bytes=MASK_MAX_BYTES)
@@ -268,6 +290,34 @@ def _edit(values: dict[str, Any], images: list[tuple[str, Upload]],
         mask = None
     return EditRequest(request=request, images=tuple(flatten(d.image) for d in decoded),
                        mask=mask, input_fidelity=fidelity or "low", input_size=first.size)
+
+
+def _marked_up(image: Any, markups: list[tuple[str, Upload]],
+               masks: list[tuple[str, Upload]], model: str) -> Any:
+    """``markup``: a transparent PNG drawn over the first image to guide the edit (an
+    image-to-image edit of the two together); not with a mask, one at most."""
+    param, upload = markups[0]
+    if model in ("dall-e-2", "dall-e-3"):
+        raise InvalidRequestError(f"Unknown parameter: 'markup'. It is not supported for "
+                                  f"{model}.", param="markup", code="unknown_parameter")
+    if masks:
+        raise InvalidRequestError("'markup' cannot be combined with 'mask'.", param="markup",
+                                  code="invalid_value")
+    if len(markups) > 1:
+        raise InvalidRequestError("Invalid 'markup': only one is accepted.", param="markup",
+                                  code="invalid_value")
+    markup = decode_image(upload, param, formats=("png",), max_bytes=MASK_MAX_BYTES)
+    if markup.image.size != image.size:
+        raise InvalidRequestError(
+            f"Invalid 'markup': it is {markup.image.width}x{markup.image.height} but the "
+            f"image is {image.width}x{image.height}; they must be the same size.",
+            param="markup", code="invalid_image_size")
+    if not markup.has_transparency:
+        raise InvalidRequestError("Invalid 'markup': it must have transparent pixels, where "
+                                  "the image shows through.", param="markup",
+                                  code="invalid_value")
+    base = image.convert("RGBA")
+    return Image.alpha_composite(base, markup.image).convert(image.mode)
 
 
 def _checked(upload: Upload, param: str, uploads: UploadRules) -> DecodedImage:

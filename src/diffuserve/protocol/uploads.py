@@ -55,9 +55,10 @@ def upload_from_data_url(url: str, param: str, *, remote_allowed: bool = False) 
     if match is None:
         if url.startswith(("http://", "https://")):
             raise InvalidRequestError(
-                f"Invalid '{param}': this server does not fetch remote image URLs. Send "
-                "the image as a data URL (data:image/png;base64,…) or as a file.",
-                param=param, code="invalid_image_url")
+                f"Invalid '{param}': this server does not fetch remote image URLs (its "
+                "operator can allow it). Send the image as a data URL "
+                "(data:image/png;base64,…) or as a file.", param=param,
+                code="invalid_image_url")
         raise InvalidRequestError(f"Invalid '{param}': expected a data URL of an image.",
                                   param=param, code="invalid_image_url")
     try:

@@ -14,12 +14,14 @@ from starlette.exceptions import HTTPException
 from diffuserve.api.auth import Client
 from diffuserve.api.deps import ServerParts, authenticate
 from diffuserve.api.imaging import answer
+from diffuserve.api.remote import fetch_image_url
 from diffuserve.protocol.common import JSON_PARSE_MESSAGE
 from diffuserve.protocol.edits import (
     Form,
     parse_edit_form,
     parse_edit_json,
     parse_variation_form,
+    remote_image_urls,
 )
 from diffuserve.protocol.errors import InvalidRequestError
 from diffuserve.protocol.uploads import Upload
@@ -87,7 +89,12 @@ async def edit_image(
             except (ValueError, RecursionError):
                 raise InvalidRequestError(JSON_PARSE_MESSAGE) from None
             label(payload.get("model") if isinstance(payload, dict) else None)
-            edit = parse_edit_json(payload, default)
+            fetched = {}
+            if server.allow_remote_image_urls:
+                for number, url in enumerate(remote_image_urls(payload)):
+                    fetched[url] = await fetch_image_url(url, f"image_url[{number}]",
+                                                         max_bytes=MAX_PART_BYTES)
+            edit = parse_edit_json(payload, default, fetched)
         else:
             form = await read_form(request)
             label(_text(form, "model"))
