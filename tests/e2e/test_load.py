@@ -1,6 +1,6 @@
 """Load: 64 concurrent openai SDK clients x 4 requests against a server with a small queue.
 
-Runs :func:`benchmarks.load_test.run_load_test` on the tiny SD pipeline (64 px, 2 steps):
+Runs :func:`tests.support.load.run_load_test` on the tiny SD pipeline (64 px, 2 steps):
 every request ends in 200 or 429 with Retry-After, every image is right, the server's
 memory stays bounded and its /metrics agree with what the clients saw.
 """
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.load_test import format_summary, run_load_test
+from tests.support.load import format_summary, run_load_test
 
 pytestmark = pytest.mark.e2e
 
