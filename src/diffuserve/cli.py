@@ -8,13 +8,19 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 from pydantic_settings import CliSettingsSource
 
 from diffuserve import __version__
 from diffuserve.config import ModelSelection, ModelSpec, Settings, parse_model_flag, settings_cli
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from diffuserve.engine.local.engine import LocalEngine
+    from diffuserve.engine.types import GenerationParams
 
 S = TypeVar("S", bound=ModelSelection)
 
@@ -212,7 +218,8 @@ def cmd_generate(args: argparse.Namespace, source: CliSettingsSource[Any]) -> in
     return 0
 
 
-async def _draw_with_progress(engine: Any, model: str, params: Any) -> Any:
+async def _draw_with_progress(engine: LocalEngine, model: str,
+                              params: GenerationParams) -> Image.Image:
     from tqdm import tqdm
 
     from diffuserve.engine.types import Progress, Result, Task

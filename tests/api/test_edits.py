@@ -182,7 +182,6 @@ def test_uploads_over_the_limit_are_413(tmp_path: Path, backend: EditingBackend)
 
 def serve_once(body: bytes) -> tuple[str, http.server.HTTPServer, threading.Thread]:
     """A loopback HTTP server that answers one GET with ``body`` (a PNG)."""
-    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
@@ -195,7 +194,7 @@ def serve_once(body: bytes) -> tuple[str, http.server.HTTPServer, threading.Thre
         def log_message(self, *args: object) -> None:
             pass
 
-    server.RequestHandlerClass = Handler
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.handle_request, daemon=True)
     thread.start()
     return f"http://127.0.0.1:{server.server_port}/red.png", server, thread

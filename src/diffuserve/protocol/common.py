@@ -154,6 +154,15 @@ def translate_validation_errors(errors: Sequence[dict[str, Any]]) -> InvalidRequ
 def parse_json_body(raw: bytes, model: type[BaseModel]) -> Any:
     """Parse a request body as JSON whatever its ``Content-Type`` (as OpenAI does), then
     validate it as ``model``; every failure is OpenAI's 400."""
+    payload = load_json(raw)
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise translate_validation_errors([dict(err) for err in exc.errors()]) from None
+
+
+def load_json(raw: bytes) -> Any:
+    """A request body as JSON, or OpenAI's 400 for one that is not."""
     try:
         payload = json.loads(raw)
         # Refuse two bodies that would otherwise become a 500 further on: nesting
@@ -162,7 +171,4 @@ def parse_json_body(raw: bytes, model: type[BaseModel]) -> Any:
         json.dumps(payload, ensure_ascii=False).encode("utf-8")
     except (ValueError, RecursionError):  # JSONDecodeError and Unicode errors included
         raise InvalidRequestError(JSON_PARSE_MESSAGE) from None
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        raise translate_validation_errors([dict(err) for err in exc.errors()]) from None
+    return payload

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Annotated
 
@@ -15,7 +14,7 @@ from diffuserve.api.auth import Client
 from diffuserve.api.deps import ServerParts, authenticate
 from diffuserve.api.imaging import answer
 from diffuserve.api.remote import fetch_image_url
-from diffuserve.protocol.common import JSON_PARSE_MESSAGE
+from diffuserve.protocol.common import load_json
 from diffuserve.protocol.edits import (
     Form,
     parse_edit_form,
@@ -84,10 +83,7 @@ async def edit_image(
                       ) -> GenerationPlan:
         default = server.service.catalog.request_default()
         if request.headers.get("content-type", "").startswith("application/json"):
-            try:
-                payload = json.loads(await request.body())
-            except (ValueError, RecursionError):
-                raise InvalidRequestError(JSON_PARSE_MESSAGE) from None
+            payload = load_json(await request.body())
             label(payload.get("model") if isinstance(payload, dict) else None)
             fetched = {}
             if server.allow_remote_image_urls:
