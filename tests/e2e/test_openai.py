@@ -747,3 +747,41 @@ def test_an_edit_through_the_diffusers_inpainting_variant_keeps_the_unmasked_pix
     assert pixels.shape == (512, 512, 3)
     assert (pixels[270:] == (200, 30, 30)).all()  # kept, to the pixel
     assert np.abs(pixels[:240] - (200, 30, 30)).mean() > 10  # redrawn by the model
+
+
+def test_markup_json_and_self_masking_edits_through_the_live_server(
+    client: openai.OpenAI, server: LiveServer,
+) -> None:
+    def png_bytes(picture: Image.Image) -> bytes:
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    red = Image.new("RGB", (256, 256), (200, 30, 30))
+    # A transparent image without a mask: its clear left half is redrawn, the rest kept.
+    half_clear = Image.new("RGBA", (256, 256), (200, 30, 30, 255))
+    half_clear.paste((0, 0, 0, 0), (0, 0, 128, 256))
+    kept = client.images.edit(model="tiny-sd", image=("h.png", png_bytes(half_clear),
+                                                      "image/png"),
+                              prompt="a red cube", size="256x256", response_format="b64_json",
+                              extra_body=FAST)
+    with Image.open(io.BytesIO(b64_png(kept.data[0]))) as edited:
+        pixels = np.asarray(edited.convert("RGB")).astype(int)
+    assert (pixels[:, 136:] == (200, 30, 30)).all()
+    # markup: strokes drawn over the image guide an image-to-image edit.
+    markup = Image.new("RGBA", (256, 256), (0, 0, 0, 0))
+    markup.paste((20, 40, 220, 255), (0, 0, 128, 256))
+    guided = client.images.edit(model="gpt-image-2.5-flare",
+                                image=("r.png", png_bytes(red), "image/png"),
+                                markup=("m.png", png_bytes(markup), "image/png"),
+                                prompt="a red cube", size="256x256", extra_body=FAST)
+    assert guided.size == "256x256" and guided.data
+    # The JSON form gateways send, with a data URL.
+    data_url = "data:image/png;base64," + base64.b64encode(png_bytes(red)).decode()
+    response = httpx.post(f"{server.base_url}/v1/images/edits", timeout=120,
+                          headers={"Authorization": f"Bearer {API_KEY}"},
+                          json={"model": "gpt-image-2", "prompt": "a red cube",
+                                "images": [{"image_url": data_url}], "size": "512x512",
+                                "num_inference_steps": 2})
+    assert response.status_code == 200, response.text
+    assert response.json()["size"] == "512x512"
