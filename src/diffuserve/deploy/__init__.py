@@ -1,0 +1,1 @@
+"""Ways to deploy the application beyond one process."""

@@ -1,0 +1,207 @@
+"""RayEngine turns Ray's failures into engine errors and cancels what nobody waits for.
+
+The handles here are stand-ins with Ray's own exception classes; tests/e2e/test_ray.py
+runs the real thing on a local Ray instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from PIL import Image
+from ray.exceptions import ActorDiedError, RayTaskError
+from ray.serve.exceptions import BackPressureError
+
+from diffuserve.deploy.ray_engine import RayEngine
+from diffuserve.engine.errors import (
+    DeadlineExceeded,
+    Draining,
+    GenerationFailed,
+    QueueFull,
+    UnknownModel,
+    UnsupportedTask,
+    WorkerLost,
+)
+from diffuserve.engine.types import (
+    Accepted,
+    GenerationParams,
+    ModelStatus,
+    Progress,
+    Result,
+    Task,
+)
+
+PARAMS = GenerationParams(prompt="a", negative_prompt=None, width=8, height=8,
+                          num_inference_steps=2, guidance_scale=1.0, seeds=(1,))
+RESULT = Result((Image.new("RGB", (8, 8)),), queued_seconds=0.0, run_seconds=0.0)
+
+
+class FakeResponse:
+    """What ``handle.options(stream=True).stream.remote(task)`` returns."""
+
+    def __init__(self, events: list[Any], *, hang: bool = False) -> None:
+        self.events = events
+        self.hang = hang
+        self.cancelled = False
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        for event in self.events:
+            if isinstance(event, BaseException):
+                raise event
+            yield event
+        if self.hang:
+            await asyncio.sleep(3600)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeMethod:
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    def remote(self, *args: Any) -> Any:
+        return self._call(*args)
+
+
+class FakeHandle:
+    def __init__(self, response: FakeResponse, status: Any = None) -> None:
+        self.response = response
+        self.tasks: list[Task] = []
+        self.stream = FakeMethod(self._stream)
+        self._status = status
+        self.status = FakeMethod(self._status_call)
+
+    def options(self, **options: Any) -> FakeHandle:
+        assert options == {"stream": True}
+        return self
+
+    def _stream(self, task: Task) -> FakeResponse:
+        self.tasks.append(task)
+        return self.response
+
+    async def _status_call(self) -> list[ModelStatus]:
+        if isinstance(self._status, BaseException):
+            raise self._status
+        if self._status == "hang":
+            await asyncio.sleep(3600)
+        return [ModelStatus("emoji", loaded=True, device="cpu")]
+
+
+def engine_for(response: FakeResponse, **kwargs: Any) -> tuple[RayEngine, FakeHandle]:
+    handle = FakeHandle(response, **kwargs)
+    return RayEngine({"emoji": handle}, max_queued={"emoji": 16}), handle  # type: ignore[dict-item]
+
+
+async def collect(engine: RayEngine, task: Task) -> list[Any]:
+    return [event async for event in engine.stream(task)]
+
+
+def wrapped(cause: Exception) -> RayTaskError:
+    """An exception raised on a replica, as Ray hands it to the caller."""
+    return RayTaskError("stream", "Traceback: ...", cause)
+
+
+def test_events_from_the_replica_pass_through_in_order() -> None:
+    engine, handle = engine_for(FakeResponse([Accepted(), Progress(1, 2), RESULT]))
+    task = Task(model="emoji", params=PARAMS, progress=True)
+
+    events = asyncio.run(collect(engine, task))
+
+    assert events == [Accepted(), Progress(1, 2), RESULT]
+    assert handle.tasks == [task]
+    assert not handle.response.cancelled
+
+
+def test_rays_back_pressure_is_a_full_queue_with_a_wait() -> None:
+    engine, _ = engine_for(FakeResponse([BackPressureError(
+        num_queued_requests=16, max_queued_requests=16, retry_after_s=2.5)]))
+
+    with pytest.raises(QueueFull) as caught:
+        asyncio.run(collect(engine, Task(model="emoji", params=PARAMS)))
+
+    assert (caught.value.limit, caught.value.retry_after) == (16, 3)
+
+
+def test_an_engine_error_raised_on_the_replica_arrives_as_itself() -> None:
+    engine, _ = engine_for(FakeResponse([wrapped(UnsupportedTask("emoji", "edit tasks"))]))
+
+    with pytest.raises(UnsupportedTask) as caught:
+        asyncio.run(collect(engine, Task(model="emoji", params=PARAMS)))
+
+    assert caught.value.kind == "edit tasks"
+
+
+def test_a_bug_on_the_replica_is_a_failed_generation_naming_only_its_type() -> None:
+    engine, _ = engine_for(FakeResponse([wrapped(KeyError("/secret/path"))]))
+
+    with pytest.raises(GenerationFailed) as caught:
+        asyncio.run(collect(engine, Task(model="emoji", params=PARAMS)))
+
+    assert "secret" not in str(caught.value)
+
+
+def test_a_replica_that_dies_mid_task_is_a_lost_worker_and_the_call_is_cancelled() -> None:
+    engine, handle = engine_for(FakeResponse([Progress(1, 4), ActorDiedError()]))
+
+    with pytest.raises(WorkerLost):
+        asyncio.run(collect(engine, Task(model="emoji", params=PARAMS, progress=True)))
+
+    assert handle.response.cancelled
+
+
+def test_closing_the_stream_cancels_the_replicas_work() -> None:
+    engine, handle = engine_for(FakeResponse([Accepted(), Progress(1, 4)], hang=True))
+
+    async def leave_after_first_event() -> None:
+        stream = engine.stream(Task(model="emoji", params=PARAMS, progress=True))
+        assert await anext(stream) == Accepted()  # type: ignore[call-overload]
+        await stream.aclose()  # type: ignore[attr-defined]
+
+    asyncio.run(leave_after_first_event())
+
+    assert handle.response.cancelled
+
+
+def test_a_replica_that_never_answers_is_overload_once_the_deadline_passes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("diffuserve.deploy.ray_engine.DEADLINE_GRACE_SECONDS", 0.0)
+    engine, handle = engine_for(FakeResponse([], hang=True))
+    task = Task(model="emoji", params=PARAMS, deadline=time.time() + 0.2)
+
+    with pytest.raises(DeadlineExceeded) as caught:
+        asyncio.run(collect(engine, task))
+
+    assert not caught.value.started
+    assert handle.response.cancelled
+
+
+def test_unknown_models_and_a_draining_engine_are_refused_before_any_call() -> None:
+    engine, handle = engine_for(FakeResponse([RESULT]))
+
+    with pytest.raises(UnknownModel):
+        asyncio.run(collect(engine, Task(model="other", params=PARAMS)))
+    engine.drain()
+    with pytest.raises(Draining):
+        asyncio.run(collect(engine, Task(model="emoji", params=PARAMS)))
+    assert handle.tasks == []
+
+
+@pytest.mark.parametrize(("status", "loaded"), [
+    (None, True), (ActorDiedError(), False), ("hang", False)])
+def test_a_model_is_ready_only_when_a_replica_says_it_is_loaded(
+        monkeypatch: pytest.MonkeyPatch, status: Any, loaded: bool) -> None:
+    monkeypatch.setattr("diffuserve.deploy.ray_engine.STATUS_TIMEOUT_SECONDS", 0.1)
+    engine, _ = engine_for(FakeResponse([]), status=status)
+
+    statuses = asyncio.run(engine.models())
+
+    assert [(model.name, model.loaded) for model in statuses] == [("emoji", loaded)]
+    assert asyncio.run(engine.ready()) is loaded
