@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -19,6 +20,9 @@ from PIL import Image
 from diffuserve.engine.backends.base import Backend
 from diffuserve.engine.types import GenerationParams, StepCallback
 from tests.tiny_pipelines import build_tiny_sd, build_tiny_sdxl
+
+if TYPE_CHECKING:
+    from tests.support.s3 import MotoS3, S3Bucket
 
 # Tests never reach the Hugging Face Hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -164,3 +168,25 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
     yield factory
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[MotoS3]:
+    """moto's S3 server on a loopback port, for the whole session (imported only then)."""
+    from tests.support.s3 import running_moto_s3
+
+    with running_moto_s3() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(moto_s3: MotoS3, monkeypatch: pytest.MonkeyPatch) -> S3Bucket:
+    """A fresh bucket; this test's AWS_* environment points at it, with fake credentials."""
+    from tests.support.s3 import FOREIGN_AWS_VARIABLES
+
+    for name in FOREIGN_AWS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    bucket = moto_s3.new_bucket()
+    for name, value in bucket.env.items():
+        monkeypatch.setenv(name, value)
+    return bucket

@@ -27,13 +27,16 @@ from diffuserve.metrics import Metrics
 from diffuserve.service.catalog import ModelCatalog
 from diffuserve.service.images import ImageService
 from diffuserve.service.moderation import Moderation, load_policy
+from diffuserve.storage.base import ImageStore, StorageUnavailable
 from diffuserve.storage.local import LocalImageStore
+from diffuserve.storage.s3 import S3ImageStore, parse_storage_url
 from diffuserve.storage.signing import UrlSigner, load_or_create_secret
 
 logger = logging.getLogger("diffuserve.server")
 
 #: Called with a one-paragraph message when the server cannot go on (a model failed to
-#: load); the CLI prints it and stops the server with exit status 1.
+#: load, the image store cannot be reached); the CLI prints it and stops the server with
+#: exit status 1.
 FatalHandler = Callable[[str], None]
 
 
@@ -46,7 +49,12 @@ def build_keys(settings: Settings) -> KeyStore:
     return KeyStore(entries, defaults)
 
 
-def build_store(settings: Settings) -> LocalImageStore:
+def build_store(settings: Settings) -> ImageStore:
+    if settings.storage_url is not None:
+        # The bucket presigns its own links: no signing key is needed, none is made.
+        return S3ImageStore(parse_storage_url(settings.storage_url), settings.url_ttl_seconds,
+                            sweep=settings.storage_sweep,
+                            sweep_interval=settings.sweep_interval_seconds)
     secret = (
         settings.signing_secret.get_secret_value().encode()
         if settings.signing_secret is not None
@@ -111,7 +119,18 @@ def build_app(
 
         # Called from a signal handler when a stop is requested.
         app.state.begin_drain = lambda: loop.call_soon_threadsafe(shutdown_begins)
-        await store.start()
+        try:
+            await store.start()
+        except StorageUnavailable as exc:
+            if on_fatal is None:
+                raise
+            # As for a model that cannot load: one paragraph and exit status 1, not a
+            # traceback; the server stops before it answers anything.
+            logger.error("the image store cannot be used", extra={"fields": {
+                "error": exc.reason}})
+            on_fatal(exc.reason)
+            yield
+            return
         await running_engine.start()
         try:
             yield
@@ -134,7 +153,9 @@ def build_app(
                        max_upload_bytes=settings.max_upload_bytes)
     app.include_router(generations.router)
     app.include_router(edits.router)
-    app.include_router(files.router)
+    if isinstance(store, LocalImageStore):
+        # Only the local store's links point here; an S3 link points at the bucket.
+        app.include_router(files.router_for(store))
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(metrics.router)

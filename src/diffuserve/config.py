@@ -9,6 +9,7 @@ from a TOML file (``--models-file`` / ``DIFFUSERVE_MODELS_FILE``) and/or repeate
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import tomllib
 from pathlib import Path
@@ -23,6 +24,8 @@ from pydantic_settings import (
     NoDecode,
     SettingsConfigDict,
 )
+
+from diffuserve.storage.s3 import INSTALL_HINT, parse_storage_url
 
 Device = Literal["auto", "cuda", "mps", "cpu"]
 DType = Literal["auto", "float16", "bfloat16", "float32"]
@@ -187,6 +190,15 @@ class Settings(ModelSelection):
                                   "kept in the storage dir)")
     sweep_interval_seconds: float = Field(default=60.0, gt=0,
                                           description="how often expired images are deleted")
+    storage_url: str | None = Field(
+        default=None, description="s3://BUCKET[/PREFIX] to keep url images in an "
+                                  "S3-compatible object store (endpoint, region and "
+                                  "credentials from the AWS_* variables); default: the "
+                                  "local storage dir")
+    storage_sweep: bool = Field(
+        default=True, description="with --storage-url, delete expired images from the "
+                                  "bucket every sweep interval; off: a lifecycle rule of "
+                                  "the bucket expires them")
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), description="IP/CIDR whose X-Forwarded-Proto/-Host/-Prefix to believe "
                                 "(repeatable)")
@@ -245,6 +257,16 @@ class Settings(ModelSelection):
     def _flag_models(self) -> tuple[ModelSpec, ...]:
         return tuple(parse_model_flag(item) for item in self.model)
 
+    @field_validator("storage_url")
+    @classmethod
+    def _check_storage_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        location = str(parse_storage_url(value))  # normalised: no slash around the prefix
+        if importlib.util.find_spec("boto3") is None:
+            raise ValueError(INSTALL_HINT)
+        return location
+
     @field_validator("public_url")
     @classmethod
     def _check_public_url(cls, value: str | None) -> str | None:
@@ -280,7 +302,10 @@ class Settings(ModelSelection):
             "storage_dir": str(self.storage_dir),
             "public_url": self.public_url,
             "url_ttl_seconds": self.url_ttl_seconds,
-            "signing_secret": "set" if self.signing_secret else "persisted in storage_dir",
+            "signing_secret": "not used: the bucket presigns links" if self.storage_url
+                              else "set" if self.signing_secret else "persisted in storage_dir",
+            "storage_url": self.storage_url,
+            "storage_sweep": self.storage_sweep,
             "trusted_proxies": list(self.trusted_proxies),
             "max_queue": self.max_queue,
             "batching": self.batching,

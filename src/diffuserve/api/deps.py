@@ -12,7 +12,7 @@ from diffuserve.api.urls import BaseUrlResolver
 from diffuserve.engine.client import EngineClient
 from diffuserve.metrics import Metrics
 from diffuserve.service.images import ImageService
-from diffuserve.storage.local import LocalImageStore
+from diffuserve.storage.base import ImageStore
 
 
 @dataclass
@@ -21,7 +21,7 @@ class ServerParts:
 
     service: ImageService
     engine: EngineClient
-    store: LocalImageStore
+    store: ImageStore
     keys: KeyStore
     admission: Admission
     metrics: Metrics

@@ -247,6 +247,15 @@ def _image_gone(error: storage.ImageGone) -> APIError:
     return NotFoundError("This image no longer exists.", code="image_not_found")
 
 
+@_maps(storage.StorageUnavailable)
+def _storage_unavailable(error: storage.StorageUnavailable) -> APIError:
+    # The object store's trouble, not the request's: worth retrying. Its reason (which
+    # store, what failed) stays in the log.
+    return ServiceUnavailableError(
+        "The generated image could not be stored. Please retry your request, or ask for "
+        "response_format=b64_json.", headers=_retry(error.retry_after))
+
+
 def to_api_error(exc: Exception) -> APIError:
     """What the client sees for ``exc``: the first rule of the table that matches."""
     if isinstance(exc, APIError):

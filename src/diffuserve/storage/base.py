@@ -1,9 +1,9 @@
 """Storage by key: ``put(bytes, content type) → key``, ``link(key) → url``.
 
 A store keeps generated images until their links expire. The local directory signs its
-own links and sweeps expired files; an object store would presign its links and let a
-lifecycle rule expire them. Stores know nothing of HTTP: their errors below are mapped
-to statuses by the HTTP layer.
+own links and sweeps expired files; an S3 bucket presigns its links and is swept by the
+server or by a lifecycle rule. Stores know nothing of HTTP: their errors below are
+mapped to statuses by the HTTP layer.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class ImageStore(Protocol):
 
 
 class StorageError(Exception):
-    """Base of the errors a store raises for a link it cannot honour."""
+    """Base of the errors a store raises: a link it cannot honour, an image it cannot keep."""
 
     def __init__(self, *args: object) -> None:
         super().__init__(*args)
@@ -59,3 +59,17 @@ class ImageGone(StorageError):
 
     def __init__(self) -> None:
         super().__init__("the image is no longer stored")
+
+
+class StorageUnavailable(StorageError):
+    """The store could not be reached, or refused to keep an image: a fault of the server
+    or its object store, not of the request, which may succeed in ``retry_after`` seconds.
+
+    ``reason`` is for the operator's log: it names the store and the failure, never a
+    credential or a link's signature.
+    """
+
+    def __init__(self, reason: str, retry_after: int = 5) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
