@@ -16,7 +16,7 @@ from diffuserve.api.deps import ServerParts
 from diffuserve.api.errors import install_error_handlers
 from diffuserve.api.middleware import RequestContextMiddleware
 from diffuserve.api.openapi import install_docs
-from diffuserve.api.ratelimit import Limits, RateLimiter
+from diffuserve.api.ratelimit import Limits, RateLimiter, RateLimitStorageUnavailable
 from diffuserve.api.routes import edits, files, generations, health, metrics, models
 from diffuserve.api.urls import BaseUrlResolver
 from diffuserve.config import Settings
@@ -99,7 +99,7 @@ def build_app(
         engine=engine,
         store=store,
         keys=build_keys(settings),
-        admission=Admission(RateLimiter(), server_metrics),
+        admission=Admission(RateLimiter(settings.rate_limit_storage), server_metrics),
         metrics=server_metrics,
         base_url=BaseUrlResolver(settings.public_url, settings.trusted_proxies),
         allow_remote_image_urls=settings.allow_remote_image_urls,
@@ -119,6 +119,16 @@ def build_app(
 
         # Called from a signal handler when a stop is requested.
         app.state.begin_drain = lambda: loop.call_soon_threadsafe(shutdown_begins)
+        # First: a shared limit storage that does not answer stops the start at once,
+        # before any model loads.
+        try:
+            await server.admission.start()
+        except RateLimitStorageUnavailable as exc:
+            if on_fatal is None:
+                raise
+            on_fatal(str(exc))  # one paragraph and exit status 1, as below
+            yield
+            return
         try:
             await store.start()
         except StorageUnavailable as exc:
@@ -129,6 +139,7 @@ def build_app(
             logger.error("the image store cannot be used", extra={"fields": {
                 "error": exc.reason}})
             on_fatal(exc.reason)
+            await server.admission.stop()
             yield
             return
         await running_engine.start()
@@ -136,6 +147,7 @@ def build_app(
             yield
         finally:
             await store.stop()
+            await server.admission.stop()
             await running_engine.stop()
 
     app = FastAPI(

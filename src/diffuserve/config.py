@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
+import re
 import tomllib
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -100,6 +102,77 @@ def _split_csv(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+#: Where per-key rate limits can be counted (``--rate-limit-storage``).
+RATE_LIMIT_SCHEMES = ("memory", "redis", "rediss", "redis+sentinel")
+_RATE_LIMIT_STORAGE_FORMS = ("memory:// (this process) or redis://HOST:PORT/DB (shared by "
+                             "every replica; also rediss:// and "
+                             "redis+sentinel://HOST:PORT[,HOST:PORT]/SERVICE)")
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]/@,]+):\d{1,5}")
+
+
+def check_rate_limit_storage(url: str) -> str:
+    """``url`` if it names a storage the limits can use; else a ValueError that never
+    repeats the URL, which may hold a password."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in RATE_LIMIT_SCHEMES:
+        what = (f"a {scheme}:// URL" if sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme)
+                else "a value that is not such a URL")
+        raise ValueError(f"rate_limit_storage must be {_RATE_LIMIT_STORAGE_FORMS}, not {what}")
+    if scheme == "memory":
+        if rest:
+            raise ValueError("rate_limit_storage memory:// takes nothing after the scheme")
+        return url
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        raise ValueError(f"rate_limit_storage is not a valid {scheme}:// URL") from None
+    for location in parts.netloc.rpartition("@")[2].split(","):
+        if not _HOST_PORT.fullmatch(location):
+            raise ValueError(f"rate_limit_storage {scheme}:// needs HOST:PORT (a numeric "
+                             "port), comma-separated for several sentinels")
+    if scheme == "redis+sentinel":
+        if not parts.path.strip("/"):
+            raise ValueError("rate_limit_storage redis+sentinel:// needs the service name "
+                             "as its path: redis+sentinel://HOST:PORT/SERVICE")
+    elif parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        raise ValueError(f"rate_limit_storage {scheme}:// takes a database number as its "
+                         "path: redis://HOST:PORT/0")
+    return url
+
+
+def url_secrets(url: str) -> list[str]:
+    """The password of ``url`` and its password-like query values, as written and
+    decoded: what must never reach a log line."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return [url]
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    found = [userinfo.partition(":")[2] or userinfo] if at else []
+    found += [value for key, value in urllib.parse.parse_qsl(parts.query)
+              if "pass" in key.lower()]
+    found += [urllib.parse.unquote(secret) for secret in found]
+    return [secret for secret in found if secret]
+
+
+def mask_url(url: str) -> str:
+    """``redis://user:secret@host/0`` → ``redis://user:***@host/0``: what may be logged."""
+    if not url_secrets(url):
+        return url
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "***"
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    netloc = parts.netloc
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{hosts}" if colon else f"***@{hosts}"
+    query = "&".join(f"{key}={'***' if 'pass' in key.lower() else value}"
+                     for key, value in urllib.parse.parse_qsl(parts.query))
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def default_storage_dir() -> Path:
@@ -247,6 +320,11 @@ class Settings(ModelSelection):
                                   "admission (moderation auto or low is passed to it)")
     rate_limit_rpm: int = Field(default=0, ge=0, description="requests/min per key; 0: none")
     rate_limit_ipm: int = Field(default=0, ge=0, description="images/min per key; 0: none")
+    rate_limit_storage: str = Field(
+        default="memory://", repr=False,  # a Redis URL may hold a password
+        description="where the per-key limits are counted: memory:// (this process) or "
+                    "redis://HOST:PORT/DB (shared by every replica and kept across "
+                    "restarts); also rediss://, redis+sentinel://")
     metrics_max_users: int = Field(default=100, ge=0, le=100_000,
                                    description="distinct `user` labels in the metrics")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
@@ -275,6 +353,9 @@ class Settings(ModelSelection):
         if not value.startswith(("http://", "https://")):
             raise ValueError("public_url must start with http:// or https://")
         return value.rstrip("/")
+
+    _check_rate_limit_storage = field_validator("rate_limit_storage")(
+        check_rate_limit_storage)
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -315,6 +396,7 @@ class Settings(ModelSelection):
             "max_connections": self.max_connections,
             "rate_limit_rpm": self.rate_limit_rpm,
             "rate_limit_ipm": self.rate_limit_ipm,
+            "rate_limit_storage": mask_url(self.rate_limit_storage),
         }
 
 

@@ -45,6 +45,10 @@ class Metrics:
         self.rate_limited = Counter(
             "diffuserve_rate_limited", "Requests refused by a per-key limit",
             registry=self.registry)
+        self.rate_limit_unchecked = Counter(
+            "diffuserve_rate_limit_unchecked",
+            "Requests admitted without a per-key limit check: the limits' storage did not "
+            "answer", registry=self.registry)
 
     def count_user(self, user: str | None) -> None:
         if user is None:

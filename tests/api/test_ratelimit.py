@@ -1,19 +1,82 @@
-"""Per-key token buckets and OpenAI's rate-limit headers."""
+"""Per-key moving-window limits and OpenAI's rate-limit headers, in memory and in Redis.
+
+Every behaviour test runs on both storages: the limits must not depend on where they
+are counted. Time is a fake clock (``limits`` stamps each use with ``time.time()``), set
+off the whole second so no use ever sits exactly on a window's edge.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from diffuserve.api.errors import RateLimitError
-from diffuserve.api.ratelimit import Limits, RateLimiter, format_reset
+from diffuserve.api.ratelimit import (
+    STORAGE_RETRY_SECONDS,
+    Limits,
+    RateLimiter,
+    RateLimitStorageUnavailable,
+    format_reset,
+)
+from diffuserve.logs import JsonFormatter
+from tests.support.redis_server import RedisServer, free_port
 
 
 class Clock:
     def __init__(self) -> None:
-        self.now = 1000.0
+        self.now = float(int(time.time())) + 0.25
 
     def __call__(self) -> float:
         return self.now
+
+
+class SyncLimiter:
+    """A started RateLimiter driven from a synchronous test, on one event loop."""
+
+    def __init__(self, storage_url: str, **options: Any) -> None:
+        self.runner = asyncio.Runner()
+        self.limiter = RateLimiter(storage_url, **options)
+        self.runner.run(self.limiter.start())
+
+    def acquire(self, client: str, name: str, limits: Limits, images: int) -> dict[str, str]:
+        return self.runner.run(self.limiter.acquire(client, name, limits, images))
+
+    def refused(self, client: str, limits: Limits, images: int) -> RateLimitError:
+        with pytest.raises(RateLimitError) as caught:
+            self.acquire(client, client, limits, images)
+        return caught.value
+
+    def close(self) -> None:
+        self.runner.run(self.limiter.stop())
+        self.runner.close()
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(time, "time", fake)
+    return fake
+
+
+@pytest.fixture(params=["memory", "redis"])
+def storage_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "memory":
+        return "memory://"
+    url: str = request.getfixturevalue("redis_url")
+    return url
+
+
+@pytest.fixture
+def limiter(storage_url: str, clock: Clock) -> Iterator[SyncLimiter]:
+    sync = SyncLimiter(storage_url)
+    yield sync
+    sync.close()
 
 
 @pytest.mark.parametrize(("seconds", "text"), [
@@ -23,74 +86,225 @@ def test_reset_durations_use_openais_format(seconds: float, text: str) -> None:
     assert format_reset(seconds) == text
 
 
-def test_no_limits_means_no_headers() -> None:
-    assert RateLimiter().acquire("k", "key", Limits(), images=10) == {}
+def test_no_limits_means_no_headers(limiter: SyncLimiter) -> None:
+    assert limiter.acquire("k", "key", Limits(), images=10) == {}
 
 
-def test_requests_per_minute_with_headers_then_429() -> None:
-    clock = Clock()
-    limiter = RateLimiter(clock)
+def test_requests_per_minute_with_headers_then_429(limiter: SyncLimiter,
+                                                   clock: Clock) -> None:
     limits = Limits(requests_per_minute=2)
     first = limiter.acquire("k", "alice", limits, images=1)
     assert first["x-ratelimit-limit-requests"] == "2"
     assert first["x-ratelimit-remaining-requests"] == "1"
-    assert first["x-ratelimit-reset-requests"] == "30s"
-    limiter.acquire("k", "alice", limits, images=1)
+    assert first["x-ratelimit-reset-requests"] == "1m0s"  # the first use leaves in 60 s
+    clock.now += 10
+    second = limiter.acquire("k", "alice", limits, images=1)
+    assert second["x-ratelimit-remaining-requests"] == "0"
+    assert second["x-ratelimit-reset-requests"] == "50s"
+    clock.now += 0.5
     with pytest.raises(RateLimitError) as caught:
         limiter.acquire("k", "alice", limits, images=1)
     error = caught.value
     assert (error.status_code, error.error_type, error.code) == (429, "requests",
                                                                  "rate_limit_exceeded")
-    assert error.message.startswith(
+    assert error.message == (
         "Rate limit exceeded for requests per minute for key 'alice'. Limit: 2/1min. "
-        "Current: 3/1min.")
-    assert error.headers["Retry-After"] == "30"
+        "Current: 3/1min. Please try again in 50s.")
+    assert error.headers["Retry-After"] == "50"  # 49.5 s until the first use leaves
     assert error.headers["x-ratelimit-remaining-requests"] == "0"
-    clock.now += 30
-    limiter.acquire("k", "alice", limits, images=1)
+    assert "x-should-retry" not in error.headers
+    clock.now += 49
+    assert limiter.refused("k", limits, images=1).headers["Retry-After"] == "1"
+    clock.now += 1  # the Retry-After given was enough
+    assert limiter.acquire("k", "alice", limits, images=1)[
+        "x-ratelimit-remaining-requests"] == "0"
 
 
-def test_images_per_minute_count_n() -> None:
-    clock = Clock()
-    limiter = RateLimiter(clock)
+def test_images_per_minute_count_n(limiter: SyncLimiter, clock: Clock) -> None:
     limits = Limits(images_per_minute=5)
     headers = limiter.acquire("k", "bob", limits, images=4)
     assert headers["x-ratelimit-remaining-images"] == "1"
-    with pytest.raises(RateLimitError) as caught:
-        limiter.acquire("k", "bob", limits, images=2)
-    assert "images per minute" in caught.value.message
-    assert caught.value.headers["Retry-After"] == "12"  # one image comes back every 12 s
-    clock.now += 12
-    limiter.acquire("k", "bob", limits, images=2)
+    assert "x-ratelimit-limit-requests" not in headers
+    clock.now += 0.5
+    error = limiter.refused("k", limits, images=2)
+    assert "images per minute" in error.message
+    assert "Current: 6/1min." in error.message
+    assert error.headers["Retry-After"] == "60"
+    clock.now += 60
+    assert limiter.acquire("k", "bob", limits, images=2)["x-ratelimit-remaining-images"] == "3"
 
 
-def test_a_refused_request_takes_nothing() -> None:
-    limiter = RateLimiter(Clock())
+def test_retry_after_waits_for_every_use_that_must_leave(limiter: SyncLimiter,
+                                                         clock: Clock) -> None:
+    limits = Limits(images_per_minute=5)
+    start = clock.now
+    limiter.acquire("k", "k", limits, images=2)
+    clock.now = start + 20.3
+    limiter.acquire("k", "k", limits, images=2)
+    clock.now = start + 40.1
+    limiter.acquire("k", "k", limits, images=1)
+    clock.now = start + 50.6
+    # Three images fit only once the uses of t=0 and t=20.3 have left: at t=80.3.
+    error = limiter.refused("k", limits, images=3)
+    assert error.headers["Retry-After"] == "30"
+    assert error.message.endswith("Please try again in 30s.")
+    assert error.headers["x-ratelimit-reset-images"] == "10s"  # the oldest use leaves
+    clock.now = start + 80.1
+    limiter.refused("k", limits, images=3)
+    clock.now = start + 50.6 + 30
+    assert limiter.acquire("k", "k", limits, images=3)["x-ratelimit-remaining-images"] == "1"
+
+
+def test_a_request_that_can_never_fit_says_so_and_takes_nothing(
+    limiter: SyncLimiter,
+) -> None:
     limits = Limits(requests_per_minute=10, images_per_minute=2)
-    with pytest.raises(RateLimitError):
-        limiter.acquire("k", "k", limits, images=3)
+    error = limiter.refused("k", limits, images=3)
+    assert error.message.endswith("A request for 3 images can never fit a limit of 2.")
+    assert error.headers["x-should-retry"] == "false"  # the SDK must not send it again
+    assert int(error.headers["Retry-After"]) >= 1
     headers = limiter.acquire("k", "k", limits, images=2)
     assert headers["x-ratelimit-remaining-requests"] == "9"
+    assert headers["x-ratelimit-remaining-images"] == "0"
 
 
-def test_keys_have_separate_buckets() -> None:
-    limiter = RateLimiter(Clock())
+def test_a_request_refused_for_images_takes_no_request(limiter: SyncLimiter,
+                                                       clock: Clock) -> None:
+    limits = Limits(requests_per_minute=2, images_per_minute=3)
+    limiter.acquire("k", "k", limits, images=2)
+    clock.now += 1.5
+    error = limiter.refused("k", limits, images=2)
+    assert "images per minute" in error.message
+    assert error.headers["x-ratelimit-remaining-requests"] == "1"
+    # Had the refused request been charged, this second one would be the third.
+    headers = limiter.acquire("k", "k", limits, images=1)
+    assert (headers["x-ratelimit-remaining-requests"],
+            headers["x-ratelimit-remaining-images"]) == ("0", "0")
+
+
+def test_a_request_refused_for_requests_takes_no_image(limiter: SyncLimiter,
+                                                       clock: Clock) -> None:
+    limits = Limits(requests_per_minute=1, images_per_minute=10)
+    limiter.acquire("k", "k", limits, images=1)
+    clock.now += 30.2
+    assert "requests per minute" in limiter.refused("k", limits, images=5).message
+    clock.now += 30.2  # the first use has left; the refused five were never counted
+    headers = limiter.acquire("k", "k", limits, images=1)
+    assert headers["x-ratelimit-remaining-images"] == "9"
+
+
+def test_keys_have_separate_limits(limiter: SyncLimiter) -> None:
     limits = Limits(requests_per_minute=1)
     limiter.acquire("a", "a", limits, images=1)
     limiter.acquire("b", "b", limits, images=1)
-    with pytest.raises(RateLimitError):
-        limiter.acquire("a", "a", limits, images=1)
+    limiter.refused("a", limits, images=1)
 
 
-def test_idle_clients_are_forgotten_so_memory_stays_bounded(
-    monkeypatch: pytest.MonkeyPatch,
+def test_concurrent_requests_of_one_key_never_exceed_its_limit(storage_url: str) -> None:
+    limits = Limits(requests_per_minute=5, images_per_minute=8)
+
+    async def scenario() -> list[dict[str, str] | BaseException]:
+        limiter = RateLimiter(storage_url)
+        await limiter.start()
+        try:
+            return await asyncio.gather(
+                *(limiter.acquire("k", "k", limits, images=2) for _ in range(10)),
+                return_exceptions=True)
+        finally:
+            await limiter.stop()
+
+    outcomes = asyncio.run(scenario())
+    admitted = [o for o in outcomes if isinstance(o, dict)]
+    assert len(admitted) == 4  # 8 images / 2 each, though 5 requests would be allowed
+    assert all(isinstance(o, RateLimitError) for o in outcomes if not isinstance(o, dict))
+    assert sorted(h["x-ratelimit-remaining-images"] for h in admitted) == ["0", "2", "4", "6"]
+
+
+# --- the storage ----------------------------------------------------------------------
+
+
+def test_redis_keys_hold_the_clients_id_under_the_diffuserve_prefix(
+    redis_url: str, redis_server: RedisServer,
 ) -> None:
-    monkeypatch.setattr("diffuserve.api.ratelimit.MAX_BUCKETS", 10)
-    clock = Clock()
-    limiter = RateLimiter(clock)
-    limits = Limits(requests_per_minute=5)
-    for i in range(10):
-        limiter.acquire(f"client-{i}", "c", limits, images=1)
-    clock.now += 60  # every bucket is full again
-    limiter.acquire("newcomer", "c", limits, images=1)
-    assert len(limiter) == 1
+    limiter = SyncLimiter(redis_url)
+    try:
+        limiter.acquire("0123456789abcdef", "alice", Limits(requests_per_minute=3,
+                                                            images_per_minute=4), images=1)
+    finally:
+        limiter.close()
+    with redis_server.client() as client:
+        keys = sorted(key.decode() for key in client.keys("*"))
+    assert keys == ["diffuserve:ratelimit/images/0123456789abcdef/4/1/minute",
+                    "diffuserve:ratelimit/requests/0123456789abcdef/3/1/minute"]
+
+
+def _unreachable_url(password: str) -> str:
+    return f"redis://:{password}@127.0.0.1:{free_port()}/0"
+
+
+def test_start_fails_readably_when_redis_does_not_answer() -> None:
+    url = _unreachable_url("hunter2-secret")
+    limiter = RateLimiter(url)
+    with pytest.raises(RateLimitStorageUnavailable) as caught:
+        asyncio.run(limiter.start())
+    message = str(caught.value)
+    assert "hunter2-secret" not in message
+    assert "redis://:***@127.0.0.1:" in message
+    assert "does not answer" in message and "ConnectionError" in message
+
+
+def test_a_password_in_the_url_never_reaches_an_error_or_a_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = RedisServer(tmp_path / "redis", password="right-password")
+    server.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="diffuserve"):
+            wrong = server.url().replace("right-password", "wrong-password")
+            with pytest.raises(RateLimitStorageUnavailable) as caught:
+                asyncio.run(RateLimiter(wrong).start())
+            limiter = SyncLimiter(server.url())  # the right one works
+            limiter.acquire("k", "k", Limits(requests_per_minute=1), images=1)
+            server.stop()
+            with pytest.raises(RateLimitStorageUnavailable):
+                limiter.acquire("k", "k", Limits(requests_per_minute=1), images=1)
+            limiter.close()
+    finally:
+        server.stop()
+    assert "AuthenticationError" in str(caught.value)
+    logged = "\n".join(JsonFormatter().format(record) for record in caplog.records)
+    assert logged.count("redis://:***@127.0.0.1:") == 2  # start-up and outage lines
+    assert "rate-limit storage unreachable" in logged
+    for secret in ("wrong-password", "right-password"):
+        assert secret not in str(caught.value)
+        assert secret not in logged
+
+
+def test_when_redis_goes_away_requests_go_unchecked_until_it_answers_again(
+    own_redis: RedisServer, caplog: pytest.LogCaptureFixture,
+) -> None:
+    limits = Limits(requests_per_minute=1)
+    monotonic = Clock()
+    limiter = SyncLimiter(own_redis.url(), monotonic=monotonic)
+    try:
+        limiter.acquire("k", "k", limits, images=1)
+        own_redis.stop()
+        with caplog.at_level(logging.INFO, logger="diffuserve.ratelimit"):
+            for _ in range(3):
+                with pytest.raises(RateLimitStorageUnavailable):
+                    limiter.acquire("k", "k", limits, images=1)
+            # Logged once per outage, not once per request.
+            warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+            assert len(warnings) == 1
+            assert "admitting requests without limits" in warnings[0].getMessage()
+            own_redis.start()  # empty: a Redis without persistence lost its counts
+            monotonic.now += STORAGE_RETRY_SECONDS - 0.5
+            with pytest.raises(RateLimitStorageUnavailable):
+                # Not asked yet: the storage is tried again only after the pause.
+                limiter.acquire("k", "k", limits, images=1)
+            monotonic.now += 0.6
+            limiter.acquire("k", "k", limits, images=1)
+            limiter.refused("k", limits, images=1)  # limits apply again
+        assert "answers again" in caplog.text
+    finally:
+        limiter.close()

@@ -2,8 +2,13 @@
 
 Validate, then admit: a request is charged to its key's rate limits and its ``user``
 counted in the metrics only after planning accepted it, so an invalid ``n`` never moves
-a bucket and an over-long ``user`` never becomes a label. Every request, valid or not,
+a limit and an over-long ``user`` never becomes a label. Every request, valid or not,
 is counted by model and status when it ends.
+
+When the limits' storage (Redis) does not answer, admission fails open: the request is
+served without a limit check and counted in ``diffuserve_rate_limit_unchecked_total``
+(the limiter logs the outage once). Refusing every request would turn a Redis outage
+into an outage of the whole service.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from dataclasses import dataclass, field
 
 from diffuserve.api.auth import Client
 from diffuserve.api.errors import RateLimitError
-from diffuserve.api.ratelimit import RateLimiter
+from diffuserve.api.ratelimit import RateLimiter, RateLimitStorageUnavailable
 from diffuserve.metrics import Metrics
 
 
@@ -33,15 +38,25 @@ class Admission:
         self.limiter = limiter
         self.metrics = metrics
 
-    def admit(self, client: Client, *, images: int, user: str | None) -> dict[str, str]:
+    async def start(self) -> None:
+        await self.limiter.start()
+
+    async def stop(self) -> None:
+        await self.limiter.stop()
+
+    async def admit(self, client: Client, *, images: int, user: str | None) -> dict[str, str]:
         """Charge a valid request; returns the ``x-ratelimit-*`` headers to send, or
         raises the 429 of the limit it hit."""
         self.metrics.count_user(user)
         try:
-            return self.limiter.acquire(client.id, client.name, client.limits, images=images)
+            return await self.limiter.acquire(client.id, client.name, client.limits,
+                                              images=images)
         except RateLimitError:
             self.metrics.rate_limited.inc()
             raise
+        except RateLimitStorageUnavailable:
+            self.metrics.rate_limit_unchecked.inc()
+            return {}
 
     def finish(self, record: RequestRecord) -> None:
         self.metrics.requests.labels(record.model, str(record.status)).inc()

@@ -34,8 +34,8 @@ async def answer(request: Request, client: Client, planner: Planner) -> Response
         plan = await planner(server, label)
         rid = request_id(request)
         await server.service.moderate(plan, rid)
-        limit_headers = server.admission.admit(client, images=plan.images,
-                                               user=plan.request.end_user)
+        limit_headers = await server.admission.admit(client, images=plan.images,
+                                                     user=plan.request.end_user)
         if plan.request.options.stream:
             events = server.service.stream(plan, request_id=rid, client_id=client.id)
             # Until the engine accepts the work, a refusal still gets its own status.

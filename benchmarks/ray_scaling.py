@@ -1,0 +1,122 @@
+"""Ray Serve against the in-process server: overhead per request, and 1 vs 2 replicas.
+
+Starts, one after another, on the built-in model:
+
+1. ``diffuserve serve`` (in process);
+2. ``diffuserve serve --ray --replicas 1`` on a local Ray cluster (``ray start --head
+   --num-cpus 2`` on the loopback interface);
+3. ``diffuserve serve --ray --replicas 2`` on the same cluster;
+
+and measures on each the median latency of sequential requests (one client) and the
+throughput of ``--clients`` concurrent clients. Ratios come from this one run:
+
+- Ray's overhead per request: median latency on Ray (1 replica) minus in process;
+- scaling: throughput with 2 replicas over 1.
+
+    python benchmarks/ray_scaling.py [--sequential 12] [--clients 8] [--requests 6]
+
+Needs ``pip install -e ".[test]"`` (Ray Serve, the test helpers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import openai  # noqa: E402
+
+from tests.conftest import LiveServer, start_server  # noqa: E402
+from tests.support.ray_cluster import RAY_ENV, ray_head  # noqa: E402
+
+
+def request(client: openai.OpenAI, prompt: str, size: str) -> float:
+    started = time.perf_counter()
+    result = client.images.generate(model="dall-e-2", prompt=prompt, size=size,  # type: ignore[arg-type]
+                                    response_format="b64_json")
+    assert base64.b64decode(result.data[0].b64_json or "")
+    return time.perf_counter() - started
+
+
+def measure(server: LiveServer, *, sequential: int, clients: int, requests: int,
+            size: str) -> dict[str, Any]:
+    client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0,
+                           timeout=300)
+    for warm in range(2):
+        request(client, f"warm-up {warm}", size)
+    latencies = [request(client, f"a rocket {i}", size) for i in range(sequential)]
+
+    def one_client(number: int) -> int:
+        own = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0,
+                            timeout=300)
+        for i in range(requests):
+            request(own, f"a cat {number}-{i}", size)
+        return requests
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        images = sum(pool.map(one_client, range(clients)))
+    elapsed = time.perf_counter() - started
+    return {"median_s": statistics.median(latencies), "images": images,
+            "throughput": images / elapsed}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--sequential", type=int, default=12)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=6, help="requests per client")
+    parser.add_argument("--size", default="256x256")
+    args = parser.parse_args(argv)
+    shape = {"sequential": args.sequential, "clients": args.clients,
+             "requests": args.requests, "size": args.size}
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        (tmp / "local").mkdir()
+        server = start_server([], tmp / "local")
+        try:
+            results["in process"] = measure(server, **shape)
+        finally:
+            server.stop()
+        with ray_head(tmp) as address:
+            for replicas in (1, 2):
+                work = tmp / f"ray{replicas}"
+                work.mkdir()
+                server = start_server(
+                    ["--ray", "--replicas", str(replicas)], work,
+                    env={**RAY_ENV, "RAY_ADDRESS": address}, timeout=300)
+                try:
+                    results[f"ray, {replicas} replica{'s' * (replicas > 1)}"] = measure(
+                        server, **shape)
+                finally:
+                    server.stop()
+    print(f"built-in model, {args.size}, {os.cpu_count()} cores; sequential: "
+          f"{args.sequential} requests; concurrent: {args.clients} clients x "
+          f"{args.requests}")
+    print(f"{'':18} {'median latency':>15} {'throughput':>14}")
+    for label, result in results.items():
+        print(f"{label:18} {result['median_s'] * 1000:12.0f} ms "
+              f"{result['throughput']:9.2f} img/s")
+    local, one, two = (results[key] for key in results)
+    print(f"Ray overhead per request (1 replica vs in process): "
+          f"{(one['median_s'] - local['median_s']) * 1000:+.0f} ms "
+          f"({one['median_s'] / local['median_s']:.2f}x)")
+    print(f"throughput, 2 replicas / 1 replica: {two['throughput'] / one['throughput']:.2f}x; "
+          f"2 replicas / in process: {two['throughput'] / local['throughput']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

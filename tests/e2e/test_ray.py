@@ -1,0 +1,203 @@
+"""End to end on Ray: ``diffuserve serve --ray`` on a local Ray cluster (``ray start
+--head --num-cpus 2``, loopback only) with two replicas of the built-in model, two
+ingress replicas, url images in a loopback S3 server and rate limits in a real Redis,
+driven with the official ``openai`` SDK.
+
+One cluster serves the whole module (starting it costs most of the time); the replica
+killed last is restarted by Ray before the module ends.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import httpx
+import openai
+import pytest
+from PIL import Image
+
+from diffuserve import builtin
+from tests.conftest import LiveServer, start_server
+from tests.support.ray_cluster import RAY_ENV, model_replica_cpu, ray_head
+from tests.support.redis_server import RedisServer
+from tests.support.s3 import MotoS3, S3Bucket
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not builtin.available(),
+                       reason="the built-in weights are not in this checkout"),
+]
+
+LOAD_KEY = "sk-ray-load-0123456789abcdef"
+LIMITED_KEY = "sk-ray-limited-0123456789abcdef"
+LIMITED_RPM = 3
+#: Every request of these tests is answered well within it, or the test fails.
+CLIENT_TIMEOUT = 120.0
+
+
+@dataclass
+class RayServer:
+    server: LiveServer
+    bucket: S3Bucket
+    redis: RedisServer
+
+    clients: list[openai.OpenAI] = field(default_factory=list)
+
+    def client(self, key: str = LOAD_KEY) -> openai.OpenAI:
+        """An SDK client, closed when the module ends."""
+        client = openai.OpenAI(base_url=f"{self.server.base_url}/v1", api_key=key,
+                               max_retries=0, timeout=CLIENT_TIMEOUT)
+        self.clients.append(client)
+        return client
+
+
+@pytest.fixture(scope="module")
+def ray_server(tmp_path_factory: pytest.TempPathFactory,
+               moto_s3: MotoS3) -> Iterator[RayServer]:
+    tmp = tmp_path_factory.mktemp("ray")
+    redis = RedisServer(tmp / "redis")
+    redis.start()
+    bucket = moto_s3.new_bucket()
+    keys = tmp / "keys.txt"
+    keys.write_text(f"{LOAD_KEY} load\n{LIMITED_KEY} limited rpm={LIMITED_RPM}\n")
+    try:
+        # The cluster's processes read the S3 variables: the ingress replicas store images.
+        with ray_head(tmp, env=bucket.env) as address:
+            server = start_server(
+                ["--ray", "--replicas", "2", "--ingress-replicas", "2",
+                 "--storage-url", f"s3://{bucket.name}/ray",
+                 "--rate-limit-storage", redis.url(), "--api-keys-file", str(keys),
+                 "--shutdown-timeout", "5"],
+                tmp, env={**bucket.env, **RAY_ENV, "RAY_ADDRESS": address}, timeout=300)
+            running = RayServer(server, bucket, redis)
+            try:
+                yield running
+            finally:
+                for client in running.clients:
+                    client.close()
+                assert server.stop() == 0, server.log()
+    finally:
+        redis.stop()
+
+
+def draw(client: openai.OpenAI, prompt: str, size: str = "256x256") -> Image.Image:
+    result = client.images.generate(model="dall-e-2", prompt=prompt, size=size,  # type: ignore[arg-type]
+                                    response_format="b64_json")
+    return Image.open(io.BytesIO(base64.b64decode(result.data[0].b64_json or "")))
+
+
+def test_generations_edits_and_streams_are_served_through_ray(ray_server: RayServer) -> None:
+    client = ray_server.client()
+
+    assert draw(client, "a rocket").size == (256, 256)
+
+    source = Image.new("RGBA", (256, 256), (40, 120, 200, 255))
+    mask = Image.new("RGBA", (256, 256), (0, 0, 0, 255))
+    mask.paste((0, 0, 0, 0), (64, 64, 192, 192))
+    files = []
+    for picture in (source, mask):
+        buffer = io.BytesIO()
+        picture.save(buffer, "PNG")
+        files.append(("image.png", buffer.getvalue(), "image/png"))
+    edited = client.images.edit(model="dall-e-2", image=files[0], mask=files[1],
+                                prompt="a smiling cat", size="256x256",
+                                response_format="b64_json")
+    assert Image.open(io.BytesIO(base64.b64decode(edited.data[0].b64_json or ""))).size \
+        == (256, 256)
+
+    events = [event.type for event in client.images.generate(
+        model="gpt-image-1", prompt="a lighthouse", size="1024x1024", stream=True,
+        partial_images=2)]
+    assert events[-1] == "image_generation.completed"
+    assert "image_generation.partial_image" in events[:-1]
+
+
+def test_url_images_are_fetched_from_the_s3_bucket(ray_server: RayServer) -> None:
+    result = ray_server.client().images.generate(
+        model="dall-e-2", prompt="a red apple", size="256x256", response_format="url")
+
+    url = result.data[0].url or ""
+    assert url.startswith(ray_server.bucket.endpoint_url)
+    with httpx.Client(timeout=30) as http:
+        fetched = http.get(url)
+    assert fetched.status_code == 200
+    assert Image.open(io.BytesIO(fetched.content)).size == (256, 256)
+    assert any(key.startswith("ray/") for key in ray_server.bucket.keys(""))
+
+
+def test_the_work_is_spread_over_both_model_replicas(ray_server: RayServer) -> None:
+    before = model_replica_cpu()
+    assert len(before) == 2
+    client = ray_server.client()
+
+    with ThreadPoolExecutor(8) as pool:
+        images = list(pool.map(lambda i: draw(client, f"a cat number {i}"), range(12)))
+
+    assert all(image.size == (256, 256) for image in images)
+    after = model_replica_cpu()
+    used = sorted(after[pid] - before[pid] for pid in before)
+    # Each replica drew a fair share: the less busy one at least a fifth of the other.
+    assert used[0] > 0.2 * used[1] > 0, used
+
+
+def test_a_keys_limit_holds_across_both_ingress_replicas(ray_server: RayServer) -> None:
+    client = ray_server.client(LIMITED_KEY)
+
+    def attempt(i: int) -> int | str:
+        try:
+            draw(client, f"a dog number {i}")
+            return 200
+        except openai.RateLimitError as exc:
+            return f"429 retry-after={exc.response.headers.get('retry-after')}"
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(attempt, range(2 * LIMITED_RPM + 2)))
+
+    assert outcomes.count(200) == LIMITED_RPM, outcomes
+    refused = [outcome for outcome in outcomes if outcome != 200]
+    assert all(str(outcome).startswith("429 retry-after=") and
+               int(str(outcome).split("=")[1]) >= 1 for outcome in refused), refused
+    assert ray_server.redis.client().dbsize() > 0  # counted in the shared store
+
+
+def test_a_replica_killed_mid_load_loses_no_request_silently(ray_server: RayServer) -> None:
+    client = ray_server.client()
+    victim = min(model_replica_cpu())
+
+    def attempt(i: int) -> str:
+        try:
+            draw(client, f"a house number {i}", size="1024x1024")
+            return "200"
+        except openai.APIStatusError as exc:
+            return f"{exc.status_code} retry-after={exc.response.headers.get('retry-after')}"
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(attempt, i) for i in range(12)]
+        time.sleep(1.0)
+        os.kill(victim, signal.SIGKILL)
+        outcomes = [future.result(timeout=CLIENT_TIMEOUT) for future in futures]
+
+    # Every request was answered: drawn by the survivor, or refused as retryable.
+    assert all(outcome == "200" or outcome.startswith("503 retry-after=")
+               for outcome in outcomes), outcomes
+    assert "200" in outcomes
+    # Ray starts a new replica; both serve again.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        pids = model_replica_cpu()
+        if len(pids) == 2 and victim not in pids and \
+                httpx.get(f"{ray_server.server.base_url}/ready").status_code == 200:
+            break
+        time.sleep(1)
+    else:
+        pytest.fail(f"no replica replaced the killed one: {model_replica_cpu()}")
+    with ThreadPoolExecutor(4) as pool:
+        assert all(image.size == (256, 256) for image in
+                   pool.map(lambda i: draw(client, f"a tree number {i}"), range(4)))
