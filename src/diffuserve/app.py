@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 from fastapi import FastAPI
 
@@ -40,10 +40,18 @@ logger = logging.getLogger("diffuserve.server")
 FatalHandler = Callable[[str], None]
 
 
-def build_keys(settings: Settings) -> KeyStore:
+def key_entries(settings: Settings) -> list[KeyEntry]:
+    """The configured keys: ``--api-key`` flags, then the keys file's lines."""
     entries = [KeyEntry(key.get_secret_value()) for key in settings.api_keys]
     if settings.api_keys_file is not None:
         entries += read_keys_file(settings.api_keys_file)
+    return entries
+
+
+def build_keys(settings: Settings, entries: Sequence[KeyEntry] | None = None) -> KeyStore:
+    """The key store of ``entries`` (default: the configured keys), with the default
+    limits."""
+    entries = key_entries(settings) if entries is None else list(entries)
     defaults = Limits(requests_per_minute=settings.rate_limit_rpm or None,
                       images_per_minute=settings.rate_limit_ipm or None)
     return KeyStore(entries, defaults)
@@ -72,13 +80,15 @@ def build_app(
     *,
     engine: EngineClient | None = None,
     backends: Mapping[str, Backend] | None = None,
+    keys: Sequence[KeyEntry] | None = None,
     on_fatal: FatalHandler | None = None,
 ) -> FastAPI:
     """Wire the server. Models load in the background after start-up: ``/health``
     answers at once, ``/ready`` once every model is loaded.
 
     ``engine`` replaces the in-process engine; ``backends`` (model name → backend)
-    replace the registered runtimes of an in-process one.
+    replace the registered runtimes of an in-process one; ``keys`` replace the configured
+    keys (replicas get them from where the application was built).
     """
     server_metrics = Metrics(max_users=settings.metrics_max_users)
     if engine is None:
@@ -98,7 +108,7 @@ def build_app(
                                   if settings.content_policy else None)),
         engine=engine,
         store=store,
-        keys=build_keys(settings),
+        keys=build_keys(settings, keys),
         admission=Admission(RateLimiter(settings.rate_limit_storage), server_metrics),
         metrics=server_metrics,
         base_url=BaseUrlResolver(settings.public_url, settings.trusted_proxies),

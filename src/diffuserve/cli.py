@@ -94,6 +94,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, CliSettingsSource
 
     listing = commands.add_parser("models", help="list configured models and their aliases")
     sources["models"] = settings_cli(Settings, listing)
+
+    ray_config = commands.add_parser(
+        "ray-config", help="write the Ray Serve config of these settings",
+        description="Write the Ray Serve config file (for `serve deploy` or a KubeRay "
+                    "RayService) of the server these flags describe. Secrets are left "
+                    "out: each replica reads them from its DIFFUSERVE_* environment.")
+    ray_config.add_argument("-o", "--output", type=Path, help="file (default: stdout)")
+    sources["ray-config"] = settings_cli(Settings, ray_config)
     return parser, sources
 
 
@@ -125,6 +133,8 @@ def cmd_serve(args: argparse.Namespace, source: CliSettingsSource[Any]) -> int:
     _quiet_libraries()
     logger = logging.getLogger("diffuserve.server")
     logger.info("starting", extra={"fields": settings.safe_summary()})
+    if settings.ray:
+        return _serve_on_ray(settings, logger)
 
     fatal: list[str] = []
     server: uvicorn.Server | None = None
@@ -161,6 +171,53 @@ def cmd_serve(args: argparse.Namespace, source: CliSettingsSource[Any]) -> int:
     server.run()
     if fatal:
         return _fail(f"diffuserve: {fatal[0]}", 1)
+    return 0
+
+
+RAY_MISSING = 'diffuserve: --ray needs Ray Serve: pip install "diffuserve[ray]"'
+
+
+def _serve_on_ray(settings: Settings, logger: logging.Logger) -> int:
+    """The same application as a Ray Serve application, until SIGTERM or SIGINT."""
+    try:
+        from diffuserve.deploy import ray_serve
+    except ImportError as exc:
+        if exc.name and exc.name.split(".")[0] == "ray":
+            return _fail(RAY_MISSING)
+        raise
+    def ready(url: str) -> None:
+        logger.info("ready", extra={"fields": {"url": url, "mode": "ray"}})
+        print(f"diffuserve is serving on Ray at {url}", file=sys.stderr, flush=True)
+
+    try:
+        ray_serve.run(settings, ready=ready)
+    except ray_serve.DeployFailed as exc:
+        return _fail(f"diffuserve: {exc}", 1)
+    return 0
+
+
+def cmd_ray_config(args: argparse.Namespace, source: CliSettingsSource[Any]) -> int:
+    """Write the Serve config of these settings: ``serve deploy`` or a KubeRay RayService."""
+    try:
+        import yaml
+
+        from diffuserve.deploy import ray_serve
+    except ImportError:
+        return _fail(RAY_MISSING)
+    settings = _with_builtin(_settings(source, args, Settings))
+    if not settings.models:
+        return _fail(NO_MODEL_MESSAGE)
+    problem = ray_serve.check_shared_state(settings)
+    if problem is not None:
+        return _fail(f"diffuserve: {problem}")
+    text = ray_serve.CONFIG_HEADER + yaml.safe_dump(ray_serve.serve_config(settings),
+                                                    sort_keys=False)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text)
+        print(f"wrote {args.output}; deploy it with: serve deploy {args.output}",
+              file=sys.stderr)
     return 0
 
 
@@ -265,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_serve(args, source)
         if args.command == "generate":
             return cmd_generate(args, source)
+        if args.command == "ray-config":
+            return cmd_ray_config(args, source)
         return cmd_models(args, source)
     except ValidationError as exc:
         problems = "; ".join(

@@ -33,6 +33,37 @@ Device = Literal["auto", "cuda", "mps", "cpu"]
 DType = Literal["auto", "float16", "bfloat16", "float32"]
 
 
+class RayOptions(BaseModel):
+    """How a model is deployed under ``serve --ray``: its own Ray Serve deployment."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    replicas: int = Field(default=1, ge=1, le=4096,
+                          description="replicas (the first count when autoscaling)")
+    min_replicas: int | None = Field(
+        default=None, ge=0, le=4096, description="autoscaling floor (with max_replicas)")
+    max_replicas: int | None = Field(
+        default=None, ge=1, le=4096, description="autoscaling ceiling: setting it turns "
+                                                 "autoscaling on")
+    num_gpus: float | None = Field(
+        default=None, ge=0, le=64,
+        description="GPUs per replica (default: 1 when the model's device is cuda, else 0)")
+    num_cpus: float = Field(default=1.0, ge=0, le=1024, description="CPUs per replica")
+    max_ongoing_requests: int | None = Field(
+        default=None, ge=1, le=100_000,
+        description="requests a replica holds at once (default: twice max_batch_size, "
+                    "so the next batch is ready when one ends)")
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> RayOptions:
+        if self.min_replicas is not None and self.max_replicas is None:
+            raise ValueError("min_replicas needs max_replicas (which turns autoscaling on)")
+        if self.max_replicas is not None and not (
+                (self.min_replicas or 0) <= self.replicas <= self.max_replicas):
+            raise ValueError("replicas must lie between min_replicas and max_replicas")
+        return self
+
+
 class ModelSpec(BaseModel):
     """One served model: where its weights are and how OpenAI's knobs drive it."""
 
@@ -65,6 +96,7 @@ class ModelSpec(BaseModel):
     dtype: DType = "auto"
     revision: str | None = None
     variant: str | None = None
+    ray: RayOptions = RayOptions()
 
 
 
@@ -302,6 +334,20 @@ class Settings(ModelSelection):
     max_connections: int = Field(
         default=1024, ge=1, le=65_536,
         description="open connections per process (503 + Retry-After beyond)")
+
+    ray: bool = Field(
+        default=False, description="run as a Ray Serve application on the cluster named by "
+                                   "RAY_ADDRESS (a local Ray instance when unset): an HTTP "
+                                   "ingress and one deployment per model")
+    replicas: int | None = Field(
+        default=None, ge=1, le=4096,
+        description="under --ray, replicas of every model (default: each model's "
+                    "[models.ray] table, else 1)")
+    ingress_replicas: int = Field(
+        default=1, ge=1, le=4096,
+        description="under --ray, HTTP ingress replicas (more than one needs "
+                    "--storage-url or a shared storage dir with DIFFUSERVE_SIGNING_SECRET, "
+                    "and --rate-limit-storage redis://…)")
 
     max_queue: int = Field(default=64, ge=1, le=100_000,
                            description="requests waiting per model before 429")

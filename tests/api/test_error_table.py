@@ -13,6 +13,7 @@ EXPECTED = {
     "QueueFull": (429, "requests", "rate_limit_exceeded", {"Retry-After": "12"}),
     "Draining": (503, "server_error", None, {"Retry-After": "7"}),
     "ModelNotLoaded": (503, "server_error", None, {"Retry-After": "5"}),
+    "WorkerLost": (503, "server_error", None, {"Retry-After": "3"}),
     "UnknownModel": (500, "server_error", None, {"x-should-retry": "false"}),
     "UnsupportedTask": (400, "invalid_request_error", "unsupported_value", {}),
     "Cancelled": (503, "server_error", None, {"Retry-After": "1"}),

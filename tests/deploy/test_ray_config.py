@@ -10,6 +10,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from diffuserve import cli
+from diffuserve.app import build_keys
 from diffuserve.config import ModelSpec, RayOptions, Settings
 from diffuserve.deploy.ray_serve import (
     IMPORT_PATH,
@@ -17,6 +18,7 @@ from diffuserve.deploy.ray_serve import (
     build_application,
     check_shared_state,
     deployment_name,
+    for_the_cluster,
     model_options,
 )
 
@@ -137,3 +139,23 @@ def test_several_ingress_replicas_need_shared_storage_and_limits(tmp_path: Path)
     assert check_shared_state(shared) is None
     with pytest.raises(ValueError, match="storage"):
         build_application(alone)
+
+
+def test_the_cluster_gets_key_digests_and_one_signing_secret(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_text("sk-from-file-0123456789 team rpm=5\n")
+    settings = Settings(models=(ModelSpec(name="a", source="x"),), storage_dir=tmp_path,
+                        api_keys=("sk-from-flag-0123456789",), api_keys_file=keys_file)
+
+    shipped, keys = for_the_cluster(settings)
+
+    assert (shipped.api_keys, shipped.api_keys_file) == ((), None)
+    assert all(entry.key.startswith("sha256:") for entry in keys)
+    assert "sk-from" not in repr(keys) + shipped.model_dump_json()
+    store = build_keys(shipped, keys)
+    assert store.check("Bearer sk-from-file-0123456789").limits.requests_per_minute == 5
+    assert store.check("Bearer sk-from-flag-0123456789").name
+    # The secret is the one kept where the command runs, the same for every replica.
+    secret = shipped.signing_secret
+    assert secret is not None
+    assert for_the_cluster(settings)[0].signing_secret == secret

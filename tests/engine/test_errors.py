@@ -13,6 +13,7 @@ SAMPLES: list[errors.EngineError] = [
     errors.QueueFull("sd", 64, 12),
     errors.Draining(7),
     errors.ModelNotLoaded("sd", 5),
+    errors.WorkerLost("sd", 3),
     errors.UnknownModel("sd"),
     errors.UnsupportedTask("sd", "edit"),
     errors.DeadlineExceeded(started=False, timeout_seconds=540.0, retry_after=30),

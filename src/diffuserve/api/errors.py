@@ -176,6 +176,13 @@ def _draining(error: engine.Draining) -> APIError:
                                    headers=_retry(error.retry_after))
 
 
+@_maps(engine.WorkerLost)
+def _worker_lost(error: engine.WorkerLost) -> APIError:
+    return ServiceUnavailableError(
+        "The worker drawing your images went away before it finished. Please retry your "
+        "request.", headers=_retry(error.retry_after))
+
+
 @_maps(engine.ModelNotLoaded)
 def _not_loaded(error: engine.ModelNotLoaded) -> APIError:
     return ServiceUnavailableError("The model is still loading. Try again shortly.",

@@ -34,14 +34,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI
+from pydantic import SecretStr
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from diffuserve.api.auth import HASH_PREFIX, KeyEntry, hash_key
 from diffuserve.config import ModelSpec, Settings
 from diffuserve.deploy.ray_engine import RayEngine
 from diffuserve.engine.local.engine import LocalEngine
 from diffuserve.engine.plugins import create_backends
 from diffuserve.engine.types import ModelStatus, Task, TaskEvent
+from diffuserve.storage.signing import load_or_create_secret
 
 logger = logging.getLogger("diffuserve.deploy")
 
@@ -83,15 +86,18 @@ class ModelServer:
 class Ingress:
     """The HTTP application, built on the replica with handles to every model."""
 
-    def __init__(self, settings: Settings, handles: dict[str, DeploymentHandle[Any]]) -> None:
+    def __init__(self, settings: Settings, handles: dict[str, DeploymentHandle[Any]],
+                 keys: list[KeyEntry] | None = None) -> None:
         self.settings = settings
         self.handles = handles
+        self.keys = keys
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         from diffuserve.app import build_app
 
         max_queued = {name: self.settings.max_queue for name in self.handles}
-        return build_app(self.settings, engine=RayEngine(self.handles, max_queued=max_queued))
+        return build_app(self.settings, engine=RayEngine(self.handles, max_queued=max_queued),
+                         keys=self.keys)
 
 
 ModelDeployment = serve.deployment(name="model")(ModelServer)
@@ -163,8 +169,26 @@ def check_shared_state(settings: Settings) -> str | None:
     return None
 
 
-def build_application(settings: Settings) -> serve.Application:
-    """The ingress bound to one deployment per configured model."""
+def for_the_cluster(settings: Settings) -> tuple[Settings, list[KeyEntry]]:
+    """Settings whose secrets are resolved where the command runs, not on a replica's
+    disk: the keys as digests (the keys file read here, no raw key sent to the
+    cluster), and for local storage one signing secret for every ingress replica."""
+    from diffuserve.app import key_entries
+
+    keys = [KeyEntry(HASH_PREFIX + hash_key(entry.key).hex(), entry.name, entry.limits)
+            if not entry.key.startswith(HASH_PREFIX) else entry
+            for entry in key_entries(settings)]
+    update: dict[str, Any] = {"api_keys": (), "api_keys_file": None}
+    if settings.storage_url is None and settings.signing_secret is None:
+        secret = load_or_create_secret(settings.storage_dir).decode()
+        update["signing_secret"] = SecretStr(secret)
+    return settings.model_copy(update=update), keys
+
+
+def build_application(settings: Settings,
+                      keys: list[KeyEntry] | None = None) -> serve.Application:
+    """The ingress bound to one deployment per configured model; ``keys`` replace the
+    configured keys on the ingress replicas (see :func:`for_the_cluster`)."""
     problem = check_shared_state(settings)
     if problem is not None:
         raise ValueError(problem)
@@ -175,7 +199,7 @@ def build_application(settings: Settings) -> serve.Application:
                                              **model_options(spec, settings))
         models[spec.name] = deployment.bind(settings, spec.name)
     application: serve.Application = IngressDeployment.options(
-        **ingress_options(settings)).bind(settings, models)
+        **ingress_options(settings)).bind(settings, models, keys)
     return application
 
 
@@ -237,7 +261,10 @@ def run(settings: Settings, *, ready: Callable[[str], None]) -> None:
     import ray
 
     address = os.environ.get("RAY_ADDRESS") or None
-    application = build_application(settings)
+    problem = check_shared_state(settings)
+    if problem is not None:
+        raise ValueError(problem)
+    application = build_application(*for_the_cluster(settings))
     if address is None:
         ray.init(address="local", include_dashboard=False)
     else:

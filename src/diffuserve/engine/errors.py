@@ -45,6 +45,16 @@ class Draining(EngineError):
         self.retry_after = retry_after
 
 
+class WorkerLost(EngineError):
+    """The worker running the task went away (a replica died or became unreachable);
+    the same task may succeed on another after ``retry_after``."""
+
+    def __init__(self, model: str, retry_after: int = 2) -> None:
+        super().__init__(f"the worker serving model {model!r} was lost")
+        self.model = model
+        self.retry_after = retry_after
+
+
 class ModelNotLoaded(EngineError):
     """The model is still loading."""
 
