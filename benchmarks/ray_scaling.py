@@ -90,10 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["in process"] = measure(server, **shape)
         finally:
             server.stop()
-        with ray_head(tmp) as address:
-            for replicas in (1, 2):
-                work = tmp / f"ray{replicas}"
-                work.mkdir()
+        for replicas in (1, 2):
+            work = tmp / f"ray{replicas}"
+            work.mkdir()
+            # A cluster each: Serve keeps the HTTP port it first started with.
+            with ray_head(work) as address:
                 server = start_server(
                     ["--ray", "--replicas", str(replicas)], work,
                     env={**RAY_ENV, "RAY_ADDRESS": address}, timeout=300)
@@ -102,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         server, **shape)
                 finally:
                     server.stop()
-    print(f"built-in model, {args.size}, {os.cpu_count()} cores; sequential: "
+    print(f"\nbuilt-in model, {args.size}, {os.cpu_count()} cores; sequential: "
           f"{args.sequential} requests; concurrent: {args.clients} clients x "
           f"{args.requests}")
     print(f"{'':18} {'median latency':>15} {'throughput':>14}")

@@ -105,8 +105,9 @@ async def collect(engine: RayEngine, task: Task) -> list[Any]:
 
 
 def wrapped(cause: Exception) -> RayTaskError:
-    """An exception raised on a replica, as Ray hands it to the caller."""
-    return RayTaskError("stream", "Traceback: ...", cause)
+    """An exception raised on a replica, as Ray hands it to the caller: a subclass of
+    both its envelope and the cause."""
+    return RayTaskError("stream", "Traceback: ...", cause).as_instanceof_cause()
 
 
 def test_events_from_the_replica_pass_through_in_order() -> None:
@@ -136,6 +137,7 @@ def test_an_engine_error_raised_on_the_replica_arrives_as_itself() -> None:
     with pytest.raises(UnsupportedTask) as caught:
         asyncio.run(collect(engine, Task(model="emoji", params=PARAMS)))
 
+    assert type(caught.value) is UnsupportedTask
     assert caught.value.kind == "edit tasks"
 
 

@@ -38,6 +38,9 @@ pytestmark = [
 LOAD_KEY = "sk-ray-load-0123456789abcdef"
 LIMITED_KEY = "sk-ray-limited-0123456789abcdef"
 LIMITED_RPM = 3
+#: Requests waiting in front of the model replicas, per ingress replica (Ray's
+#: max_queued_requests); each replica also holds twice its batch of 4.
+MAX_QUEUE = 4
 #: Every request of these tests is answered well within it, or the test fails.
 CLIENT_TIMEOUT = 120.0
 
@@ -74,7 +77,7 @@ def ray_server(tmp_path_factory: pytest.TempPathFactory,
                 ["--ray", "--replicas", "2", "--ingress-replicas", "2",
                  "--storage-url", f"s3://{bucket.name}/ray",
                  "--rate-limit-storage", redis.url(), "--api-keys-file", str(keys),
-                 "--shutdown-timeout", "5"],
+                 "--shutdown-timeout", "5", "--max-queue", str(MAX_QUEUE)],
                 tmp, env={**bucket.env, **RAY_ENV, "RAY_ADDRESS": address}, timeout=300)
             running = RayServer(server, bucket, redis)
             try:
@@ -165,6 +168,26 @@ def test_a_keys_limit_holds_across_both_ingress_replicas(ray_server: RayServer) 
     assert all(str(outcome).startswith("429 retry-after=") and
                int(str(outcome).split("=")[1]) >= 1 for outcome in refused), refused
     assert ray_server.redis.client().dbsize() > 0  # counted in the shared store
+
+
+def test_rays_back_pressure_is_a_429_with_retry_after(ray_server: RayServer) -> None:
+    client = ray_server.client()
+
+    def attempt(i: int) -> str:
+        try:
+            draw(client, f"a boat number {i}")
+            return "200"
+        except openai.APIStatusError as exc:
+            return f"{exc.status_code} retry-after={exc.response.headers.get('retry-after')}"
+
+    # More at once than 2 replicas x 8 in hand + 2 ingress replicas x MAX_QUEUE waiting.
+    with ThreadPoolExecutor(40) as pool:
+        outcomes = list(pool.map(attempt, range(40)))
+
+    refused = [outcome for outcome in outcomes if outcome != "200"]
+    assert refused, outcomes
+    assert all(outcome.startswith("429 retry-after=") for outcome in refused), outcomes
+    assert outcomes.count("200") >= 16, outcomes
 
 
 def test_a_replica_killed_mid_load_loses_no_request_silently(ray_server: RayServer) -> None:

@@ -94,14 +94,14 @@ class RayEngine(EngineClient):
                 if isinstance(event, Result):
                     finished = True
                 yield event
+        except RayTaskError as exc:  # Ray's envelope (also a subclass of what it wraps)
+            raise _unwrap(task.model, exc) from None
         except (EngineError, GeneratorExit, asyncio.CancelledError):
             raise
         except BackPressureError as exc:
             retry = exc.retry_after_s or BACKPRESSURE_RETRY_SECONDS
             raise QueueFull(task.model, self._max_queued.get(task.model, 0),
                             max(1, math.ceil(retry))) from None
-        except RayTaskError as exc:
-            raise _unwrap(task.model, exc) from None
         except (RayActorError, DeploymentUnavailableError) as exc:
             logger.warning("replica lost", extra={"fields": {
                 "model": task.model, "request_id": task.request_id,

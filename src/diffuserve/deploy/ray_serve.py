@@ -254,6 +254,22 @@ CONFIG_HEADER = """\
 """
 
 
+def serving_address(settings: Settings) -> str:
+    """Where Serve's proxies listen. Serve keeps the address it started with: on a
+    cluster where it already runs, --host and --port cannot move it."""
+    from ray.serve.context import _get_global_client
+
+    client = _get_global_client()
+    if client is None:  # not started: nothing listens yet
+        return f"http://{settings.host}:{settings.port}"
+    http = client.http_config
+    if (http.host, http.port) != (settings.host, settings.port):
+        logger.warning("Serve already runs on this cluster at another address; the "
+                       "application is served there", extra={"fields": {
+                           "host": http.host, "port": http.port}})
+    return f"http://{http.host}:{http.port}"
+
+
 def run(settings: Settings, *, ready: Callable[[str], None]) -> None:
     """``serve --ray``: deploy on the cluster named by ``RAY_ADDRESS`` (a new local Ray
     instance when unset), call ``ready`` with the address, and serve until SIGTERM or
@@ -276,11 +292,12 @@ def run(settings: Settings, *, ready: Callable[[str], None]) -> None:
         signal.signal(stop_signal, lambda signum, frame: stop.set())
     try:
         serve.start(http_options={"host": settings.host, "port": settings.port})
+        url = serving_address(settings)
         try:
             serve.run(application, name=APP_NAME, route_prefix="/")
         except RuntimeError as exc:  # Serve's word for a deployment that never came up
             raise DeployFailed(f"the application did not start on Ray: {exc}") from exc
-        ready(f"http://{settings.host}:{settings.port}")
+        ready(url)
         stop.wait()
         serve.delete(APP_NAME)
     finally:
