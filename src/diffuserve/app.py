@@ -17,7 +17,7 @@ from diffuserve.api.errors import install_error_handlers
 from diffuserve.api.middleware import RequestContextMiddleware
 from diffuserve.api.openapi import install_docs
 from diffuserve.api.ratelimit import Limits, RateLimiter, RateLimitStorageUnavailable
-from diffuserve.api.routes import edits, files, generations, health, metrics, models
+from diffuserve.api.routes import edits, files, generations, health, metrics, models, playground
 from diffuserve.api.urls import BaseUrlResolver
 from diffuserve.config import Settings
 from diffuserve.engine.backends.base import Backend
@@ -181,5 +181,7 @@ def build_app(
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    if settings.playground:
+        app.include_router(playground.router_for(playground.load_web_files()))
     install_docs(app, settings.api_docs)
     return app

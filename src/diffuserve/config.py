@@ -310,6 +310,9 @@ class Settings(ModelSelection):
 
     api_docs: bool = Field(
         default=True, description="serve /openapi.json and /docs (behind the API keys)")
+    playground: bool = Field(
+        default=True, description="serve the web playground at / (its page asks for the "
+                                  "key and calls the API like any client)")
     max_body_bytes: int = Field(default=1 << 20, ge=1024,
                                 description="request body limit (413 beyond)")
     allow_remote_image_urls: bool = Field(

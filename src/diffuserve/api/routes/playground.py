@@ -1,0 +1,116 @@
+"""The web playground: its page at ``/``, its files under ``/playground/``, and the rule
+tables it builds its pickers from at ``/playground/rules.json``.
+
+No key is needed for any of these: they hold nothing but the page and OpenAI's public
+rules (and whether the server wants a key, which a 401 would tell anyway). The page
+asks for the key itself and sends it only as a Bearer header to the API.
+
+Every answer carries a Content-Security-Policy that allows nothing from another origin
+and no inline script or style; the page asks for ``b64_json`` images so that ``data:``
+and ``blob:`` images of its own are all it shows. The files are a fixed list read once
+from the package (no directory listing, no path from the request reaches the disk),
+served with their content type, an ETag and ``Cache-Control: no-cache`` (revalidated on
+every load, so an upgraded server is never paired with a stale script).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import resources
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from diffuserve.api.deps import parts
+from diffuserve.api.errors import NotFoundError
+from diffuserve.protocol.rule_tables import rules_document
+
+PREFIX = "/playground"
+
+#: The only files served, with their content types.
+WEB_FILES = {
+    "index.html": "text/html; charset=utf-8",
+    "playground.css": "text/css; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "api.js": "text/javascript; charset=utf-8",
+    "pickers.js": "text/javascript; charset=utf-8",
+    "painter.js": "text/javascript; charset=utf-8",
+    "history.js": "text/javascript; charset=utf-8",
+    "icon.svg": "image/svg+xml",
+}
+
+CONTENT_SECURITY_POLICY = "; ".join((
+    "default-src 'none'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self' data: blob:",
+    "connect-src 'self'",
+    "manifest-src 'self'",
+    "base-uri 'none'",
+    "form-action 'none'",
+    "frame-ancestors 'none'",
+))
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Cache-Control": "no-cache",
+}
+
+
+@dataclass(frozen=True)
+class WebFile:
+    body: bytes
+    content_type: str
+    etag: str
+
+
+def _etag(body: bytes) -> str:
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def load_web_files() -> dict[str, WebFile]:
+    """The playground's files, read once from the package."""
+    root = resources.files("diffuserve") / "web"
+    files = {}
+    for name, content_type in WEB_FILES.items():
+        body = (root / name).read_bytes()
+        files[name] = WebFile(body, content_type, _etag(body))
+    return files
+
+
+def _answer(request: Request, file: WebFile) -> Response:
+    headers = {**SECURITY_HEADERS, "ETag": file.etag}
+    match = request.headers.get("if-none-match", "")
+    if file.etag in (tag.strip() for tag in match.split(",")):
+        return Response(status_code=304, headers=headers)
+    return Response(file.body, media_type=file.content_type, headers=headers)
+
+
+def router_for(files: dict[str, WebFile]) -> APIRouter:
+    """The page's routes over ``files`` (see :func:`load_web_files`)."""
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/")
+    async def page(request: Request) -> Response:
+        return _answer(request, files["index.html"])
+
+    @router.get(PREFIX + "/rules.json")
+    async def rules(request: Request) -> Response:
+        document = {**rules_document(), "keys_required": parts(request).keys.enabled}
+        body = json.dumps(document).encode()
+        return _answer(request, WebFile(body, "application/json", _etag(body)))
+
+    @router.get(PREFIX + "/{name}")
+    async def web_file(name: str, request: Request) -> Response:
+        file = files.get(name)
+        if file is None or name == "index.html":
+            raise NotFoundError(f"Unknown playground file: {name!r}.", code="not_found")
+        return _answer(request, file)
+
+    return router
