@@ -60,7 +60,11 @@ class FakeResponse:
             await asyncio.sleep(3600)
 
     def cancel(self) -> None:
+        # As Ray's does: cancelling a call that failed re-raises its failure.
         self.cancelled = True
+        for event in self.events:
+            if isinstance(event, BaseException):
+                raise event
 
 
 class FakeMethod:

@@ -17,6 +17,7 @@ replica's coroutine, which abandons the task in the replica's queue.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -113,7 +114,7 @@ class RayEngine(EngineClient):
         finally:
             self._running.discard(response)
             if not finished:
-                response.cancel()  # type: ignore[no-untyped-call]
+                _cancel(response)
 
     @staticmethod
     def _time_left(task: Task) -> float | None:
@@ -141,10 +142,18 @@ class RayEngine(EngineClient):
     def abort(self) -> None:
         self._draining = True
         for response in list(self._running):
-            response.cancel()  # type: ignore[no-untyped-call]
+            _cancel(response)
 
     async def stop(self) -> None:
         self.abort()
+
+
+def _cancel(response: DeploymentResponseGenerator[Any]) -> None:
+    """Cancel a call, whatever became of it. Ray's ``cancel`` fetches the call's
+    assignment first and re-raises its failure (back-pressure, a dead replica), which
+    must not replace the engine error already on its way."""
+    with contextlib.suppress(Exception):
+        response.cancel()  # type: ignore[no-untyped-call]
 
 
 def _unwrap(model: str, exc: RayTaskError) -> EngineError:
