@@ -3,17 +3,19 @@
 Starts, one after another, on the built-in model:
 
 1. ``diffuserve serve`` (in process);
-2. ``diffuserve serve --ray --replicas 1`` on a local Ray cluster (``ray start --head
-   --num-cpus 2`` on the loopback interface);
-3. ``diffuserve serve --ray --replicas 2`` on the same cluster;
+2. ``diffuserve serve --ray`` on a local Ray cluster (``ray start --head --num-cpus 2``
+   on the loopback interface, a new one for each run) with one replica of 2 CPUs, one
+   of 1 CPU, and two of 1 CPU each (Ray gives a replica's torch as many threads as it
+   has CPUs);
 
 and measures on each the median latency of sequential requests (one client) and the
 throughput of ``--clients`` concurrent clients. Ratios come from this one run:
 
-- Ray's overhead per request: median latency on Ray (1 replica) minus in process;
-- scaling: throughput with 2 replicas over 1.
+- Ray's overhead per request: median latency on Ray (1 replica, 2 CPUs: as many torch
+  threads as in process) minus in process;
+- scaling: throughput with 2 replicas over 1 (1 CPU each).
 
-    python benchmarks/ray_scaling.py [--sequential 12] [--clients 8] [--requests 6]
+    python benchmarks/ray_scaling.py [--sequential 10] [--clients 8] [--requests 4]
 
 Needs ``pip install -e ".[test]"`` (Ray Serve, the test helpers).
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
 import os
 import statistics
 import sys
@@ -72,11 +75,26 @@ def measure(server: LiveServer, *, sequential: int, clients: int, requests: int,
             "throughput": images / elapsed}
 
 
+#: The Ray runs: (label, replicas, CPUs per replica). Ray gives a replica's torch as
+#: many threads as CPUs, so the overhead is measured with as many threads as in process.
+RAY_RUNS = (("ray, 1 replica x 2 CPUs", 1, 2), ("ray, 1 replica x 1 CPU", 1, 1),
+            ("ray, 2 replicas x 1 CPU", 2, 1))
+
+
+def builtin_models(num_cpus: int) -> str:
+    """The built-in model as DIFFUSERVE_MODELS JSON, with its Ray CPUs."""
+    from diffuserve import builtin
+
+    spec = builtin.builtin_spec().model_dump(mode="json")
+    spec["ray"] = {"num_cpus": num_cpus}
+    return json.dumps([spec])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--sequential", type=int, default=12)
+    parser.add_argument("--sequential", type=int, default=10)
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--requests", type=int, default=6, help="requests per client")
+    parser.add_argument("--requests", type=int, default=4, help="requests per client")
     parser.add_argument("--size", default="256x256")
     args = parser.parse_args(argv)
     shape = {"sequential": args.sequential, "clients": args.clients,
@@ -90,31 +108,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["in process"] = measure(server, **shape)
         finally:
             server.stop()
-        for replicas in (1, 2):
-            work = tmp / f"ray{replicas}"
+        for label, replicas, cpus in RAY_RUNS:
+            work = tmp / f"ray-{replicas}-{cpus}"
             work.mkdir()
             # A cluster each: Serve keeps the HTTP port it first started with.
             with ray_head(work) as address:
                 server = start_server(
                     ["--ray", "--replicas", str(replicas)], work,
-                    env={**RAY_ENV, "RAY_ADDRESS": address}, timeout=300)
+                    env={**RAY_ENV, "RAY_ADDRESS": address,
+                         "DIFFUSERVE_MODELS": builtin_models(cpus)}, timeout=300)
                 try:
-                    results[f"ray, {replicas} replica{'s' * (replicas > 1)}"] = measure(
-                        server, **shape)
+                    results[label] = measure(server, **shape)
                 finally:
                     server.stop()
     print(f"\nbuilt-in model, {args.size}, {os.cpu_count()} cores; sequential: "
           f"{args.sequential} requests; concurrent: {args.clients} clients x "
           f"{args.requests}")
-    print(f"{'':18} {'median latency':>15} {'throughput':>14}")
+    print(f"{'':24} {'median latency':>15} {'throughput':>14}")
     for label, result in results.items():
-        print(f"{label:18} {result['median_s'] * 1000:12.0f} ms "
+        print(f"{label:24} {result['median_s'] * 1000:12.0f} ms "
               f"{result['throughput']:9.2f} img/s")
-    local, one, two = (results[key] for key in results)
-    print(f"Ray overhead per request (1 replica vs in process): "
-          f"{(one['median_s'] - local['median_s']) * 1000:+.0f} ms "
-          f"({one['median_s'] / local['median_s']:.2f}x)")
-    print(f"throughput, 2 replicas / 1 replica: {two['throughput'] / one['throughput']:.2f}x; "
+    local, wide, one, two = (results[key] for key in results)
+    print(f"Ray overhead per request (1 replica x 2 CPUs vs in process): "
+          f"{(wide['median_s'] - local['median_s']) * 1000:+.0f} ms "
+          f"({wide['median_s'] / local['median_s']:.2f}x)")
+    print(f"throughput, 2 replicas / 1 replica (1 CPU each): "
+          f"{two['throughput'] / one['throughput']:.2f}x; "
           f"2 replicas / in process: {two['throughput'] / local['throughput']:.2f}x")
     return 0
 
