@@ -91,6 +91,7 @@ function openKeyDialog(message = "") {
   $("key-input").value = apiKey.get();
   $("key-error").textContent = message;
   $("key-error").hidden = !message;
+  $("key-forget").hidden = !apiKey.get();
   if (!dialog.open) dialog.showModal();
   $("key-input").focus();
 }
@@ -328,6 +329,10 @@ async function variations(source) {
   const size = `${source.width}x${source.height}`;
   if (rules.sizes.includes(size)) form.append("size", size);
   if (rules.response_formats.length > 1) form.append("response_format", "b64_json");
+  const steps = intOf("steps");
+  if (steps !== null) form.append("num_inference_steps", String(steps));
+  const guidance = intOf("guidance");
+  if (guidance !== null) form.append("guidance_scale", String(guidance));
   form.append("image", source.blob, "image.png");
   await run({
     path: "v1/images/variations", form, streamed: false,
@@ -406,7 +411,11 @@ async function addResults(results, meta) {
     await history.add(entry);
   }
   await renderHistory();
-  cards.at(-1)?.querySelector(".download")?.focus({ preventScroll: true });
+  const newest = cards.at(-1);
+  if (newest) {
+    newest.scrollIntoView({ block: "nearest" });
+    newest.querySelector(".download").focus({ preventScroll: true });
+  }
 }
 
 async function editFrom(entry) {

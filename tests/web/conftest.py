@@ -1,0 +1,111 @@
+"""Fixtures of the browser tests: Debian's chromium driven by Playwright, live servers on
+the built-in model, and a folder for the screenshots of each state.
+
+Nothing is downloaded: Playwright launches ``/usr/bin/chromium`` (``.ci/run`` installs
+it; without it these tests fail, as the Redis tests do without redis-server). The
+screenshots go to ``$DIFFUSERVE_SCREENSHOTS`` when set, else to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.conftest import LiveServer, start_server
+
+CHROMIUM = os.environ.get("DIFFUSERVE_CHROMIUM", "/usr/bin/chromium")
+KEY = "sk-playground-right-key-0123"
+
+
+def chromium_path() -> str:
+    found = shutil.which(CHROMIUM)
+    if found is None:
+        pytest.fail(f"the browser tests need Chromium at {CHROMIUM} "
+                    "(apt-get install chromium, as .ci/run does)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium_path())
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = os.environ.get("DIFFUSERVE_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        return Path(folder)
+    return tmp_path_factory.mktemp("screenshots")
+
+
+def wait_ready(server: LiveServer, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.log()}")
+        try:
+            if httpx.get(f"{server.base_url}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"server not ready in {timeout}s:\n{server.log()}")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, LiveServer]]:
+    """Both servers, started side by side (each loads the model for some seconds):
+
+    ``open``: the README's first command (the built-in model, no keys, loopback only);
+    ``keyed``: a key that may send one request a minute.
+    """
+    started = {
+        "open": start_server([], tmp_path_factory.mktemp("open-server"), wait_ready=False),
+        "keyed": start_server(["--rate-limit-rpm", "1"], tmp_path_factory.mktemp("keyed"),
+                              env={"DIFFUSERVE_API_KEYS": KEY}, wait_ready=False),
+    }
+    try:
+        for server in started.values():
+            wait_ready(server)
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+
+
+@pytest.fixture
+def open_server(servers: dict[str, LiveServer]) -> LiveServer:
+    return servers["open"]
+
+
+@pytest.fixture
+def keyed_server(servers: dict[str, LiveServer]) -> LiveServer:
+    return servers["keyed"]
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh browser profile (empty storage) at a desktop width, failing on any error
+    the page raises or logs."""
+    context = browser.new_context(viewport={"width": 1280, "height": 860},
+                                  accept_downloads=True, reduced_motion="reduce")
+    new_page = context.new_page()
+    problems: list[str] = []
+    new_page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    new_page.on("console", lambda message: problems.append(f"console: {message.text}")
+                if message.type == "error" and "status of 4" not in message.text else None)
+    yield new_page
+    context.close()
+    assert not problems, problems
