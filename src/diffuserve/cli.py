@@ -168,10 +168,24 @@ def cmd_serve(args: argparse.Namespace, source: CliSettingsSource[Any]) -> int:
     # that was in place before it: make that one a no-op, so a requested stop exits 0.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, lambda signum, frame: None)
+    if settings.playground and settings.port:
+        print(f"diffuserve: open {_page_url(settings)} in a browser for the playground",
+              file=sys.stderr, flush=True)
     server.run()
     if fatal:
         return _fail(f"diffuserve: {fatal[0]}", 1)
     return 0
+
+
+def _page_url(settings: Settings) -> str:
+    """Where a browser finds the playground: the public URL, else the bound address (a
+    wildcard bind is reachable on loopback)."""
+    if settings.public_url:
+        return settings.public_url + "/"
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(settings.host, settings.host)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}/"
 
 
 RAY_MISSING = 'diffuserve: --ray needs Ray Serve: pip install "diffuserve[ray]"'

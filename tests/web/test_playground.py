@@ -113,9 +113,12 @@ def test_the_pickers_offer_exactly_what_the_rule_tables_accept(
 
 def test_generate_watch_the_image_form_and_download_it(
         page: Page, open_server: LiveServer, screenshots: Path) -> None:
+    # The address the server printed is the page's.
+    assert f"open {open_server.base_url}/ in a browser" in open_server.log()
     open_page(page, open_server)
     page.screenshot(path=screenshots / "01-ready.png")
     set_up(page, model="gpt-image-2", prompt="a red apple", custom_size="384x256", partials="3")
+    page.fill("#n", "2")
     # Record every picture the live preview shows, with its caption, as it changes.
     page.evaluate("""() => {
         window.seen = [];
@@ -126,18 +129,20 @@ def test_generate_watch_the_image_form_and_download_it(
     }""")
     page.click("#go")
     wait_until(page, "window.seen.some(c => c.includes('partial image'))")
-    page.screenshot(path=screenshots / "02-forming.png")
-    card = page.locator("#gallery .card").first
-    expect(card).to_be_visible(timeout=DRAW_TIMEOUT_MS)
+    page.screenshot(path=screenshots / "02-forming.png", full_page=True)
+    cards = page.locator("#gallery .card")
+    expect(cards).to_have_count(2, timeout=DRAW_TIMEOUT_MS)
+    card = cards.first
     seen: list[str] = page.evaluate("window.seen")
     partials = [caption for caption in seen if "partial image" in caption]
     assert partials, seen
     assert seen.index(partials[0]) < len(seen) - 1  # a partial came before the final image
-    size = card.locator("img").evaluate("img => [img.naturalWidth, img.naturalHeight]")
-    assert size == [384, 256]
-    expect(card.locator(".facts")).to_contain_text("seed ")
-    expect(page.locator("#status")).to_contain_text("1 image in")
-    page.screenshot(path=screenshots / "03-generated.png")
+    for image in cards.locator("img").all():
+        assert image.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [384, 256]
+    seeds = [int(text.rsplit("seed ", 1)[1]) for text in cards.locator(".facts").all_inner_texts()]
+    assert seeds[0] == seeds[1] + 1  # image i has seed + i; the newest card comes first
+    expect(page.locator("#status")).to_contain_text("2 images in")
+    page.screenshot(path=screenshots / "03-generated.png", full_page=True)
 
     with page.expect_download() as download_info:
         card.locator(".download").click()
@@ -150,7 +155,7 @@ def test_generate_watch_the_image_form_and_download_it(
     # The history survives a reload.
     page.reload()
     page.wait_for_selector("body[data-ready=true]")
-    expect(page.locator("#history .history-item")).to_have_count(1)
+    expect(page.locator("#history .history-item")).to_have_count(2)
 
 
 def download(page: Page, card: Locator) -> Image.Image:
@@ -187,7 +192,7 @@ def test_edit_a_result_with_a_painted_mask_then_make_variations(
             page.mouse.move(box["x"] + box["width"] * fraction, y)
         page.mouse.up()
     expect(page.locator("#mask-hint")).to_contain_text("painted area will be redrawn")
-    page.screenshot(path=screenshots / "04-mask-painted.png")
+    page.screenshot(path=screenshots / "04-mask-painted.png", full_page=True)
 
     page.click("#go")
     wait_until(page, "window.sentForms.length > 0")
@@ -207,7 +212,7 @@ def test_edit_a_result_with_a_painted_mask_then_make_variations(
     expect(cards).to_have_count(2, timeout=DRAW_TIMEOUT_MS)
     edited_card = cards.first
     assert edited_card.locator("img").evaluate("img => img.naturalWidth") == 256
-    page.screenshot(path=screenshots / "05-edited.png")
+    page.screenshot(path=screenshots / "05-edited.png", full_page=True)
     # What the mask kept is the input's own pixels; the painted band was redrawn.
     edited = download(page, edited_card)
     for point in ((128, 220), (20, 240), (240, 150)):

@@ -156,6 +156,10 @@ function setMode(mode) {
 }
 
 $("model").addEventListener("change", () => applyRules(state.doc, state.mode, { keepValues: true }));
+// A size typed in overrides the list: the list is greyed out meanwhile.
+$("size-custom").addEventListener("input", () => {
+  $("size").disabled = $("size-custom").value.trim() !== "";
+});
 $("n").addEventListener("input", () => followN(state.doc));
 $("background").addEventListener("change", () => followBackground(state.doc));
 for (const radio of document.querySelectorAll("input[name=mode]")) {

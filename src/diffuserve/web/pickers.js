@@ -54,6 +54,7 @@ export function applyRules(doc, mode, { keepValues = true } = {}) {
   fill($("size"), rules.sizes, keep($("size").value) ?? rules.default_size, SIZE_LABELS);
   if (!keepValues || !rules.sizes.includes($("size").value)) $("size").value = rules.default_size;
   show("size-custom", rules.free_size);
+  $("size").disabled = rules.free_size && $("size-custom").value.trim() !== "";
   const free = doc.free_size;
   $("size-custom").title = `Both sides multiples of ${free.multiple}, the longer at most ` +
     `${free.max_side} and at most ${free.max_ratio} times the shorter`;
