@@ -119,24 +119,25 @@ def test_generate_watch_the_image_form_and_download_it(
     page.screenshot(path=screenshots / "01-ready.png")
     set_up(page, model="gpt-image-2", prompt="a red apple", custom_size="384x256", partials="3")
     page.fill("#n", "2")
-    # Record every picture the live preview shows, with its caption, as it changes.
+    # Record, in order, each partial and each completed image the preview shows (one
+    # record per change, even when the observer is called once for several).
     page.evaluate("""() => {
         window.seen = [];
-        new MutationObserver(() => window.seen.push(
-            document.getElementById('live-caption').textContent)
-        ).observe(document.getElementById('live-image'), {attributes: true,
-                                                          attributeFilter: ['src']});
+        new MutationObserver((records) => records.forEach(
+            (record) => window.seen.push(record.attributeName))
+        ).observe(document.getElementById('live'), {
+            attributes: true, attributeFilter: ['data-partials', 'data-completed']});
     }""")
     page.click("#go")
-    wait_until(page, "window.seen.some(c => c.includes('partial image'))")
+    wait_until(page, "window.seen.includes('data-partials')")
     page.screenshot(path=screenshots / "02-forming.png", full_page=True)
     cards = page.locator("#gallery .card")
     expect(cards).to_have_count(2, timeout=DRAW_TIMEOUT_MS)
     card = cards.first
     seen: list[str] = page.evaluate("window.seen")
-    partials = [caption for caption in seen if "partial image" in caption]
-    assert partials, seen
-    assert seen.index(partials[0]) < len(seen) - 1  # a partial came before the final image
+    assert seen.count("data-completed") == 2, seen
+    # At least one partial image was shown before the first final image.
+    assert seen.index("data-partials") < seen.index("data-completed"), seen
     for image in cards.locator("img").all():
         assert image.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [384, 256]
     seeds = [int(text.rsplit("seed ", 1)[1]) for text in cards.locator(".facts").all_inner_texts()]

@@ -253,6 +253,7 @@ async function run({ path, json, form, meta, streamed, prefix }) {
       for await (const event of events(response)) {
         if (event.name === `${prefix}.partial_image`) {
           partials += 1;
+          $("live").dataset.partials = String(partials);
           const total = meta.partial_images || partials;
           showLive(event.data.b64_json, event.data.output_format,
             `Forming… partial image ${event.data.partial_image_index + 1} of ${total}`);
@@ -260,6 +261,7 @@ async function run({ path, json, form, meta, streamed, prefix }) {
         } else if (event.name === `${prefix}.completed`) {
           results.push({ b64: event.data.b64_json, format: event.data.output_format,
                          size: event.data.size });
+          $("live").dataset.completed = String(results.length);
           showLive(event.data.b64_json, event.data.output_format,
             `Done: image ${results.length} of ${meta.n}`);
           setStatus(`Image ${results.length} of ${meta.n} done`);
