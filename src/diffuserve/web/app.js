@@ -4,8 +4,7 @@
 import { ApiError, apiKey, events, getJSON, request } from "./api.js";
 import * as history from "./history.js";
 import { Painter } from "./painter.js";
-import { applyRules, fillModels, followBackground, followN, rulesFor } from "./pickers.js";
-import { choices } from "./pickers.js";
+import { applyRules, choices, fillModels, followBackground, followN, rulesFor } from "./pickers.js";
 
 const $ = (id) => document.getElementById(id);
 const state = {
