@@ -139,20 +139,30 @@ def start_server(args: list[str], tmp: Path, env: dict[str, str] | None = None,
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env)
     server = LiveServer(process, port, log_path, storage, full_env)
     if wait_ready:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
-            try:
-                if httpx.get(f"{server.base_url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                server.stop()
-                raise RuntimeError(f"server not ready in {timeout}s:\n{server.log()}")
-            time.sleep(0.2)
+        try:
+            wait_until_ready(server, timeout)
+        except RuntimeError:
+            server.stop()
+            raise
     return server
+
+
+def wait_until_ready(server: LiveServer, timeout: float = 90.0) -> None:
+    """Until ``/ready`` answers 200; raises with the server's log if it exits or is not
+    ready in ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"server exited with {server.process.returncode}:\n"
+                               f"{server.log()}")
+        try:
+            if httpx.get(f"{server.base_url}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"server not ready in {timeout}s:\n{server.log()}")
+        time.sleep(0.2)
 
 
 @pytest.fixture

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.conftest import LiveServer, start_server
+from tests.conftest import LiveServer, start_server, wait_until_ready
 
 CHROMIUM = os.environ.get("DIFFUSERVE_CHROMIUM", "/usr/bin/chromium")
 KEY = "sk-playground-right-key-0123"
@@ -49,21 +47,6 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("screenshots")
 
 
-def wait_ready(server: LiveServer, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.log()}")
-        try:
-            if httpx.get(f"{server.base_url}/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"server not ready in {timeout}s:\n{server.log()}")
-        time.sleep(0.2)
-
-
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, LiveServer]]:
     """Both servers, started side by side (each loads the model for some seconds):
@@ -78,7 +61,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Live
     }
     try:
         for server in started.values():
-            wait_ready(server)
+            wait_until_ready(server, timeout=120.0)
         yield started
     finally:
         for server in started.values():

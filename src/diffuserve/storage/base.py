@@ -8,10 +8,30 @@ mapped to statuses by the HTTP layer.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import secrets
 from typing import Protocol
 
 #: File suffixes of the image types a store accepts.
 SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpeg", "image/webp": ".webp"}
+
+
+def new_image_name(content_type: str) -> str:
+    """An unguessable ``img_<random><suffix>`` for an image of ``content_type``."""
+    try:
+        suffix = SUFFIXES[content_type]
+    except KeyError:
+        raise ValueError(f"cannot store {content_type!r}") from None
+    return f"img_{secrets.token_urlsafe(24)}{suffix}"
+
+
+async def stop_sweeper(sweeper: asyncio.Task[None] | None) -> None:
+    """Cancel a store's background sweeper and wait for it to end."""
+    if sweeper is not None:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
 
 
 class ImageStore(Protocol):

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import re
-import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
-from diffuserve.storage.base import SUFFIXES, ImageGone, LinkInvalid
+from diffuserve.storage.base import SUFFIXES, ImageGone, LinkInvalid, new_image_name, stop_sweeper
 from diffuserve.storage.signing import UrlSigner
 
 logger = logging.getLogger("diffuserve.storage")
@@ -54,17 +52,10 @@ class LocalImageStore:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="diffuserve-sweeper")
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        await stop_sweeper(self._sweeper)
 
     def put(self, data: bytes, content_type: str) -> str:
-        try:
-            suffix = SUFFIXES[content_type]
-        except KeyError:
-            raise ValueError(f"cannot store {content_type!r}") from None
-        name = f"img_{secrets.token_urlsafe(24)}{suffix}"
+        name = new_image_name(content_type)
         final = self.directory / name
         partial = self.directory / f".{name}.part"
         # Write then rename: a reader never sees half an image.

@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import ipaddress
 import logging
 import re
-import secrets
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from diffuserve.storage.base import SUFFIXES, StorageUnavailable
+from diffuserve.storage.base import StorageUnavailable, new_image_name, stop_sweeper
 
 logger = logging.getLogger("diffuserve.storage")
 
@@ -189,17 +187,10 @@ class S3ImageStore:
                                                 name="diffuserve-s3-sweeper")
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        await stop_sweeper(self._sweeper)
 
     def put(self, data: bytes, content_type: str) -> str:
-        try:
-            suffix = SUFFIXES[content_type]
-        except KeyError:
-            raise ValueError(f"cannot store {content_type!r}") from None
-        key = f"{self.location.key_prefix}img_{secrets.token_urlsafe(24)}{suffix}"
+        key = f"{self.location.key_prefix}{new_image_name(content_type)}"
         try:
             self.client.put_object(Bucket=self.location.bucket, Key=key, Body=data,
                                     ContentType=content_type)
