@@ -13,6 +13,7 @@ import base64
 import io
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -172,17 +173,22 @@ def test_a_keys_limit_holds_across_both_ingress_replicas(ray_server: RayServer) 
 
 def test_rays_back_pressure_is_a_429_with_retry_after(ray_server: RayServer) -> None:
     client = ray_server.client()
+    # More at once than 2 replicas x 8 in hand + 2 ingress replicas x MAX_QUEUE waiting,
+    # all sent together, each slow enough (1024x1024) that none is done before the last
+    # one arrives.
+    senders = 40
+    together = threading.Barrier(senders)
 
     def attempt(i: int) -> str:
+        together.wait(timeout=30)
         try:
-            draw(client, f"a boat number {i}")
+            draw(client, f"a boat number {i}", size="1024x1024")
             return "200"
         except openai.APIStatusError as exc:
             return f"{exc.status_code} retry-after={exc.response.headers.get('retry-after')}"
 
-    # More at once than 2 replicas x 8 in hand + 2 ingress replicas x MAX_QUEUE waiting.
-    with ThreadPoolExecutor(40) as pool:
-        outcomes = list(pool.map(attempt, range(40)))
+    with ThreadPoolExecutor(senders) as pool:
+        outcomes = list(pool.map(attempt, range(senders)))
 
     refused = [outcome for outcome in outcomes if outcome != "200"]
     assert refused, outcomes
