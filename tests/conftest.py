@@ -19,6 +19,7 @@ from PIL import Image
 
 from diffuserve.engine.backends.base import Backend
 from diffuserve.engine.types import GenerationParams, StepCallback
+from tests.support.processes import stop_process
 from tests.tiny_pipelines import build_tiny_sd, build_tiny_sdxl
 
 if TYPE_CHECKING:
@@ -116,13 +117,7 @@ class LiveServer:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=20)
         return self.process.returncode
 
 

@@ -101,7 +101,7 @@ class FakeHandle:
 
 def engine_for(response: FakeResponse, **kwargs: Any) -> tuple[RayEngine, FakeHandle]:
     handle = FakeHandle(response, **kwargs)
-    return RayEngine({"emoji": handle}, max_queued={"emoji": 16}), handle  # type: ignore[dict-item]
+    return RayEngine({"emoji": handle}, max_queued=16), handle  # type: ignore[dict-item]
 
 
 async def collect(engine: RayEngine, task: Task) -> list[Any]:

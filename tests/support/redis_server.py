@@ -16,6 +16,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from tests.support.processes import stop_process
+
 MISSING_BINARY = (
     "redis-server is not on PATH: the tests of shared rate limits need the real server "
     "(Debian/Ubuntu: apt-get install redis-server; CI installs it)"
@@ -83,13 +85,7 @@ class RedisServer:
     def stop(self) -> None:
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=10)
         self.process = None
 
     def flush(self) -> None:

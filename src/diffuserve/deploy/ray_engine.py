@@ -55,9 +55,10 @@ class RayEngine(EngineClient):
     """Tasks sent to one Ray Serve deployment per model through deployment handles."""
 
     def __init__(self, handles: Mapping[str, DeploymentHandle[Any]], *,
-                 max_queued: Mapping[str, int] | None = None) -> None:
+                 max_queued: int = 0) -> None:
         self._handles = dict(handles)
-        self._max_queued = dict(max_queued or {})
+        #: Ray's queue limit in front of every model (``max_queued_requests``).
+        self._max_queued = max_queued
         self._draining = False
         self._running: set[DeploymentResponseGenerator[Any]] = set()
 
@@ -101,7 +102,7 @@ class RayEngine(EngineClient):
             raise
         except BackPressureError as exc:
             retry = exc.retry_after_s or BACKPRESSURE_RETRY_SECONDS
-            raise QueueFull(task.model, self._max_queued.get(task.model, 0),
+            raise QueueFull(task.model, self._max_queued,
                             max(1, math.ceil(retry))) from None
         except (RayActorError, DeploymentUnavailableError) as exc:
             logger.warning("replica lost", extra={"fields": {

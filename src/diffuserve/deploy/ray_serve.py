@@ -95,8 +95,8 @@ class Ingress:
     def __serve_build_asgi_app__(self) -> FastAPI:
         from diffuserve.app import build_app
 
-        max_queued = {name: self.settings.max_queue for name in self.handles}
-        return build_app(self.settings, engine=RayEngine(self.handles, max_queued=max_queued),
+        engine = RayEngine(self.handles, max_queued=self.settings.max_queue)
+        return build_app(self.settings, engine=engine,
                          keys=self.keys)
 
 
