@@ -104,6 +104,7 @@ def build_app(
     server = ServerParts(
         service=ImageService(
             catalog, engine, store, request_timeout=settings.request_timeout_seconds,
+            png_compress_level=settings.png_compress_level,
             moderation=Moderation(load_policy(settings.content_policy)
                                   if settings.content_policy else None)),
         engine=engine,

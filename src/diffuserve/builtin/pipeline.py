@@ -9,6 +9,8 @@ canvas of the background colour: non-square sizes are never stretched or tiled.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -19,6 +21,9 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image, ImageDraw
 
 from diffuserve.builtin.text_encoder import load_text_encoder, token_states
+
+#: Prompts whose token states are kept (the empty negative prompt is always among them).
+PROMPT_CACHE_SIZE = 1024
 
 #: Colour distances (0–441) from the background colour: a background pixel this close
 #: is fully transparent, one this far fully opaque; in between, a soft edge.
@@ -91,6 +96,9 @@ class EmojiPipeline(DiffusionPipeline):
                               text_encoder=text_encoder, tokenizer=tokenizer)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.subject_size = unet.config.sample_size * self.vae_scale_factor
+        self._prompt_cache: OrderedDict[tuple[str, str, str], tuple[torch.Tensor, torch.Tensor]] \
+            = OrderedDict()
+        self._prompt_lock = threading.Lock()
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Any, **kwargs: Any) -> Any:
@@ -111,8 +119,26 @@ class EmojiPipeline(DiffusionPipeline):
             self.register_modules(text_encoder=text_encoder, tokenizer=tokenizer)
 
     def encode_prompt(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        states, mask = token_states(self.text_encoder, self.tokenizer, prompts)
-        return states.to(self.unet.dtype), mask
+        """Token states and attention masks of ``prompts``, each encoded once: recent
+        prompts' states are kept (a prompt's states do not depend on its batch, every
+        prompt being padded to the same length)."""
+        where = (str(self.text_encoder.device), str(self.unet.dtype))
+        with self._prompt_lock:
+            found = {text: self._prompt_cache.get((text, *where)) for text in set(prompts)}
+            missing = [text for text, hit in found.items() if hit is None]
+            if missing:
+                states, mask = token_states(self.text_encoder, self.tokenizer, missing)
+                states = states.to(self.unet.dtype)
+                for index, text in enumerate(missing):
+                    found[text] = (states[index].clone(), mask[index].clone())
+                    self._prompt_cache[(text, *where)] = found[text]
+            for text in found:
+                self._prompt_cache.move_to_end((text, *where))
+            while len(self._prompt_cache) > PROMPT_CACHE_SIZE:
+                self._prompt_cache.popitem(last=False)
+        entries = [found[text] for text in prompts]
+        return (torch.stack([states for states, _ in entries]),
+                torch.stack([mask for _, mask in entries]))
 
     def check_inputs(self, prompt: Any, height: int, width: int, steps: int,
                      background: str = "opaque") -> None:

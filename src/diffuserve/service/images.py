@@ -61,11 +61,12 @@ class ImageService:
         request_timeout: float = 540.0,
         clock: Callable[[], float] = time.time,
         moderation: Moderation | None = None,
+        png_compress_level: int = 1,
     ) -> None:
         self.catalog = catalog
         self.moderation = moderation or Moderation()
         self.engine = engine
-        self.output = OutputWriter(store)
+        self.output = OutputWriter(store, png_compress_level=png_compress_level)
         self.request_timeout = request_timeout
         self.clock = clock
 

@@ -8,6 +8,7 @@ import inspect
 import json
 import logging
 import os
+import time
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
@@ -190,7 +191,39 @@ class DiffusersBackend(Backend):
         self.device = device
         self.pipeline = pipeline
         torch.set_grad_enabled(False)
+        if self.spec.compile != "off":
+            self._compile(pipeline, device)
         logger.info("model loaded", extra={"fields": {"model": self.spec.name, **self.describe()}})
+
+    def _compile(self, pipeline: Any, device: str) -> None:
+        """Compile, then draw every size to be warmed at one image and at a full batch,
+        so that compilation happens now and not in front of a request (the second batch
+        size makes torch.compile generalise over batch sizes)."""
+        import torch
+
+        from diffuserve.engine.backends.compilation import compile_cache_dir, compile_pipeline
+
+        started = time.perf_counter()
+        compiled = compile_pipeline(pipeline, self.spec.compile, device)
+        sizes = [tuple(int(side) for side in size.split("x"))
+                 for size in self.spec.compile_sizes] \
+            or [(self.native_resolution, self.native_resolution)]
+        drawn = sorted({self._draw_size_of(width, height) for width, height in sizes})
+        for width, height in drawn:
+            for images in sorted({1, self.spec.max_batch_size}):
+                kwargs: dict[str, Any] = {
+                    "prompt": ["warm-up"] * images, "height": height, "width": width,
+                    "num_inference_steps": 2, "output_type": "pil",
+                    "generator": [torch.Generator().manual_seed(0) for _ in range(images)]}
+                if "guidance_scale" in self._accepted:
+                    kwargs["guidance_scale"] = self.spec.guidance_scale
+                self._call(kwargs)
+        logger.info("model compiled", extra={"fields": {
+            "model": self.spec.name, "mode": self.spec.compile, "compiled": compiled,
+            "warmed": [f"{width}x{height}" for width, height in drawn],
+            "batch_sizes": sorted({1, self.spec.max_batch_size}),
+            "seconds": round(time.perf_counter() - started, 1),
+            "cache": str(compile_cache_dir())}})
 
     @staticmethod
     def _edit_pipelines(pipeline: Any) -> dict[str, Any]:
@@ -232,6 +265,7 @@ class DiffusersBackend(Backend):
             "dtype": str(dtype).removeprefix("torch.") if dtype is not None else None,
             "pipeline": type(self.pipeline).__name__ if self.pipeline is not None else None,
             "native_resolution": self.native_resolution,
+            "compile": self.spec.compile,
         }
 
     def batch_key(self, params: GenerationParams) -> Hashable:
@@ -257,12 +291,14 @@ class DiffusersBackend(Backend):
         return len(ids)
 
     def _draw_size(self, params: GenerationParams) -> tuple[int, int]:
+        return self._draw_size_of(params.width, params.height)
+
+    def _draw_size_of(self, width: int, height: int) -> tuple[int, int]:
         """Where the pipeline draws: its native area in the requested aspect ratio, or
         the requested size itself for pipelines that compose any size on their own."""
         if self._draws_any_size:
-            return params.width, params.height
-        return plan_size(params.width, params.height, self.native_resolution,
-                         self.size_multiple)
+            return width, height
+        return plan_size(width, height, self.native_resolution, self.size_multiple)
 
     def generate(
         self, params: GenerationParams, on_step: StepCallback | None = None

@@ -1,0 +1,80 @@
+"""``torch.compile`` for a loaded diffusers pipeline: its denoiser and VAE decoder.
+
+Compiling trades start-up time for faster steps. Inductor's *freezing* treats the weights
+as constants (folded and, on the CPU, pre-packed for oneDNN), which is what makes a
+compiled UNet faster than eager on a CPU at all; ``reduce-overhead`` adds CUDA graphs on
+a GPU. The compiled kernels are cached on disk (``TORCHINDUCTOR_CACHE_DIR``, by default
+under the user's cache folder), so a restart traces again but does not recompile.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+#: ``compile`` settings of a model and the torch.compile mode each means.
+COMPILE_MODES = {
+    "default": "default",
+    "reduce-overhead": "reduce-overhead",  # CUDA graphs where shapes repeat
+    "max-autotune-no-cudagraphs": "max-autotune-no-cudagraphs",
+    "max-autotune": "max-autotune",
+}
+
+
+def compile_cache_dir() -> Path:
+    """Where compiled kernels are kept across restarts: ``TORCHINDUCTOR_CACHE_DIR`` when
+    set, else ``compile/`` in diffuserve's user cache folder (set for this process)."""
+    configured = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    import platformdirs
+
+    folder = Path(platformdirs.user_cache_dir("diffuserve")) / "compile"
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+    return folder
+
+
+def compile_options(mode: str) -> dict[str, Any]:
+    """The keyword arguments of ``torch.compile`` for a model's ``compile`` setting."""
+    return {"mode": COMPILE_MODES[mode]}
+
+
+def compile_pipeline(pipeline: Any, mode: str, device: str) -> list[str]:
+    """Compile ``pipeline``'s denoiser and VAE decoder in place (they stay the same
+    modules, so everything that reads their config still does); returns what was
+    compiled. The cheap wins diffusers offers come first: fused QKV projections and, on
+    a GPU, channels-last UNet and VAE."""
+    import torch
+    from torch._inductor import config as inductor
+
+    compile_cache_dir()
+    inductor.freezing = True
+    compiled: list[str] = []
+    for name in ("unet", "transformer"):
+        denoiser = getattr(pipeline, name, None)
+        if not isinstance(denoiser, torch.nn.Module):
+            continue
+        fused = ""
+        fuse = getattr(denoiser, "fuse_qkv_projections", None)
+        if fuse is not None:
+            try:
+                fuse()
+                fused = " (fused QKV projections)"
+            except Exception:  # an attention layout diffusers cannot fuse: left as is
+                logger.debug("QKV projections of %s not fused", name, exc_info=True)
+        if device == "cuda" and name == "unet":
+            denoiser.to(memory_format=torch.channels_last)
+        denoiser.compile(**compile_options(mode))
+        compiled.append(name + fused)
+    decoder = getattr(getattr(pipeline, "vae", None), "decoder", None)
+    if isinstance(decoder, torch.nn.Module):
+        if device == "cuda":
+            decoder.to(memory_format=torch.channels_last)
+        decoder.compile(**compile_options(mode))
+        compiled.append("vae.decoder")
+    return compiled

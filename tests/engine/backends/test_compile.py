@@ -1,0 +1,76 @@
+"""``compile`` as a model setting: denoiser and VAE decoder compiled in place at load,
+warmed at the configured sizes, drawing what the eager pipeline draws.
+
+Dynamo traces for real here; the traced graphs run on its ``eager`` backend so that the
+suite does not spend minutes in inductor's C++ compiler (inductor's speed and its disk
+cache are measured by ``benchmarks/compile_speed.py``)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diffuserve.config import ModelSpec
+from diffuserve.engine.backends import compilation
+from diffuserve.engine.backends.diffusers import DiffusersBackend
+from diffuserve.engine.types import GenerationParams
+
+
+def params(width: int, height: int, seeds: tuple[int, ...]) -> GenerationParams:
+    return GenerationParams(prompt="a red apple", negative_prompt=None, width=width,
+                            height=height, num_inference_steps=2, guidance_scale=5.0,
+                            seeds=seeds)
+
+
+def test_a_compiled_model_is_warmed_at_load_and_draws_what_eager_draws(
+    tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "kernels"))
+    monkeypatch.setattr(compilation, "compile_options", lambda mode: {"backend": "eager"})
+    torch._dynamo.reset()
+    source = str(tiny_models["sd"])
+    eager = DiffusersBackend(ModelSpec(name="eager", source=source, max_batch_size=2))
+    eager.load()
+    spec = ModelSpec(name="compiled", source=source, max_batch_size=2, compile="default",
+                     compile_sizes=("64x64", "128x64"))
+    compiled = DiffusersBackend(spec)
+    with caplog.at_level(logging.INFO, logger="diffuserve.engine.backends.diffusers"):
+        compiled.load()
+    pipeline = compiled.pipeline
+    assert pipeline.unet._compiled_call_impl is not None
+    assert pipeline.vae.decoder._compiled_call_impl is not None
+    assert compiled.describe()["compile"] == "default"
+    (record,) = [r for r in caplog.records if r.getMessage() == "model compiled"]
+    fields = record.fields  # type: ignore[attr-defined]
+    # Warmed where the pipeline draws: 128x64 is drawn at the native area, then resized.
+    assert fields["warmed"] == ["64x64", "{}x{}".format(*compiled._draw_size_of(128, 64))]
+    assert fields["batch_sizes"] == [1, 2]
+    assert fields["cache"] == str(tmp_path / "kernels")
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs > 0
+
+    # Warmed sizes and batch sizes compile nothing more, and draw what eager draws.
+    for size, seeds in (((64, 64), (3,)), ((128, 64), (4, 5)), ((64, 64), (6, 7))):
+        drawn = compiled.generate(params(*size, seeds))
+        expected = eager.generate(params(*size, seeds))
+        for image, reference in zip(drawn, expected, strict=True):
+            assert image.size == size
+            difference = np.abs(np.asarray(image, np.int16) - np.asarray(reference, np.int16))
+            assert difference.mean() < 1.0
+    assert counters["stats"]["unique_graphs"] == graphs
+    torch._dynamo.reset()
+
+
+def test_compile_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="compile"):
+        ModelSpec(name="m", source="org/m", compile="fast")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="compile_sizes"):
+        ModelSpec(name="m", source="org/m", compile_sizes=("512",))
+    assert ModelSpec(name="m", source="org/m").compile == "off"
