@@ -1,88 +1,204 @@
-"""Latency through the HTTP API vs calling the backend in-process, same images.
+"""What the server adds to a pipeline: one request at a time, and under concurrency.
 
-Builds the tiny random SD pipeline the tests use (so it runs offline), starts
-``diffuserve serve`` on a loopback port, and times ``--requests`` sequential
-``b64_json`` generations with the official openai SDK, each followed by the same work
-done in-process (backend.generate + PNG + base64): interleaved, so that both see the
-same load on a shared machine. Prints medians and the ratio.
+By default the pipeline is ``benchmarks/step_cost.py``'s: 25 steps that each hold the GIL
+for 5 ms and then wait 21 ms (+2.5 ms per extra image in the batch) with it released —
+the host side of a GPU pipeline of about 0.65 s per 512² image, the H100 SD 1.5 figure.
+``--model DIR`` measures any local diffusers pipeline instead (the built-in model…),
+``--tiny`` the tests' tiny random SD. Both sides load the pipeline the same way
+(``DiffusersBackend``).
 
-    python benchmarks/server_overhead.py [--requests 30] [--size 256x256] [--steps 4]
-    python benchmarks/server_overhead.py --model ./my-pipeline   # any local pipeline
+1. **Sequential**: ``--requests`` ``b64_json`` generations through ``diffuserve serve`` with
+   the official openai SDK, each followed by the same pipeline called directly in this
+   process (interleaved, so both see the same machine). Overhead = server median /
+   direct median − 1. Target ≤ 2 %.
+2. **Concurrent**: ``--clients`` threads send ``--concurrent-requests`` requests in all to a
+   server whose model batches up to ``--batch`` images; the sustained images per second
+   (each batch's images over the time since the batch before) against the pipeline
+   called directly with batches of ``--batch``. Target ≥ 95 %.
+
+    python benchmarks/server_overhead.py [--requests 20] [--clients 16] [--batch 4]
+    python benchmarks/server_overhead.py --model src/diffuserve/builtin/weights --size 256x256 \\
+        --steps 8 --batch 8
+    python benchmarks/server_overhead.py --tiny --size 256x256 --steps 4
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
+import json
 import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from tests.conftest import start_server  # noqa: E402
-from tests.tiny_pipelines import build_tiny_sd  # noqa: E402
+from benchmarks import step_cost  # noqa: E402
+from tests.conftest import LiveServer, start_server  # noqa: E402
+
+LAUNCHER = [sys.executable, str(Path(step_cost.__file__).resolve())]
+
+
+def direct_call(pipeline: Any, size: tuple[int, int], steps: int, seeds: list[int]) -> float:
+    import torch
+
+    started = time.perf_counter()
+    with torch.inference_mode():
+        pipeline(prompt=["a red apple"] * len(seeds), width=size[0], height=size[1],
+                 num_inference_steps=steps,
+                 generator=[torch.Generator().manual_seed(s) for s in seeds])
+    return time.perf_counter() - started
+
+
+def sequential(server: LiveServer, pipeline: Any, args: argparse.Namespace,
+               size: tuple[int, int]) -> dict[str, Any]:
+    import openai
+
+    client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0,
+                           timeout=600)
+    served: list[float] = []
+    direct: list[float] = []
+    for i in range(args.requests + 2):
+        started = time.perf_counter()
+        client.images.generate(model="bench", prompt="a red apple", size=args.size,
+                               response_format="b64_json",
+                               extra_body={"seed": i, "num_inference_steps": args.steps})
+        served_s = time.perf_counter() - started
+        direct_s = direct_call(pipeline, size, args.steps, [i])
+        if i >= 2:  # the first calls warm up
+            served.append(served_s)
+            direct.append(direct_s)
+    served_median, direct_median = statistics.median(served), statistics.median(direct)
+    return {"served_median_s": served_median, "direct_median_s": direct_median,
+            "overhead": served_median / direct_median - 1, "served_s": served,
+            "direct_s": direct}
+
+
+def concurrent(server: LiveServer, pipeline: Any, args: argparse.Namespace,
+               size: tuple[int, int]) -> dict[str, Any]:
+    import openai
+
+    client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0,
+                           timeout=600)
+    total = args.concurrent_requests
+    taken = iter(range(total))
+    lock = threading.Lock()
+    finished: list[float] = []
+    failures: list[str] = []
+
+    def one(seed: int) -> None:
+        client.images.generate(model="bench", prompt="a red apple", size=args.size,
+                               response_format="b64_json",
+                               extra_body={"seed": seed, "num_inference_steps": args.steps})
+
+    def work() -> None:
+        while True:
+            with lock:
+                seed = next(taken, None)
+            if seed is None:
+                return
+            try:
+                one(seed)
+                with lock:
+                    finished.append(time.perf_counter())
+            except Exception as exc:  # counted, and the run reported as failed
+                failures.append(f"{type(exc).__name__}: {exc}")
+
+    one(10_000)  # warm
+    threads = [threading.Thread(target=work) for _ in range(args.clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=900)
+    wall = (max(finished) if finished else time.perf_counter()) - started
+    calls = [direct_call(pipeline, size, args.steps, list(range(k, k + args.batch)))
+             for k in range(0, 4 * args.batch, args.batch)]
+    call_s = statistics.median(calls[1:])
+    direct_rate = args.batch / call_s
+    # Sustained rate: the images of each batch over the time since the batch before it
+    # (answers of one batch arrive together; batches a call's time apart). Over the
+    # whole run, the first batch (whoever had arrived: often one request) and the last
+    # (what was left) are smaller, which says nothing of the server.
+    batches: list[list[float]] = []
+    for moment in sorted(finished):
+        if batches and moment - batches[-1][-1] < call_s / 4:
+            batches[-1].append(moment)
+        else:
+            batches.append([moment])
+    rates = [len(batch) / (batch[0] - before[0])
+             for before, batch in zip(batches, batches[1:], strict=False)]
+    sustained = statistics.median(rates) if rates else float("nan")
+    return {"images": len(finished), "failures": failures, "wall_s": wall,
+            "served_images_per_s": sustained, "whole_run_images_per_s": len(finished) / wall,
+            "batches": [len(batch) for batch in batches], "direct_images_per_s": direct_rate,
+            "ratio": sustained / direct_rate, "direct_call_s": calls}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=30)
-    parser.add_argument("--size", default="256x256")
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--model", type=Path, help="a local diffusers pipeline folder")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--model", type=Path, help="a local diffusers pipeline folder")
+    which.add_argument("--tiny", action="store_true",
+                       help="the tests' tiny random SD pipeline (built here)")
+    parser.add_argument("--size", default="512x512")
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--requests", type=int, default=20, help="sequential requests")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--concurrent-requests", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=4, help="the model's max_batch_size")
+    parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-
-    import openai
 
     from diffuserve.config import ModelSpec
     from diffuserve.engine.backends.diffusers import DiffusersBackend
-    from diffuserve.engine.types import GenerationParams
-    from diffuserve.service.output import encode_png
 
-    width, height = (int(part) for part in args.size.split("x"))
+    step_cost.register()
+    size = tuple(int(part) for part in args.size.split("x"))
+    assert len(size) == 2
+    report: dict[str, Any] = {"size": args.size, "steps": args.steps, "batch": args.batch}
     with tempfile.TemporaryDirectory() as tmp:
-        model = args.model or build_tiny_sd(Path(tmp) / "tiny-sd")
-        backend = DiffusersBackend(ModelSpec(name="bench", source=str(model)))
+        if args.tiny:
+            from tests.tiny_pipelines import build_tiny_sd
+
+            folder = build_tiny_sd(Path(tmp) / "tiny-sd")
+            report["model"] = "tiny random SD (tests/tiny_pipelines.py)"
+        else:
+            folder = args.model or step_cost.write(Path(tmp) / "step-cost")
+            report["model"] = str(args.model or "step-cost pipeline (benchmarks/step_cost.py)")
+        backend = DiffusersBackend(ModelSpec(name="bench", source=str(folder)))
         backend.load()
-        server = start_server(["--model", f"bench={model}"], Path(tmp))
-        http: list[float] = []
-        direct: list[float] = []
+        models = Path(tmp) / "models.toml"
+        models.write_text(f'[[models]]\nname = "bench"\nsource = "{folder}"\n'
+                          f"max_batch_size = {args.batch}\n")
+        server = start_server(["--models-file", str(models), "--max-queue", "256"], Path(tmp),
+                              command=LAUNCHER)
         try:
-            client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x",
-                                   max_retries=0)
-            for i in range(args.requests + 2):
-                started = time.perf_counter()
-                client.images.generate(
-                    model="bench", prompt="a red apple", size=args.size,  # type: ignore[arg-type]
-                    response_format="b64_json",
-                    extra_body={"seed": i, "num_inference_steps": args.steps},
-                )
-                http_seconds = time.perf_counter() - started
-                params = GenerationParams(prompt="a red apple", negative_prompt=None,
-                                          width=width, height=height,
-                                          num_inference_steps=args.steps, guidance_scale=7.5,
-                                          seeds=(i,))
-                started = time.perf_counter()
-                image = backend.generate(params)[0]
-                base64.b64encode(encode_png(image))
-                direct_seconds = time.perf_counter() - started
-                if i >= 2:  # the first calls warm up
-                    http.append(http_seconds)
-                    direct.append(direct_seconds)
+            # Called directly where the server has it draw (then resizes to the request).
+            drawn = backend._draw_size_of(*size)
+            report["sequential"] = sequential(server, backend.pipeline, args, drawn)
+            report["concurrent"] = concurrent(server, backend.pipeline, args, drawn)
         finally:
             server.stop()
 
-    http_median = statistics.median(http)
-    direct_median = statistics.median(direct)
-    print(f"model: {model}  size: {args.size}  steps: {args.steps}  requests: {args.requests}")
-    print(f"in-process median: {direct_median * 1000:8.1f} ms")
-    print(f"HTTP+SDK median:   {http_median * 1000:8.1f} ms")
-    print(f"overhead:          {(http_median - direct_median) * 1000:8.1f} ms "
-          f"({http_median / direct_median:.3f}x)")
+    seq, con = report["sequential"], report["concurrent"]
+    print(f"model: {report['model']}  size: {args.size}  steps: {args.steps}")
+    print(f"sequential ({args.requests} requests): direct {seq['direct_median_s'] * 1000:.1f} ms"
+          f", through the server {seq['served_median_s'] * 1000:.1f} ms: overhead "
+          f"{seq['overhead']:+.1%}  (target ≤ 2 %)")
+    print(f"concurrent ({args.clients} clients, {con['images']} images, batches of "
+          f"{args.batch}): {con['served_images_per_s']:.2f} images/s sustained "
+          f"({con['whole_run_images_per_s']:.2f} over the whole run, batches "
+          f"{con['batches']}); direct at batch {args.batch}: "
+          f"{con['direct_images_per_s']:.2f} images/s: {con['ratio']:.1%} (target ≥ 95 %)"
+          + (f"  FAILURES: {len(con['failures'])}" if con["failures"] else ""))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

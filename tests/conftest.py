@@ -123,12 +123,13 @@ class LiveServer:
 
 def start_server(args: list[str], tmp: Path, env: dict[str, str] | None = None,
                  storage_dir: Path | None = None, wait_ready: bool = True,
-                 timeout: float = 90.0) -> LiveServer:
+                 timeout: float = 90.0, command: list[str] | None = None) -> LiveServer:
+    """``diffuserve serve ARGS`` (or ``COMMAND serve ARGS``) on a free loopback port."""
     port = free_port()
     storage = storage_dir or tmp / "storage"
     log_path = tmp / f"server-{port}.log"
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    cmd = [sys.executable, "-m", "diffuserve", "serve", "--port", str(port),
+    cmd = [*(command or [sys.executable, "-m", "diffuserve"]), "serve", "--port", str(port),
            "--storage-dir", str(storage), *args]
     with log_path.open("wb") as log:
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env)

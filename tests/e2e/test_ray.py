@@ -91,9 +91,11 @@ def ray_server(tmp_path_factory: pytest.TempPathFactory,
         redis.stop()
 
 
-def draw(client: openai.OpenAI, prompt: str, size: str = "256x256") -> Image.Image:
+def draw(client: openai.OpenAI, prompt: str, size: str = "256x256",
+         steps: int | None = None) -> Image.Image:
     result = client.images.generate(model="dall-e-2", prompt=prompt, size=size,  # type: ignore[arg-type]
-                                    response_format="b64_json")
+                                    response_format="b64_json",
+                                    extra_body={"num_inference_steps": steps} if steps else None)
     return Image.open(io.BytesIO(base64.b64decode(result.data[0].b64_json or "")))
 
 
@@ -174,15 +176,15 @@ def test_a_keys_limit_holds_across_both_ingress_replicas(ray_server: RayServer) 
 def test_rays_back_pressure_is_a_429_with_retry_after(ray_server: RayServer) -> None:
     client = ray_server.client()
     # More at once than 2 replicas x 8 in hand + 2 ingress replicas x MAX_QUEUE waiting,
-    # all sent together, each slow enough (1024x1024) that none is done before the last
-    # one arrives.
+    # all sent together, each slow enough (1024x1024, 40 steps) that none is done before
+    # the last one arrives.
     senders = 40
     together = threading.Barrier(senders)
 
     def attempt(i: int) -> str:
         together.wait(timeout=30)
         try:
-            draw(client, f"a boat number {i}", size="1024x1024")
+            draw(client, f"a boat number {i}", size="1024x1024", steps=40)
             return "200"
         except openai.APIStatusError as exc:
             return f"{exc.status_code} retry-after={exc.response.headers.get('retry-after')}"
@@ -202,7 +204,7 @@ def test_a_replica_killed_mid_load_loses_no_request_silently(ray_server: RayServ
 
     def attempt(i: int) -> str:
         try:
-            draw(client, f"a house number {i}", size="1024x1024")
+            draw(client, f"a house number {i}", size="1024x1024", steps=40)
             return "200"
         except openai.APIStatusError as exc:
             return f"{exc.status_code} retry-after={exc.response.headers.get('retry-after')}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from diffuserve.api.admission import RequestRecord
 from diffuserve.api.auth import Client
@@ -45,7 +45,9 @@ async def answer(request: Request, client: Client, planner: Planner) -> Response
         result = await unless_client_leaves(request, server.service.generate(
             plan, base_url=server.base_url(request), request_id=rid, client_id=client.id))
         record.status = 200
-        return JSONResponse(result.model_dump(exclude_none=True), headers=limit_headers)
+        # Serialised by pydantic-core: megabytes of base64 in a fraction of a millisecond.
+        return Response(result.model_dump_json(exclude_none=True), headers=limit_headers,
+                        media_type="application/json")
     except Exception as exc:
         error = to_api_error(exc)
         record.status = error.status_code

@@ -124,8 +124,9 @@ class EmojiPipeline(DiffusionPipeline):
         prompt being padded to the same length)."""
         where = (str(self.text_encoder.device), str(self.unet.dtype))
         with self._prompt_lock:
-            found = {text: self._prompt_cache.get((text, *where)) for text in set(prompts)}
-            missing = [text for text, hit in found.items() if hit is None]
+            found = {text: hit for text in set(prompts)
+                     if (hit := self._prompt_cache.get((text, *where))) is not None}
+            missing = sorted(set(prompts) - set(found))
             if missing:
                 states, mask = token_states(self.text_encoder, self.tokenizer, missing)
                 states = states.to(self.unet.dtype)

@@ -105,7 +105,7 @@ IngressDeployment = serve.deployment(name=INGRESS_NAME)(serve.ingress()(Ingress)
 
 
 def max_ongoing_requests(spec: ModelSpec) -> int:
-    return spec.ray.max_ongoing_requests or 2 * spec.max_batch_size
+    return spec.ray.max_ongoing_requests or 2 * spec.batch_images
 
 
 def deployment_name(spec: ModelSpec, taken: set[str]) -> str:
@@ -135,7 +135,7 @@ def model_options(spec: ModelSpec, settings: Settings) -> dict[str, Any]:
             "initial_replicas": settings.replicas or ray.replicas,
             "max_replicas": ray.max_replicas,
             # A replica is busy enough with one batch running and the next one waiting.
-            "target_ongoing_requests": spec.max_batch_size,
+            "target_ongoing_requests": spec.batch_images,
         }
     else:
         options["num_replicas"] = settings.replicas or ray.replicas

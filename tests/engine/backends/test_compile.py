@@ -41,8 +41,18 @@ def test_a_compiled_model_is_warmed_at_load_and_draws_what_eager_draws(
     spec = ModelSpec(name="compiled", source=source, max_batch_size=2, compile="default",
                      compile_sizes=("64x64", "128x64"))
     compiled = DiffusersBackend(spec)
+    warming: list[bool] = []
+    call = compiled._call
+
+    def recording(kwargs: dict[str, object], pipeline: object = None) -> object:
+        warming.append(compiled.loaded)
+        return call(kwargs, pipeline)
+
+    monkeypatch.setattr(compiled, "_call", recording)
     with caplog.at_level(logging.INFO, logger="diffuserve.engine.backends.diffusers"):
         compiled.load()
+    # 2 sizes × batches of 1 and 2, all before the model counts as loaded (and ready).
+    assert warming == [False] * 4 and compiled.loaded
     pipeline = compiled.pipeline
     assert pipeline.unet._compiled_call_impl is not None
     assert pipeline.vae.decoder._compiled_call_impl is not None

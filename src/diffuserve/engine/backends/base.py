@@ -34,6 +34,9 @@ class Backend(ABC):
     tasks: frozenset[TaskKind] = frozenset({TaskKind.GENERATE})
     #: Optional abilities (``TRANSPARENT_BACKGROUND``…), known once loaded.
     features: frozenset[str] = frozenset()
+    #: Images per call this backend chose once loaded (``max_batch_size = "auto"``);
+    #: None: the model's ``max_batch_size``.
+    max_batch_images: int | None = None
 
     @abstractmethod
     def load(self) -> None:

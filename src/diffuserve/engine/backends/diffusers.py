@@ -34,6 +34,9 @@ from diffuserve.engine.types import (
 
 logger = logging.getLogger(__name__)
 
+#: The most images per call ``max_batch_size = "auto"`` chooses.
+MAX_AUTO_BATCH = 64
+
 
 def pick_device(requested: str) -> str:
     """CUDA, then Apple's MPS, then the CPU, unless the configuration names one."""
@@ -189,17 +192,73 @@ class DiffusersBackend(Backend):
         if self._editors or "image" in self._accepted:
             self.tasks = frozenset({TaskKind.GENERATE, TaskKind.EDIT, TaskKind.VARIATION})
         self.device = device
-        self.pipeline = pipeline
         torch.set_grad_enabled(False)
+        self.max_batch_images = self.spec.max_batch_size if self.spec.max_batch_size != "auto" \
+            else self._measure_batch(pipeline, device)
         if self.spec.compile != "off":
             self._compile(pipeline, device)
+        self.pipeline = pipeline  # loaded (and ready) only now
         logger.info("model loaded", extra={"fields": {"model": self.spec.name, **self.describe()}})
+
+    def _probe_call(self, pipeline: Any, images: int, width: int, height: int) -> None:
+        """One short call (2 steps) of ``images`` images drawn at ``width``×``height``."""
+        import torch
+
+        kwargs: dict[str, Any] = {
+            "prompt": ["warm-up"] * images, "height": height, "width": width,
+            "num_inference_steps": 2, "output_type": "pil",
+            "generator": [torch.Generator().manual_seed(0) for _ in range(images)]}
+        if "guidance_scale" in self._accepted:
+            kwargs["guidance_scale"] = self.spec.guidance_scale
+        self._call(kwargs, pipeline)
+
+    def _measure_batch(self, pipeline: Any, device: str) -> int:
+        """``max_batch_size = "auto"``: the images per call for this model on this device.
+
+        On CUDA, as many as the free memory holds at the native size, from the peak
+        memory of a call of one image and of two (the second image's share is what each
+        more costs), with 20 % kept free. Elsewhere, where memory is not the limit but
+        compute is, the batch after which a bigger one stops saving 10 % per image."""
+        import torch
+
+        side = self.native_resolution
+        started = time.perf_counter()
+        if device == "cuda":
+            baseline = torch.cuda.memory_allocated()  # the weights
+            peaks = []
+            for images in (1, 2):
+                torch.cuda.synchronize()
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+                self._probe_call(pipeline, images, side, side)
+                torch.cuda.synchronize()
+                peaks.append(torch.cuda.max_memory_allocated())
+            per_image = max(peaks[1] - peaks[0], 1)
+            fixed = max(0, peaks[0] - baseline - per_image)  # a call's cost whatever its size
+            free, _ = torch.cuda.mem_get_info()
+            chosen = max(1, min(MAX_AUTO_BATCH, int(0.8 * free - fixed) // per_image))
+            how: dict[str, object] = {"per_image_bytes": per_image, "free_bytes": free}
+        else:
+            self._probe_call(pipeline, 1, side, side)  # warm: the first call is slow
+            chosen, best, seconds = 1, float("inf"), {}
+            for images in (1, 2, 4, 8, 16):
+                begun = time.perf_counter()
+                self._probe_call(pipeline, images, side, side)
+                cost = (time.perf_counter() - begun) / images
+                seconds[images] = round(cost, 4)
+                if cost > 0.9 * best:
+                    break
+                chosen, best = images, cost
+            how = {"seconds_per_image": seconds}
+        logger.info("batch size measured", extra={"fields": {
+            "model": self.spec.name, "max_batch_images": chosen, **how,
+            "seconds": round(time.perf_counter() - started, 1)}})
+        return chosen
 
     def _compile(self, pipeline: Any, device: str) -> None:
         """Compile, then draw every size to be warmed at one image and at a full batch,
         so that compilation happens now and not in front of a request (the second batch
         size makes torch.compile generalise over batch sizes)."""
-        import torch
 
         from diffuserve.engine.backends.compilation import compile_cache_dir, compile_pipeline
 
@@ -210,18 +269,12 @@ class DiffusersBackend(Backend):
             or [(self.native_resolution, self.native_resolution)]
         drawn = sorted({self._draw_size_of(width, height) for width, height in sizes})
         for width, height in drawn:
-            for images in sorted({1, self.spec.max_batch_size}):
-                kwargs: dict[str, Any] = {
-                    "prompt": ["warm-up"] * images, "height": height, "width": width,
-                    "num_inference_steps": 2, "output_type": "pil",
-                    "generator": [torch.Generator().manual_seed(0) for _ in range(images)]}
-                if "guidance_scale" in self._accepted:
-                    kwargs["guidance_scale"] = self.spec.guidance_scale
-                self._call(kwargs)
+            for images in sorted({1, self.max_batch_images or 1}):
+                self._probe_call(pipeline, images, width, height)
         logger.info("model compiled", extra={"fields": {
             "model": self.spec.name, "mode": self.spec.compile, "compiled": compiled,
             "warmed": [f"{width}x{height}" for width, height in drawn],
-            "batch_sizes": sorted({1, self.spec.max_batch_size}),
+            "batch_sizes": sorted({1, self.max_batch_images or 1}),
             "seconds": round(time.perf_counter() - started, 1),
             "cache": str(compile_cache_dir())}})
 
@@ -303,7 +356,7 @@ class DiffusersBackend(Backend):
     def generate(
         self, params: GenerationParams, on_step: StepCallback | None = None
     ) -> list[Image.Image]:
-        result = self.generate_batch([params], self.spec.max_batch_size, on_step)[0]
+        result = self.generate_batch([params], self.max_batch_images or 1, on_step)[0]
         if isinstance(result, EngineError):
             raise result
         return result

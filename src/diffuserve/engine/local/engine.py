@@ -165,7 +165,8 @@ class LocalEngine(EngineClient):
                 slot = self._slots[backend.device] = DeviceSlot(backend.device)
             scheduler = ModelScheduler(
                 model, backend, slot, self.metrics, max_queue=self.max_queue,
-                max_batch_images=self._specs[model].max_batch_size, batching=self.batching,
+                max_batch_images=backend.max_batch_images or self._specs[model].batch_images,
+                batching=self.batching,
             )
             if self._draining:
                 scheduler.drain()
