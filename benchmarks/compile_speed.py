@@ -24,13 +24,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.builtin_speed import DEFAULT_DATA, load_prompts, models_file, time_requests  # noqa: E402  # noqa: E402
 from diffuserve import builtin  # noqa: E402
-from diffuserve.engine.backends.compilation import COMPILE_MODES  # noqa: E402
+from diffuserve.config import CompileMode  # noqa: E402
 from tests.conftest import start_server  # noqa: E402
 
 
@@ -54,7 +54,8 @@ def serve_and_time(folder: Path, models: Path, cache: Path, size: str, prompts: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pipeline", type=Path, default=builtin.WEIGHTS_DIR)
-    parser.add_argument("--mode", default="default", choices=sorted(COMPILE_MODES))
+    parser.add_argument("--mode", default="default",
+                        choices=[mode for mode in get_args(CompileMode) if mode != "off"])
     parser.add_argument("--size", default="256x256")
     parser.add_argument("--steps", type=int, help="default: the model's (the built-in: 8)")
     parser.add_argument("--requests", type=int, default=10)

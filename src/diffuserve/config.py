@@ -27,6 +27,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from diffuserve.service.output import PNG_COMPRESS_LEVEL
 from diffuserve.storage.s3 import INSTALL_HINT, parse_storage_url
 
 Device = Literal["auto", "cuda", "mps", "cpu"]
@@ -114,8 +115,6 @@ class ModelSpec(BaseModel):
     revision: str | None = None
     variant: str | None = None
     ray: RayOptions = RayOptions()
-
-
 
     @property
     def batch_images(self) -> int:
@@ -376,7 +375,7 @@ class Settings(ModelSelection):
                     "and --rate-limit-storage redis://…)")
 
     png_compress_level: int = Field(
-        default=1, ge=0, le=9,
+        default=PNG_COMPRESS_LEVEL, ge=0, le=9,
         description="zlib level of PNG output: 6 takes up to 4x as long as 1 for files "
                     "up to 20 % smaller")
     max_queue: int = Field(default=64, ge=1, le=100_000,

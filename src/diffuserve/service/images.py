@@ -23,7 +23,7 @@ from diffuserve.protocol.generations import ImageGenerationRequest
 from diffuserve.service.catalog import ModelCatalog
 from diffuserve.service.editing import keep_unmasked
 from diffuserve.service.moderation import Moderation
-from diffuserve.service.output import OutputWriter
+from diffuserve.service.output import PNG_COMPRESS_LEVEL, OutputWriter
 from diffuserve.service.planning import (
     GenerationPlan,
     plan_edit,
@@ -61,7 +61,7 @@ class ImageService:
         request_timeout: float = 540.0,
         clock: Callable[[], float] = time.time,
         moderation: Moderation | None = None,
-        png_compress_level: int = 1,
+        png_compress_level: int = PNG_COMPRESS_LEVEL,
     ) -> None:
         self.catalog = catalog
         self.moderation = moderation or Moderation()

@@ -6,13 +6,16 @@ import asyncio
 import base64
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from PIL import Image
 
 from diffuserve.protocol.common import ImageObject
 from diffuserve.service import png
 from diffuserve.storage.base import ImageStore
+
+T = TypeVar("T")
 
 #: zlib level of PNG output unless configured: on the request path, encode time counts
 #: more than the last few per cent of size (level 6 takes 1-4x as long for files
@@ -55,11 +58,19 @@ class OutputWriter:
     async def encoded(self, images: Sequence[Image.Image], output_format: str,
                       compression: int) -> list[str]:
         """Each image encoded and in base64, off the event loop."""
+        return await self._encode(images, output_format, compression,
+                                  lambda data: base64.b64encode(data).decode("ascii"))
+
+    async def _encode(self, images: Sequence[Image.Image], output_format: str,
+                      compression: int, then: Callable[[bytes], T]) -> list[T]:
+        """``then`` of each image's encoding, on a worker thread, a bounded number of
+        images at once."""
+        def work() -> list[T]:
+            return [then(encode(image, output_format, compression, self.png_compress_level))
+                    for image in images]
+
         async with self._encoders:
-            return await asyncio.to_thread(
-                lambda: [base64.b64encode(encode(image, output_format, compression,
-                                                 self.png_compress_level)).decode("ascii")
-                         for image in images])
+            return await asyncio.to_thread(work)
 
     async def items(
         self,
@@ -75,12 +86,8 @@ class OutputWriter:
         if response_format == "b64_json":
             inline = await self.encoded(images, output_format, compression)
             return [ImageObject(revised_prompt=revised_prompt, b64_json=data) for data in inline]
-        async with self._encoders:
-            encoded = await asyncio.to_thread(
-                lambda: [encode(image, output_format, compression, self.png_compress_level)
-                         for image in images])
         items = []
-        for data in encoded:
+        for data in await self._encode(images, output_format, compression, bytes):
             key = await asyncio.to_thread(self.store.put, data, f"image/{output_format}")
             items.append(ImageObject(revised_prompt=revised_prompt,
                                      url=self.store.link(key, base_url=base_url, now=now)))

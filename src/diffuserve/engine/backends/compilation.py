@@ -16,15 +16,6 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-#: ``compile`` settings of a model and the torch.compile mode each means.
-COMPILE_MODES = {
-    "default": "default",
-    "reduce-overhead": "reduce-overhead",  # CUDA graphs where shapes repeat
-    "max-autotune-no-cudagraphs": "max-autotune-no-cudagraphs",
-    "max-autotune": "max-autotune",
-}
-
-
 def compile_cache_dir() -> Path:
     """Where compiled kernels are kept across restarts: ``TORCHINDUCTOR_CACHE_DIR`` when
     set, else ``compile/`` in diffuserve's user cache folder (set for this process)."""
@@ -40,8 +31,9 @@ def compile_cache_dir() -> Path:
 
 
 def compile_options(mode: str) -> dict[str, Any]:
-    """The keyword arguments of ``torch.compile`` for a model's ``compile`` setting."""
-    return {"mode": COMPILE_MODES[mode]}
+    """The keyword arguments of ``torch.compile`` for a model's ``compile`` setting (its
+    values other than "off" are torch.compile's modes)."""
+    return {"mode": mode}
 
 
 def compile_pipeline(pipeline: Any, mode: str, device: str) -> list[str]:

@@ -268,13 +268,14 @@ class DiffusersBackend(Backend):
                  for size in self.spec.compile_sizes] \
             or [(self.native_resolution, self.native_resolution)]
         drawn = sorted({self._draw_size_of(width, height) for width, height in sizes})
+        batch_sizes = sorted({1, self.max_batch_images or 1})
         for width, height in drawn:
-            for images in sorted({1, self.max_batch_images or 1}):
+            for images in batch_sizes:
                 self._probe_call(pipeline, images, width, height)
         logger.info("model compiled", extra={"fields": {
             "model": self.spec.name, "mode": self.spec.compile, "compiled": compiled,
             "warmed": [f"{width}x{height}" for width, height in drawn],
-            "batch_sizes": sorted({1, self.max_batch_images or 1}),
+            "batch_sizes": batch_sizes,
             "seconds": round(time.perf_counter() - started, 1),
             "cache": str(compile_cache_dir())}})
 
