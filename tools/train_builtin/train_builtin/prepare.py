@@ -26,6 +26,30 @@ def render(path: Path, size: int) -> np.ndarray:
     return np.asarray(rgb, dtype=np.uint8)
 
 
+def render_rgba(path: Path, size: int) -> np.ndarray:
+    """The RGBA emoji with straight alpha, resized with a Lanczos filter on premultiplied
+    colour (so that transparent pixels' colours do not bleed into the edge)."""
+    with Image.open(path) as image:
+        rgba = image.convert("RGBA")
+    if rgba.size != (size, size):
+        rgba = rgba.convert("RGBa").resize((size, size), Image.Resampling.LANCZOS)
+        rgba = rgba.convert("RGBA")
+    return np.asarray(rgba, dtype=np.uint8)
+
+
+def rgba_images(data: Path, entries: list[Entry], size: int) -> np.ndarray:
+    """Every image as straight-alpha RGBA at ``size``, cached in the data folder."""
+    cache = data / f"images_{size}_rgba.npy"
+    if cache.is_file():
+        cached = np.load(cache)
+        if cached.shape == (len(entries), size, size, 4):
+            return cached
+    pixels = np.stack([render_rgba(data / "assets" / entry.file, size)
+                       for entry in tqdm(entries, desc=f"render {size}px RGBA", unit="img")])
+    np.save(cache, pixels)
+    return pixels
+
+
 def encode_captions(entries: list[Entry]) -> dict[str, np.ndarray]:
     """MiniLM token states of every caption, of the empty caption, and of every concept
     shown by several images: training sometimes swaps a caption for its concept ("a

@@ -275,6 +275,75 @@ def finetune_decoder(autoencoder: Any, images: np.ndarray, folder: Path,
     return model
 
 
+def rgba_autoencoder(autoencoder: Any) -> Any:
+    """``autoencoder`` with a decoder that also draws an alpha channel: the same weights,
+    and a fourth output channel that starts fully opaque (weights 0, bias 1 → alpha 1),
+    so that before training it draws exactly what the RGB decoder drew."""
+    from diffusers import AutoencoderKL
+
+    if autoencoder.config.out_channels == 4:
+        return copy.deepcopy(autoencoder)
+    config = {**autoencoder.config, "out_channels": 4}
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    model = AutoencoderKL(**config).to(next(autoencoder.parameters()).device)
+    state = autoencoder.state_dict()
+    weight, bias = state["decoder.conv_out.weight"], state["decoder.conv_out.bias"]
+    state["decoder.conv_out.weight"] = torch.cat([weight, torch.zeros_like(weight[:1])])
+    state["decoder.conv_out.bias"] = torch.cat([bias, torch.ones_like(bias[:1])])
+    model.load_state_dict(state)
+    return model
+
+
+def rgba_loss(output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+    """An RGBA decoder's loss against straight-alpha targets (both in [-1, 1]): the
+    pictures over white (what an opaque image shows) and over black (the premultiplied
+    colour, which pins the colour wherever there is coverage) and the alpha itself."""
+    colour, alpha = output[:, :3], (output[:, 3:] + 1) / 2
+    want_colour, want_alpha = target[:, :3], (target[:, 3:] + 1) / 2
+    over_white = _reconstruction_loss(alpha * colour + (1 - alpha),
+                                      want_alpha * want_colour + (1 - want_alpha))
+    over_black = _reconstruction_loss(alpha * (colour + 1) - 1,
+                                      want_alpha * (want_colour + 1) - 1)
+    coverage = _reconstruction_loss(alpha, want_alpha)
+    return over_white + over_black + coverage, {
+        "over_white": over_white.detach(), "alpha": coverage.detach()}
+
+
+def train_rgba_decoder(autoencoder: Any, images: np.ndarray, rgba: np.ndarray, folder: Path,
+                       config: StageConfig) -> Any:
+    """A decoder that draws the artwork's alpha: the encoder (and so every latent the
+    diffusion model learnt) stays as it is, reading the images on white; the decoder
+    (started from the RGB one, see :func:`rgba_autoencoder`) learns the straight-alpha
+    RGBA artwork from those latents."""
+    device = next(autoencoder.parameters()).device
+    generator = seed_everything(config.seed)
+    run = _Run(folder, config)
+    model = rgba_autoencoder(autoencoder).to(device)
+    trainable = [*model.decoder.parameters(), *model.post_quant_conv.parameters()]
+    model.requires_grad_(False)
+    for parameter in trainable:
+        parameter.requires_grad_(True)
+    optimizer = _adamw(trainable, device, config.learning_rate)
+    length = _Length(config.steps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, length.cosine)
+    parts = {"model": model, "optimizer": optimizer, "schedule": schedule}
+    targets = _to_unit(rgba).to(device)
+    with torch.no_grad():
+        data = _to_unit(images)
+        latents = torch.cat([model.encode(data[i:i + 256].to(device)).latent_dist.mode()
+                             for i in range(0, len(data), 256)])
+    model.decoder.train()
+
+    def compute(index: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        index = index.to(device)
+        return rgba_loss(model.decode(latents[index]).sample, targets[index])
+
+    _optimise(run, config, length, generator, parts, len(latents), "rgba decoder", compute)
+    model.eval().requires_grad_(False)
+    model.save_pretrained(folder / "final", safe_serialization=True)
+    return model
+
+
 def encode_latents(autoencoder: Any, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
     """The scaled posterior means of every image: the diffusion model's training data."""
     device = next(autoencoder.parameters()).device
