@@ -331,6 +331,7 @@ def alpha_agreement(generate: Generator, data: Path, entries: Sequence[Entry],
     from diffuserve.builtin.pipeline import subject_images
 
     pipe = generate.backend.pipeline
+    vae = pipe.alpha_vae if getattr(pipe, "alpha_vae", None) is not None else pipe.vae
     where = {e.file: i for i, e in enumerate(entries)}
     chosen = list(sample[:count])
     want = np.stack([render_rgba(data / "assets" / e.file, 64)[..., 3] for e in chosen])
@@ -338,8 +339,8 @@ def alpha_agreement(generate: Generator, data: Path, entries: Sequence[Entry],
     rows = np.stack([np.asarray(opaque[where[e.file]]) for e in chosen])
     pixels = torch.from_numpy(rows).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     with torch.no_grad():
-        latents = pipe.vae.encode(pixels.to(pipe.vae.device, pipe.vae.dtype)).latent_dist.mode()
-        decoded = pipe.vae.decode(latents).sample
+        latents = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mode()
+        decoded = vae.decode(latents).sample
     arrays = ((decoded.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     cut = subject_images(arrays.permute(0, 2, 3, 1).cpu().numpy(), "transparent")
     decoder = np.stack([np.asarray(image)[..., 3] for image in cut])
@@ -351,7 +352,7 @@ def alpha_agreement(generate: Generator, data: Path, entries: Sequence[Entry],
         return {"iou": statistics.fmean(_iou(f, w) for f, w in zip(found, want, strict=True)),
                 "mae": float(np.abs(found.astype(int) - want.astype(int)).mean())}
 
-    return {"count": len(chosen), "rgba_decoder": pipe.vae.config.out_channels == 4,
+    return {"count": len(chosen), "rgba_decoder": vae.config.out_channels == 4,
             "decoder": summary(decoder), "model": summary(model)}
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pathlib
 import sys
 
-__all__ = ["build_tiny_sd", "build_tiny_sdxl", "build_tiny_clip_tokenizer"]
+__all__ = ["build_tiny_sd", "build_tiny_sdxl", "build_tiny_clip_tokenizer", "tiny_emoji_pipeline"]
 
 # Shared by every tiny CLIP text encoder: ids must match the tokenizer below.
 _VOCAB_SIZE = 1000
@@ -192,6 +192,34 @@ def build_tiny_sdxl(path: pathlib.Path) -> pathlib.Path:
     )
     pipe.save_pretrained(path, safe_serialization=True)
     return path
+
+
+def tiny_emoji_pipeline(text_encoder, tokenizer, alpha: bool = False):
+    """A random EmojiPipeline (8×8 latents, a 16 px subject) around the real MiniLM
+    ``text_encoder`` and ``tokenizer``; ``alpha`` adds an RGBA decoder (``alpha_vae``).
+    Seeded: the same call builds the same weights."""
+    import torch
+    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
+
+    from diffuserve.builtin.pipeline import EmojiPipeline
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(sample_size=8, block_out_channels=(32, 32),
+                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+                                cross_attention_dim=384, layers_per_block=1,
+                                attention_head_dim=8, norm_num_groups=8)
+
+    def autoencoder(channels: int):
+        return AutoencoderKL(block_out_channels=(8, 8), norm_num_groups=8, latent_channels=4,
+                             out_channels=channels,
+                             down_block_types=("DownEncoderBlock2D",) * 2,
+                             up_block_types=("UpDecoderBlock2D",) * 2)
+
+    vae = autoencoder(3)
+    return EmojiPipeline(unet=unet, vae=vae, scheduler=DPMSolverMultistepScheduler(),
+                         text_encoder=text_encoder, tokenizer=tokenizer,
+                         alpha_vae=autoencoder(4) if alpha else None)
 
 
 def main(argv: list[str] | None = None) -> int:

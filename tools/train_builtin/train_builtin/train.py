@@ -243,6 +243,28 @@ def train_autoencoder(images: np.ndarray, folder: Path, config: StageConfig,
     return model
 
 
+def _decoder_only(model: Any, device: torch.device, config: StageConfig
+                  ) -> tuple[_Length, dict[str, Any]]:
+    """Freeze ``model`` but its decoder (and post-quant conv); the optimiser, length
+    and cosine schedule of a stage that trains them."""
+    trainable = [*model.decoder.parameters(), *model.post_quant_conv.parameters()]
+    model.requires_grad_(False)
+    for parameter in trainable:
+        parameter.requires_grad_(True)
+    optimizer = _adamw(trainable, device, config.learning_rate)
+    length = _Length(config.steps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, length.cosine)
+    return length, {"model": model, "optimizer": optimizer, "schedule": schedule}
+
+
+def _posterior_modes(model: Any, data: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """The unscaled latents (posterior modes) of ``data`` on the model's device."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        return torch.cat([model.encode(data[i:i + batch_size].to(device)).latent_dist.mode()
+                          for i in range(0, len(data), batch_size)])
+
+
 def finetune_decoder(autoencoder: Any, images: np.ndarray, folder: Path,
                      config: StageConfig) -> Any:
     """More reconstruction training for the decoder alone: the encoder, and so the latents
@@ -251,18 +273,9 @@ def finetune_decoder(autoencoder: Any, images: np.ndarray, folder: Path,
     generator = seed_everything(config.seed)
     run = _Run(folder, config)
     model = copy.deepcopy(autoencoder)
-    trainable = [*model.decoder.parameters(), *model.post_quant_conv.parameters()]
-    model.requires_grad_(False)
-    for parameter in trainable:
-        parameter.requires_grad_(True)
-    optimizer = _adamw(trainable, device, config.learning_rate)
-    length = _Length(config.steps)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, length.cosine)
-    parts = {"model": model, "optimizer": optimizer, "schedule": schedule}
+    length, parts = _decoder_only(model, device, config)
     data = _to_unit(images).to(device)
-    with torch.no_grad():
-        latents = torch.cat([model.encode(data[i:i + 256]).latent_dist.mode()
-                             for i in range(0, len(data), 256)])
+    latents = _posterior_modes(model, data)
     model.decoder.train()
 
     def compute(index: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -319,19 +332,9 @@ def train_rgba_decoder(autoencoder: Any, images: np.ndarray, rgba: np.ndarray, f
     generator = seed_everything(config.seed)
     run = _Run(folder, config)
     model = rgba_autoencoder(autoencoder).to(device)
-    trainable = [*model.decoder.parameters(), *model.post_quant_conv.parameters()]
-    model.requires_grad_(False)
-    for parameter in trainable:
-        parameter.requires_grad_(True)
-    optimizer = _adamw(trainable, device, config.learning_rate)
-    length = _Length(config.steps)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, length.cosine)
-    parts = {"model": model, "optimizer": optimizer, "schedule": schedule}
+    length, parts = _decoder_only(model, device, config)
     targets = _to_unit(rgba).to(device)
-    with torch.no_grad():
-        data = _to_unit(images)
-        latents = torch.cat([model.encode(data[i:i + 256].to(device)).latent_dist.mode()
-                             for i in range(0, len(data), 256)])
+    latents = _posterior_modes(model, _to_unit(images))
     model.decoder.train()
 
     def compute(index: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
