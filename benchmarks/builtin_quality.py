@@ -46,6 +46,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from train_builtin.data import Entry, load_manifest  # noqa: E402
 from train_builtin.prepare import render, render_rgba  # noqa: E402
+from train_builtin.vocabulary import read_prompt_pairs  # noqa: E402
 
 from diffuserve import builtin  # noqa: E402
 
@@ -122,13 +123,8 @@ VARIETY_SEEDS = (0, 1, 2, 3)
 
 
 def load_heldout(path: Path = HELDOUT) -> tuple[tuple[str, str], ...]:
-    """The held-out (prompt, concept) pairs: tab-separated lines, ``#`` comments."""
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip() and not line.startswith("#"):
-            prompt, concept = line.split("\t")
-            rows.append((prompt.strip(), concept.strip()))
-    return tuple(rows)
+    """The held-out (prompt, concept) pairs."""
+    return tuple(read_prompt_pairs(path))
 
 
 def check_paraphrases(entries: Sequence[Entry],

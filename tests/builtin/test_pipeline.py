@@ -130,6 +130,14 @@ def test_serve_with_nothing_configured_serves_the_built_in_model(
             alpha = np.asarray(image.convert("RGBA"))[..., 3]
         assert image.size == (1536, 1024)
         assert alpha[0, 0] == 0 and alpha[-1, -1] == 0 and alpha[512, 768] == 255
+        # Everyday words are drawn as the caption they match ("a kitty" is the cat face);
+        # words alike to no subject are drawn as written.
+        def drawn(prompt: str) -> bytes:
+            return base64.b64decode(client.images.generate(
+                model="gpt-image-2", prompt=prompt, size="256x256",
+                extra_body={"seed": 7}).data[0].b64_json or "")
+
+        assert drawn("a kitty") == drawn("a cat face") != drawn("quantum chromodynamics lecture")
         # Streamed: previews of the denoising, then the image.
         events = list(client.images.generate(model="gpt-image-2", prompt="a rocket",
                                              stream=True, partial_images=2, size="512x512"))

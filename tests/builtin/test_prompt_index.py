@@ -198,8 +198,10 @@ def test_the_shipped_index_never_saw_a_held_out_paraphrase() -> None:
     index = PromptIndex.load(builtin.WEIGHTS_DIR)
     assert index is not None and len(index) > 5000
     phrases = {phrase.casefold() for phrase in index.phrases}
-    heldout = [line.split("\t")[0] for line in HELDOUT.read_text(encoding="utf-8").splitlines()
-               if line.strip() and not line.startswith("#")]
+    pytest.importorskip("train_builtin", reason="pip install -e tools/train_builtin")
+    from train_builtin.vocabulary import read_prompt_pairs
+
+    heldout = [prompt for prompt, _ in read_prompt_pairs(HELDOUT)]
     assert len(heldout) >= 100
     assert not [prompt for prompt in heldout if prompt.casefold() in phrases]
     assert set(index.targets) <= set(index.phrases)  # every target is a caption it knows

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -158,8 +159,6 @@ class EmojiPipeline(DiffusionPipeline):
             kwargs.setdefault("text_encoder", text_encoder)
             kwargs.setdefault("tokenizer", tokenizer)
         pipeline = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        from pathlib import Path
-
         folder = Path(str(pretrained_model_name_or_path))
         if pipeline.prompt_index is None and folder.is_dir():
             pipeline.prompt_index = PromptIndex.load(folder)
@@ -174,8 +173,6 @@ class EmojiPipeline(DiffusionPipeline):
         finally:
             self.register_modules(text_encoder=text_encoder, tokenizer=tokenizer)
         if self.prompt_index is not None:
-            from pathlib import Path
-
             self.prompt_index.save(Path(save_directory))
 
     def encode_prompt(self, prompts: list[str], match: bool = False
@@ -230,12 +227,14 @@ class EmojiPipeline(DiffusionPipeline):
             pooled[cut] = sentence_embeddings(self.text_encoder, self.tokenizer,
                                               [prompts[i] for i in cut])
         matches: list[Match | None] = list(self.prompt_index.match(prompts, pooled))
-        swapped = [i for i, m in enumerate(matches) if m is not None and m.text != prompts[i]]
+        swapped = {i: m.text for i, m in enumerate(matches)
+                   if m is not None and m.text != prompts[i]}
         if swapped:
-            captions = [matches[i].text for i in swapped]  # type: ignore[union-attr]
-            again, again_mask = token_states(self.text_encoder, self.tokenizer, captions)
+            again, again_mask = token_states(self.text_encoder, self.tokenizer,
+                                             list(swapped.values()))
             states, mask = states.clone(), mask.clone()
-            states[swapped], mask[swapped] = again, again_mask
+            rows = list(swapped)
+            states[rows], mask[rows] = again, again_mask
         return states.to(self.unet.dtype), mask, matches
 
     def check_inputs(self, prompt: Any, height: int, width: int, steps: int,

@@ -58,8 +58,8 @@ class PromptIndex:
         self.phrases = list(phrases)
         self.targets = list(targets)
         self.rows = rows.astype(np.int64)
-        self._matrix = torch.from_numpy(self.quantize(embeddings).astype(np.float32)
-                                        / INT8_SCALE)
+        self._stored = self.quantize(embeddings)  # what save() writes, as loaded
+        self._matrix = torch.from_numpy(self._stored.astype(np.float32) / INT8_SCALE)
         self.threshold = float(threshold)
 
     @staticmethod
@@ -89,8 +89,7 @@ class PromptIndex:
 
         folder = Path(pipeline_folder) / FOLDER
         folder.mkdir(parents=True, exist_ok=True)
-        matrix = np.clip(np.round(self._matrix.numpy() * INT8_SCALE), -127, 127)
-        save_file({"embeddings": matrix.astype(np.int8), "rows": self.rows.astype(np.int32)},
+        save_file({"embeddings": self._stored, "rows": self.rows.astype(np.int32)},
                   str(folder / WEIGHTS_FILE))
         (folder / TEXT_FILE).write_text(json.dumps(
             {"threshold": self.threshold, "targets": self.targets, "phrases": self.phrases},

@@ -156,16 +156,14 @@ def build_index(data: Path, pipeline: Path, threshold: float, cache: Path,
     then ("a policeman" is an alias), kept out so that it measures matching, not lookup."""
     from diffuserve.builtin.prompt_index import PromptIndex
     from diffuserve.builtin.text_encoder import load_text_encoder, sentence_embeddings
-    from train_builtin.vocabulary import VOCABULARY_FILE, read_vocabulary
+    from train_builtin.vocabulary import VOCABULARY_FILE, read_prompt_pairs, read_vocabulary
 
     path = data / VOCABULARY_FILE
     if not path.is_file():
         write_data_vocabulary(cache, data)
     phrases = read_vocabulary(path)
     if exclude is not None:
-        held = {line.split("\t")[0].strip().casefold()
-                for line in exclude.read_text(encoding="utf-8").splitlines()
-                if line.strip() and not line.startswith("#")}
+        held = {prompt.casefold() for prompt, _ in read_prompt_pairs(exclude)}
         kept = [p for p in phrases if p.text.casefold() not in held]
         print(f"{len(phrases) - len(kept)} phrases left out: they are prompts of {exclude}")
         phrases = kept

@@ -165,3 +165,14 @@ def write_vocabulary(path: Path, phrases: Iterable[Phrase]) -> int:
 def read_vocabulary(path: Path) -> list[Phrase]:
     with path.open(encoding="utf-8") as fh:
         return [Phrase(**json.loads(line)) for line in fh if line.strip()]
+
+
+def read_prompt_pairs(path: Path) -> list[tuple[str, str]]:
+    """A prompt file such as the held-out paraphrases: ``prompt<TAB>concept`` lines,
+    ``#`` comments and blank lines skipped."""
+    pairs = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            prompt, concept = line.split("\t")
+            pairs.append((prompt.strip(), concept.strip()))
+    return pairs
