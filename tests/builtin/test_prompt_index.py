@@ -45,6 +45,10 @@ def test_a_prompt_is_drawn_as_the_caption_of_its_nearest_phrase_above_the_thresh
     assert between.caption == "a cat face" and 0.5 <= between.similarity < 0.9
     strict = _index(threshold=0.95).match(["x"], queries[3:])[0]
     assert strict.caption is None
+    # A prompt with no word in it (a variation's, guidance's) asks for no subject, however
+    # near a phrase its embedding happens to lie.
+    empty, blank = index.match(["", " - "], queries[:2])
+    assert empty.caption is None and blank.caption is None and empty.text == ""
 
 
 def test_the_index_is_stored_as_int8_and_loads_back_to_the_same_matches(tmp_path: Path) -> None:
@@ -205,3 +209,12 @@ def test_the_shipped_index_never_saw_a_held_out_paraphrase() -> None:
     assert len(heldout) >= 100
     assert not [prompt for prompt in heldout if prompt.casefold() in phrases]
     assert set(index.targets) <= set(index.phrases)  # every target is a caption it knows
+    # The empty prompt of a variation lies near the phrase "I" (similarity 0.67): it
+    # must still be drawn unconditioned, not as "an information".
+    from diffuserve.builtin.text_encoder import load_text_encoder, sentence_embeddings
+
+    text_encoder, tokenizer = load_text_encoder()
+    with torch.inference_mode():
+        embedded = sentence_embeddings(text_encoder, tokenizer, ["", "a red apple"])
+    empty, apple = index.match(["", "a red apple"], embedded)
+    assert empty.caption is None and apple.caption == "a red apple"

@@ -73,12 +73,14 @@ class PromptIndex:
 
     def match(self, prompts: Sequence[str], embeddings: torch.Tensor) -> list[Match]:
         """The match of each prompt, given the prompts' unit sentence embeddings. Of
-        equally alike phrases the first wins (the trainer lists captions first)."""
+        equally alike phrases the first wins (the trainer lists captions first). A prompt
+        without a letter or digit (the empty prompt of a variation or of unconditional
+        guidance) asks for no subject and never matches one."""
         scores = embeddings.float().cpu() @ self._matrix.T
         best, where = scores.max(dim=1)
         out = []
         for prompt, score, row in zip(prompts, best.tolist(), where.tolist(), strict=True):
-            if score >= self.threshold:
+            if score >= self.threshold and any(c.isalnum() for c in prompt):
                 out.append(Match(prompt, self.phrases[row], self.targets[self.rows[row]], score))
             else:
                 out.append(Match(prompt, None, None, score))
