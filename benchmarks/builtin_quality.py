@@ -315,41 +315,55 @@ def _iou(found: np.ndarray, want: np.ndarray) -> float:
     return float((a & b).sum() / union) if union else 1.0
 
 
+#: The sizes alpha agreement is measured at: the autoencoder's and the artwork's own.
+ALPHA_SIZES = (64, 256)
+
+
+def _alpha_at(images: Sequence[Image.Image], side: int) -> np.ndarray:
+    """The alpha of RGBA ``images`` resized to ``side`` as the artwork is (Lanczos on
+    premultiplied colour)."""
+    return np.stack([np.asarray(image.convert("RGBa").resize(
+        (side, side), Image.Resampling.LANCZOS).convert("RGBA"))[..., 3] for image in images])
+
+
 def alpha_agreement(generate: Generator, data: Path, entries: Sequence[Entry],
                     sample: Sequence[Entry], count: int) -> dict[str, Any]:
-    """How well the transparent cut-out matches the artwork's own alpha, at the model's
-    64 px: the decoder alone (the training images' latents decoded with
-    ``background="transparent"``) and the model end to end (captions drawn transparent,
-    seed i, against the captioned image). Mean IoU of covered pixels and mean absolute
-    alpha error (0–255)."""
+    """How well the transparent cut-out matches the artwork's own alpha, at 64 px (the
+    autoencoder's size) and at 256 px (the artwork's): the decoders alone (the training
+    images' latents decoded with ``background="transparent"``) and the model end to end
+    (captions drawn transparent at 256², seed i, against the captioned image). Mean IoU
+    of covered pixels and mean absolute alpha error (0–255)."""
     import torch
 
-    from diffuserve.builtin.pipeline import subject_images
-
     pipe = generate.backend.pipeline
-    vae = pipe.alpha_vae if getattr(pipe, "alpha_vae", None) is not None else pipe.vae
+    vae = pipe.vae
     where = {e.file: i for i, e in enumerate(entries)}
     chosen = list(sample[:count])
-    want = np.stack([render_rgba(data / "assets" / e.file, 64)[..., 3] for e in chosen])
     opaque = np.load(data / "images_64.npy", mmap_mode="r")
     rows = np.stack([np.asarray(opaque[where[e.file]]) for e in chosen])
     pixels = torch.from_numpy(rows).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    side = max(ALPHA_SIZES)
     with torch.no_grad():
         latents = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mode()
-        decoded = vae.decode(latents).sample
-    arrays = ((decoded.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    cut = subject_images(arrays.permute(0, 2, 3, 1).cpu().numpy(), "transparent")
-    decoder = np.stack([np.asarray(image)[..., 3] for image in cut])
-    drawn = generate([(e.caption, (i,)) for i, e in enumerate(chosen)], size=64,
-                     background="transparent")
-    model = np.stack([np.asarray(found[0].convert("RGBA"))[..., 3] for found in drawn])
+        latents = latents * vae.config.scaling_factor
+        decoded = [pipe.decode_preview(latents[i:i + 1], side, side, "transparent")
+                   for i in range(len(latents))]
+    drawn = [found[0] for found in generate(
+        [(e.caption, (i,)) for i, e in enumerate(chosen)], size=side,
+        background="transparent")]
+    results: dict[str, Any] = {"count": len(chosen),
+                               "detail_decoder": getattr(pipe, "detail", None) is not None}
+    for size in ALPHA_SIZES:
+        want = np.stack([render_rgba(data / "assets" / e.file, size)[..., 3] for e in chosen])
 
-    def summary(found: np.ndarray) -> dict[str, float]:
-        return {"iou": statistics.fmean(_iou(f, w) for f, w in zip(found, want, strict=True)),
-                "mae": float(np.abs(found.astype(int) - want.astype(int)).mean())}
+        def summary(found: np.ndarray, want: np.ndarray = want) -> dict[str, float]:
+            return {"iou": statistics.fmean(_iou(f, w)
+                                            for f, w in zip(found, want, strict=True)),
+                    "mae": float(np.abs(found.astype(int) - want.astype(int)).mean())}
 
-    return {"count": len(chosen), "rgba_decoder": vae.config.out_channels == 4,
-            "decoder": summary(decoder), "model": summary(model)}
+        results[str(size)] = {"decoder": summary(_alpha_at(decoded, size)),
+                              "model": summary(_alpha_at(drawn, size))}
+    return results
 
 
 def mean_pairwise(vectors: np.ndarray) -> float:
@@ -502,11 +516,13 @@ def main() -> None:
                 print(f"{'':13}{view + ':':<20}top-5 {found['top5']:6.1%}  "
                       f"top-1 {found['top1']:6.1%}")
     if alpha is not None:
-        kind = "RGBA decoder" if alpha["rgba_decoder"] else "RGB decoder, cut out"
-        print(f"alpha        n={alpha['count']:<4} ({kind}) against the artwork's alpha at "
-              f"64 px: decoder IoU {alpha['decoder']['iou']:.3f} (error "
-              f"{alpha['decoder']['mae']:.1f}/255), model IoU {alpha['model']['iou']:.3f} "
-              f"(error {alpha['model']['mae']:.1f}/255)")
+        kind = "detail decoder" if alpha["detail_decoder"] else "autoencoder"
+        for size in ALPHA_SIZES:
+            found = alpha[str(size)]
+            print(f"alpha {size:>3}px n={alpha['count']:<4} ({kind}) against the artwork's "
+                  f"alpha: decoder IoU {found['decoder']['iou']:.3f} (error "
+                  f"{found['decoder']['mae']:.1f}/255), model IoU {found['model']['iou']:.3f} "
+                  f"(error {found['model']['mae']:.1f}/255)")
     print(f"variety      {len(VARIETY_SEEDS)} seeds, mean pairwise L2 against random data "
           f"pairs ({spread['data_distance']:.2f}):")
     for prompt, found in spread["prompts"].items():

@@ -194,13 +194,15 @@ def build_tiny_sdxl(path: pathlib.Path) -> pathlib.Path:
     return path
 
 
-def tiny_emoji_pipeline(text_encoder, tokenizer, alpha: bool = False):
+def tiny_emoji_pipeline(text_encoder, tokenizer, detail: bool = False):
     """A random EmojiPipeline (8×8 latents, a 16 px subject) around the real MiniLM
-    ``text_encoder`` and ``tokenizer``; ``alpha`` adds an RGBA decoder (``alpha_vae``).
+    ``text_encoder`` and ``tokenizer``; ``detail`` adds a detail decoder (a 64 px
+    subject with alpha), untrained: it draws the 16 px subject enlarged, fully opaque.
     Seeded: the same call builds the same weights."""
     import torch
     from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
 
+    from diffuserve.builtin.detail import DetailDecoder
     from diffuserve.builtin.pipeline import EmojiPipeline
 
     torch.manual_seed(0)
@@ -210,16 +212,13 @@ def tiny_emoji_pipeline(text_encoder, tokenizer, alpha: bool = False):
                                 cross_attention_dim=384, layers_per_block=1,
                                 attention_head_dim=8, norm_num_groups=8)
 
-    def autoencoder(channels: int):
-        return AutoencoderKL(block_out_channels=(8, 8), norm_num_groups=8, latent_channels=4,
-                             out_channels=channels,
-                             down_block_types=("DownEncoderBlock2D",) * 2,
-                             up_block_types=("UpDecoderBlock2D",) * 2)
-
-    vae = autoencoder(3)
+    vae = AutoencoderKL(block_out_channels=(8, 8), norm_num_groups=8, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2)
     return EmojiPipeline(unet=unet, vae=vae, scheduler=DPMSolverMultistepScheduler(),
                          text_encoder=text_encoder, tokenizer=tokenizer,
-                         alpha_vae=autoencoder(4) if alpha else None)
+                         detail=DetailDecoder(in_channels=8, block_out_channels=(8, 8),
+                                              layers_per_block=1) if detail else None)
 
 
 def main(argv: list[str] | None = None) -> int:

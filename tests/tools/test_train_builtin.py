@@ -241,39 +241,57 @@ def test_npm_tarballs_are_checked_against_their_sha256(tmp_path: Path) -> None:
         fetch_npm(tmp_path, "x", "1.0.0", "x.tgz", "0" * 64)
 
 
-def test_an_rgba_decoder_starts_as_the_rgb_one_and_learns_the_alpha(
+def test_a_detail_decoder_starts_as_the_picture_enlarged_and_learns_the_artwork(
         prepared: Path, tmp_path: Path) -> None:
     from train_builtin.data import load_manifest
     from train_builtin.models import build_autoencoder
     from train_builtin.prepare import render_rgba, rgba_images
-    from train_builtin.train import StageConfig, rgba_autoencoder, rgba_loss, train_rgba_decoder
+    from train_builtin.train import StageConfig, detail_loss, train_detail_decoder
+
+    from diffuserve.builtin.detail import OPAQUE_LOGIT, DetailDecoder, Drawn, decoder_features
 
     torch.manual_seed(0)
-    rgb = build_autoencoder().eval()
-    rgba = rgba_autoencoder(rgb).eval()
+    autoencoder = build_autoencoder().eval()
     latents = torch.randn(2, 4, 16, 16)
     with torch.no_grad():
-        before, after = rgb.decode(latents).sample, rgba.decode(latents).sample
-    assert after.shape[1] == 4
-    assert torch.allclose(after[:, :3], before, atol=1e-5)
-    assert torch.allclose(after[:, 3], torch.ones_like(after[:, 3]))  # opaque to start
-    target = torch.rand(2, 4, 8, 8) * 2 - 1
-    assert float(rgba_loss(target, target)[0]) == 0.0
+        features, picture = decoder_features(autoencoder, latents)
+        # The autoencoder's own forward pass, stopped before its output layers.
+        assert torch.allclose(picture, autoencoder.decode(latents).sample, atol=1e-5)
+        drawn = DetailDecoder()(features, picture)
+    assert drawn.shown.shape == (2, 3, 256, 256) and drawn.alpha.shape == (2, 1, 256, 256)
+    enlarged = torch.nn.functional.interpolate(picture, scale_factor=4, mode="bilinear")
+    assert torch.allclose(drawn.colour, enlarged) and (drawn.alpha > 0.98).all()
+    # The artwork itself costs nothing: on white, over black and its alpha.
+    target = torch.rand(2, 4, 8, 8)
+    alpha = target[:, 3:]
+    shown = (target[:, :3] * alpha + 1 - alpha) * 2 - 1
+    perfect = Drawn(shown, target[:, :3] * 2 - 1, alpha)
+    assert float(detail_loss(perfect, target)[0]) < 1e-6
+    assert float(detail_loss(perfect._replace(shown=shown.flip(-1)), target)[0]) > 0.01
 
     entries = load_manifest(prepared)
-    pixels = rgba_images(prepared, entries, 64)
-    assert pixels.shape == (len(entries), 64, 64, 4)
-    assert (prepared / "images_64_rgba.npy").is_file()
-    # Straight alpha: the synthetic square is opaque, the rest clear; on white it is
-    # exactly the opaque training image.
-    assert pixels[0, 32, 32, 3] == 255 and pixels[0, 0, 0, 3] == 0
+    pixels = rgba_images(prepared, entries, 256)
+    assert pixels.shape == (len(entries), 256, 256, 4)
+    assert (prepared / "images_256_rgba.npy").is_file()
+    # Straight alpha: the synthetic square is opaque, the rest clear; on white at 64 px
+    # it is exactly the opaque training image.
+    assert pixels[0, 128, 128, 3] == 255 and pixels[0, 0, 0, 3] == 0
+    small = render_rgba(prepared / "assets" / entries[0].file, 64)
     on_white = np.load(prepared / "images_64.npy")[0]
-    assert np.array_equal(pixels[0, 32, 32, :3], on_white[32, 32])
-    assert np.array_equal(render_rgba(prepared / "assets" / entries[0].file, 64), pixels[0])
+    assert np.array_equal(small[32, 32, :3], on_white[32, 32])
     images = np.load(prepared / "images_64.npy")
-    config = StageConfig(steps=3, batch_size=4, learning_rate=1e-3, checkpoint_every=2)
-    trained = train_rgba_decoder(rgb, images, pixels, tmp_path / "rgba", config)
-    assert trained.config.out_channels == 4
-    assert (tmp_path / "rgba" / "final" / "config.json").is_file()
-    # The encoder is untouched: the latents the diffusion model learnt stay valid.
-    assert torch.equal(trained.encoder.conv_in.weight, rgb.encoder.conv_in.weight)
+    config = StageConfig(steps=12, batch_size=4, learning_rate=3e-3, checkpoint_every=6,
+                         log_every=1)
+    trained = train_detail_decoder(autoencoder, images, pixels, tmp_path / "detail", config)
+    assert (tmp_path / "detail" / "final" / "config.json").is_file()
+    losses = [json.loads(line)["loss"]
+              for line in (tmp_path / "detail" / "losses.jsonl").read_text().splitlines()]
+    assert len(losses) == 12 and min(losses[-3:]) < losses[0]
+    # It has begun to learn the clear background the untrained decoder drew opaque.
+    with torch.no_grad():
+        features, picture = decoder_features(
+            autoencoder, autoencoder.encode(
+                torch.from_numpy(images[:1]).permute(0, 3, 1, 2).float() / 127.5 - 1
+            ).latent_dist.mode())
+        learnt = trained(features, picture)
+    assert float(learnt.alpha[0, 0, 0, 0]) < float(torch.sigmoid(torch.tensor(OPAQUE_LOGIT)))

