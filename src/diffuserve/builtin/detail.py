@@ -9,11 +9,10 @@ blocks, it predicts the subject's colour as a correction of the 64 px picture en
 (an untrained decoder draws that), and the alpha channel the artwork has.
 
 It gives the subject's straight colour and its coverage (the cut-out a transparent
-background returns) and the two composited on the picture's plain background (what an
-opaque image shows: white, the colour the model was trained to draw on, for what the
-model draws; an upload's own background for an edit of it). The outline is as crisp as
-the alpha, which is learnt at 256 px; detail inside the subject is what the latents
-hold.
+background returns); an opaque image is the two composited on white (the canvas the
+model was trained to draw on), or, for an edit, on the picture itself, so that an
+upload's own background stays. The outline is as crisp as the alpha, which is learnt at
+256 px; detail inside the subject is what the latents hold.
 """
 
 from __future__ import annotations
@@ -80,27 +79,21 @@ class DetailDecoder(ModelMixin, ConfigMixin):  # type: ignore[misc]
         out = self.conv_out(nn.functional.silu(self.norm_out(sample)))
         enlarged = nn.functional.interpolate(picture, scale_factor=self.scale,
                                              mode="bilinear", align_corners=False)
-        colour, alpha = enlarged + out[:, :3], torch.sigmoid(out[:, 3:])
-        # The outline is as sharp as the alpha, which the 64 px picture's blurred edge
-        # does not limit; around it, the picture's own plain background.
-        background = plain_background(picture)
-        return Drawn(alpha * colour + (1 - alpha) * background, colour, alpha)
+        return Drawn(enlarged + out[:, :3], torch.sigmoid(out[:, 3:]), enlarged)
 
 
 class Drawn(NamedTuple):
     """What the detail decoder draws, in [-1, 1] (alpha in [0, 1])."""
 
-    #: The subject on its picture's plain background (white for what the model draws):
-    #: what an opaque image shows.
-    shown: torch.Tensor
-    #: Its straight (not premultiplied) colour: a cut-out's colour channels.
+    #: The subject's straight (not premultiplied) colour: a cut-out's colour channels.
     colour: torch.Tensor
     alpha: torch.Tensor
+    #: The 64 px picture enlarged (bilinear), background and all.
+    enlarged: torch.Tensor
 
-
-def plain_background(picture: torch.Tensor) -> torch.Tensor:
-    """The colour (N, 3, 1, 1) each picture's subject sits on: the median of its border
-    pixels (white for the subjects the model draws; an upload's own for an edit)."""
-    border = torch.cat([picture[..., 0, :], picture[..., -1, :],
-                        picture[..., :, 0], picture[..., :, -1]], dim=-1)
-    return border.median(dim=-1).values[..., None, None]
+    def on(self, background: torch.Tensor | float = 1.0) -> torch.Tensor:
+        """The subject composited on ``background``: white (1, the canvas the model was
+        trained on and draws on), or the picture itself (an edit keeps its background).
+        The outline is as sharp as the alpha, which the 64 px picture's blurred edge
+        does not limit."""
+        return self.alpha * self.colour + (1 - self.alpha) * background

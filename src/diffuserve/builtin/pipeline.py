@@ -158,6 +158,9 @@ class EmojiPipeline(DiffusionPipeline):
                                         tuple[torch.Tensor, torch.Tensor, Match | None]] \
             = OrderedDict()
         self._prompt_lock = threading.Lock()
+        #: Whether the call under way edits given images (its subjects, and the previews
+        #: of them while it streams, are then composited on the picture, not on white).
+        self._editing = False
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Any, **kwargs: Any) -> Any:
@@ -302,8 +305,8 @@ class EmojiPipeline(DiffusionPipeline):
 
     def _decode(self, latents: torch.Tensor, background: str) -> list[Image.Image]:
         """Subjects of ``latents``: the detail decoder's, where the pipeline has one (on
-        their plain background, or the straight-alpha cut-out for a transparent one),
-        otherwise the autoencoder's."""
+        white, on the edited picture during an edit, or the straight-alpha cut-out for a
+        transparent background), otherwise the autoencoder's."""
         unscaled = latents.to(self.vae.dtype) / self.vae.config.scaling_factor
         if self.detail is None:
             pixels = ((self.vae.decode(unscaled).sample.float().clamp(-1, 1) + 1) / 2)
@@ -314,7 +317,8 @@ class EmojiPipeline(DiffusionPipeline):
                 pixels = torch.cat([(drawn.colour.float().clamp(-1, 1) + 1) / 2,
                                     drawn.alpha.float()], dim=1)
             else:
-                pixels = (drawn.shown.float().clamp(-1, 1) + 1) / 2
+                shown = drawn.on(drawn.enlarged if self._editing else 1.0)
+                pixels = (shown.float().clamp(-1, 1) + 1) / 2
         values = (pixels * 255).round().to(torch.uint8)
         return subject_images(values.permute(0, 2, 3, 1).cpu().numpy(), background)
 
@@ -339,6 +343,7 @@ class EmojiPipeline(DiffusionPipeline):
     ) -> Any:
         # 1. Check inputs and embed the prompts (and the negative ones for guidance).
         self.check_inputs(prompt, height, width, num_inference_steps, background)
+        self._editing = image is not None
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         batch = len(prompts)
         if negative_prompt is None:

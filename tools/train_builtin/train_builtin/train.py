@@ -302,8 +302,9 @@ def detail_loss(drawn: Any, target: torch.Tensor) -> tuple[torch.Tensor, dict[st
         return (picture[..., 1:, :] - picture[..., :-1, :],
                 picture[..., :, 1:] - picture[..., :, :-1])
 
-    white = (drawn.shown - want_white).abs().mean()
-    edge = sum((a - b).abs().mean() for a, b in zip(edges(drawn.shown), edges(want_white),
+    on_white = drawn.on(1.0)
+    white = (on_white - want_white).abs().mean()
+    edge = sum((a - b).abs().mean() for a, b in zip(edges(on_white), edges(want_white),
                                                     strict=True))
     over_black = (drawn.alpha * (drawn.colour + 1) / 2 - premultiplied).abs().mean()
     coverage = (drawn.alpha - want_alpha).abs().mean()
