@@ -315,6 +315,23 @@ def _iou(found: np.ndarray, want: np.ndarray) -> float:
     return float((a & b).sum() / union) if union else 1.0
 
 
+def decode_own_latents(pipe: Any, data: Path, entries: Sequence[Entry],
+                       chosen: Sequence[Entry], size: int,
+                       background: str = "opaque") -> list[Image.Image]:
+    """The decoders alone: each chosen training image's latents (its 64 px picture on
+    white, encoded by the pipeline) decoded as the pipeline presents a finished image at
+    ``size``²."""
+    import torch
+
+    where = {e.file: i for i, e in enumerate(entries)}
+    opaque = np.load(data / "images_64.npy", mmap_mode="r")
+    pictures = [Image.fromarray(np.asarray(opaque[where[e.file]])) for e in chosen]
+    with torch.no_grad():
+        latents = pipe.encode_images(pictures)
+        return [pipe.decode_preview(latents[i:i + 1], size, size, background)
+                for i in range(len(latents))]
+
+
 #: The sizes alpha agreement is measured at: the autoencoder's and the artwork's own.
 ALPHA_SIZES = (64, 256)
 
@@ -333,21 +350,11 @@ def alpha_agreement(generate: Generator, data: Path, entries: Sequence[Entry],
     images' latents decoded with ``background="transparent"``) and the model end to end
     (captions drawn transparent at 256², seed i, against the captioned image). Mean IoU
     of covered pixels and mean absolute alpha error (0–255)."""
-    import torch
 
     pipe = generate.backend.pipeline
-    vae = pipe.vae
-    where = {e.file: i for i, e in enumerate(entries)}
     chosen = list(sample[:count])
-    opaque = np.load(data / "images_64.npy", mmap_mode="r")
-    rows = np.stack([np.asarray(opaque[where[e.file]]) for e in chosen])
-    pixels = torch.from_numpy(rows).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     side = max(ALPHA_SIZES)
-    with torch.no_grad():
-        latents = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mode()
-        latents = latents * vae.config.scaling_factor
-        decoded = [pipe.decode_preview(latents[i:i + 1], side, side, "transparent")
-                   for i in range(len(latents))]
+    decoded = decode_own_latents(pipe, data, entries, chosen, side, "transparent")
     drawn = [found[0] for found in generate(
         [(e.caption, (i,)) for i, e in enumerate(chosen)], size=side,
         background="transparent")]

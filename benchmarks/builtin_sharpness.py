@@ -30,35 +30,19 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from builtin_quality import DEFAULT_DATA, Generator  # noqa: E402
+from builtin_quality import DEFAULT_DATA, Generator, decode_own_latents  # noqa: E402
 from train_builtin.data import load_manifest  # noqa: E402
 from train_builtin.prepare import render  # noqa: E402
 
 from diffuserve import builtin  # noqa: E402
-
-MEASURE_SIDE = 256
-#: Cycles per image above which energy counts as fine detail: a 64 px drawing's Nyquist.
-CUTOFF = 32
-
-
-def sharpness(image: Image.Image) -> float:
-    """The share of the luminance's spectral energy above CUTOFF cycles per image, at
-    MEASURE_SIDE px (Lanczos)."""
-    side = (MEASURE_SIDE, MEASURE_SIDE)
-    grey = np.asarray(image.convert("L").resize(side, Image.Resampling.LANCZOS),
-                      dtype=np.float64)
-    power = np.abs(np.fft.fft2(grey - grey.mean())) ** 2
-    frequencies = np.fft.fftfreq(MEASURE_SIDE) * MEASURE_SIDE
-    radius = np.hypot(frequencies[:, None], frequencies[None, :])
-    total = power.sum()
-    return float(power[radius > CUTOFF].sum() / total) if total > 0 else 0.0
+from tests.support.images import CUTOFF, MEASURE_SIDE, fine_detail  # noqa: E402
 
 
 def psnr(found: Image.Image, want: Image.Image) -> float:
@@ -68,20 +52,6 @@ def psnr(found: Image.Image, want: Image.Image) -> float:
     b = np.asarray(want.convert("RGB").resize(side, Image.Resampling.LANCZOS), np.float64)
     error = float(np.mean((a - b) ** 2))
     return 10 * float(np.log10(255.0 ** 2 / error)) if error > 0 else float("inf")
-
-
-def decoded(pipe: Any, images: np.ndarray, size: int) -> list[Image.Image]:
-    """Each 64 px image's latents (posterior mode) decoded as the pipeline presents a
-    finished image at ``size``²."""
-    import torch
-
-    vae = pipe.vae
-    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    with torch.no_grad():
-        latents = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mode()
-        latents = latents * vae.config.scaling_factor
-        return [pipe.decode_preview(latents[i:i + 1], size, size)
-                for i in range(len(latents))]
 
 
 def main() -> None:
@@ -104,19 +74,17 @@ def main() -> None:
     drawn = generate([(e.caption, (i,)) for i, e in enumerate(sample)], args.size)
     seconds = time.perf_counter() - started
     side = (args.size, args.size)
-    where = {e.file: i for i, e in enumerate(entries)}
-    opaque = np.load(args.data / "images_64.npy", mmap_mode="r")
-    own = decoded(generate.backend.pipeline,
-                  np.stack([np.asarray(opaque[where[e.file]]) for e in sample]), args.size)
+    own = decode_own_latents(generate.backend.pipeline, args.data, entries, sample,
+                             args.size)
     rows = []
     for entry, found, reconstruction in zip(sample, drawn, own, strict=True):
         path = args.data / "assets" / entry.file
         artwork = Image.fromarray(render(path, 256))
         full = artwork.resize(side, Image.Resampling.LANCZOS)
         small = Image.fromarray(render(path, 64)).resize(side, Image.Resampling.LANCZOS)
-        rows.append({"caption": entry.caption, "model": sharpness(found[0]),
-                     "artwork_256": sharpness(full), "artwork_64": sharpness(small),
-                     "decoder": sharpness(reconstruction),
+        rows.append({"caption": entry.caption, "model": fine_detail(found[0]),
+                     "artwork_256": fine_detail(full), "artwork_64": fine_detail(small),
+                     "decoder": fine_detail(reconstruction),
                      "decoder_psnr": psnr(reconstruction, artwork),
                      "artwork_64_psnr": psnr(small, artwork)})
     decoder = statistics.fmean(r["decoder"] for r in rows)

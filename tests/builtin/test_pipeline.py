@@ -105,6 +105,7 @@ def test_serve_with_nothing_configured_serves_the_built_in_model(
 
     from diffuserve import builtin
     from tests.conftest import start_server
+    from tests.support.images import fine_detail
 
     if not builtin.available():
         pytest.skip("the built-in weights are not in this checkout")
@@ -121,6 +122,14 @@ def test_serve_with_nothing_configured_serves_the_built_in_model(
             assert f"{image.width}x{image.height}" == size
             if model == "dall-e-3":  # drawn as written: the model knows emoji names only
                 assert result.data[0].revised_prompt == "a red apple"
+        # Drawn at 256 px, not a 64 px drawing enlarged: at 1024² the image has many
+        # times the fine detail it keeps when squeezed through 64 px.
+        large = Image.open(io.BytesIO(base64.b64decode(client.images.generate(
+            model="gpt-image-1", prompt="a red apple", size="1024x1024",
+            extra_body={"seed": 7}).data[0].b64_json or "")))
+        squeezed = large.resize((64, 64), Image.Resampling.BOX).resize(
+            large.size, Image.Resampling.BILINEAR)
+        assert fine_detail(large) > 4 * fine_detail(squeezed)
         # A real alpha channel: the plain background is see-through, the subject is not.
         clear = client.images.generate(model="gpt-image-2", prompt="a red apple",
                                        size="1536x1024", background="transparent",

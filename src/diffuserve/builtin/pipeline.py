@@ -93,19 +93,14 @@ def clean_matte(alpha: np.ndarray) -> np.ndarray:
 
 
 def subject_images(pixels: np.ndarray, background: str) -> list[Image.Image]:
-    """Decoded subjects (N, H, W, 3 or 4 uint8) as pictures: RGB subjects as drawn (cut
-    out of their plain background for a transparent one); RGBA subjects, straight
-    alpha, as the cut-out itself or composited on white."""
+    """Decoded subjects (N, H, W, 3 or 4 uint8) as pictures: RGBA subjects (straight
+    alpha: the detail decoder's cut-outs) with their matte cleaned; RGB subjects as drawn
+    (cut out of their plain background for a transparent one)."""
     subjects = []
     for array in pixels:
         if array.shape[-1] == 4:
             array = np.dstack([array[..., :3], clean_matte(array[..., 3])])
-            rgba = Image.fromarray(array, "RGBA")
-            if background != "transparent":
-                canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                canvas.alpha_composite(rgba)
-                rgba = canvas.convert("RGB")
-            subjects.append(rgba)
+            subjects.append(Image.fromarray(array, "RGBA"))
         else:
             rgb = Image.fromarray(array, "RGB")
             subjects.append(cut_out(rgb) if background == "transparent" else rgb)

@@ -146,10 +146,17 @@ def run_detail_decoder(args: argparse.Namespace) -> Path:
         shutil.copytree(args.pipeline, out, dirs_exist_ok=True)
     shutil.rmtree(out / "detail", ignore_errors=True)
     model.to("cpu", torch.float16).save_pretrained(out / "detail", safe_serialization=True)
-    index = json.loads((out / "model_index.json").read_text())
-    index["detail"] = ["diffuserve.builtin.detail", "DetailDecoder"]
-    (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    declare_component(out, "detail", DetailDecoder)
     return out
+
+
+def declare_component(pipeline: Path, name: str, cls: type) -> None:
+    """Name ``cls`` as component ``name`` in the folder's ``model_index.json``, as
+    diffusers names a class of a module of its own: ``[module, class]``."""
+    path = pipeline / "model_index.json"
+    index = json.loads(path.read_text())
+    index[name] = [cls.__module__, cls.__name__]
+    path.write_text(json.dumps(index, indent=2) + "\n")
 
 
 def compact_pipeline(pipeline: Path) -> Path:
@@ -162,13 +169,11 @@ def compact_pipeline(pipeline: Path) -> Path:
     from train_builtin.train import compact_unet
 
     index = json.loads((pipeline / "model_index.json").read_text())
-    declared = ["diffuserve.builtin.compact", CompactUNet2DConditionModel.__name__]
-    if index["unet"] == declared:
+    if index["unet"][1] == CompactUNet2DConditionModel.__name__:
         return pipeline
     unet = UNet2DConditionModel.from_pretrained(pipeline / "unet").float()
     compact_unet(unet).save_pretrained(pipeline / "unet")
-    index["unet"] = declared
-    (pipeline / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    declare_component(pipeline, "unet", CompactUNet2DConditionModel)
     return pipeline
 
 

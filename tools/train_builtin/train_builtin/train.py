@@ -243,28 +243,6 @@ def train_autoencoder(images: np.ndarray, folder: Path, config: StageConfig,
     return model
 
 
-def _decoder_only(model: Any, device: torch.device, config: StageConfig
-                  ) -> tuple[_Length, dict[str, Any]]:
-    """Freeze ``model`` but its decoder (and post-quant conv); the optimiser, length
-    and cosine schedule of a stage that trains them."""
-    trainable = [*model.decoder.parameters(), *model.post_quant_conv.parameters()]
-    model.requires_grad_(False)
-    for parameter in trainable:
-        parameter.requires_grad_(True)
-    optimizer = _adamw(trainable, device, config.learning_rate)
-    length = _Length(config.steps)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, length.cosine)
-    return length, {"model": model, "optimizer": optimizer, "schedule": schedule}
-
-
-def _posterior_modes(model: Any, data: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """The unscaled latents (posterior modes) of ``data`` on the model's device."""
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        return torch.cat([model.encode(data[i:i + batch_size].to(device)).latent_dist.mode()
-                          for i in range(0, len(data), batch_size)])
-
-
 def finetune_decoder(autoencoder: Any, images: np.ndarray, folder: Path,
                      config: StageConfig) -> Any:
     """More reconstruction training for the decoder alone: the encoder, and so the latents
@@ -273,9 +251,18 @@ def finetune_decoder(autoencoder: Any, images: np.ndarray, folder: Path,
     generator = seed_everything(config.seed)
     run = _Run(folder, config)
     model = copy.deepcopy(autoencoder)
-    length, parts = _decoder_only(model, device, config)
+    trainable = [*model.decoder.parameters(), *model.post_quant_conv.parameters()]
+    model.requires_grad_(False)
+    for parameter in trainable:
+        parameter.requires_grad_(True)
+    optimizer = _adamw(trainable, device, config.learning_rate)
+    length = _Length(config.steps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, length.cosine)
+    parts = {"model": model, "optimizer": optimizer, "schedule": schedule}
     data = _to_unit(images).to(device)
-    latents = _posterior_modes(model, data)
+    with torch.no_grad():
+        latents = torch.cat([model.encode(data[i:i + 256]).latent_dist.mode()
+                             for i in range(0, len(data), 256)])
     model.decoder.train()
 
     def compute(index: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -324,7 +311,9 @@ def train_detail_decoder(autoencoder: Any, images: np.ndarray, rgba: np.ndarray,
     generator = seed_everything(config.seed)
     run = _Run(folder, config)
     model = (copy.deepcopy(start) if start is not None else DetailDecoder()).to(device)
-    latents = _posterior_modes(autoencoder, _to_unit(images))
+    # Unscaled, as the decoder reads them.
+    latents = (encode_latents(autoencoder, images) / autoencoder.config.scaling_factor
+               ).to(device)
     with torch.no_grad():
         pairs = [decoder_features(autoencoder, latents[i:i + 64])
                  for i in range(0, len(latents), 64)]
