@@ -14,7 +14,7 @@ from PIL import Image
 
 from diffuserve import builtin
 from diffuserve.builtin.pipeline import subject_images
-from diffuserve.builtin.prompt_index import PromptIndex
+from diffuserve.builtin.prompt_index import PromptIndex, same_words
 from tests.tiny_pipelines import tiny_emoji_pipeline
 
 HELDOUT = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / \
@@ -50,6 +50,82 @@ def test_a_prompt_is_drawn_as_the_caption_of_its_nearest_phrase_above_the_thresh
     # near a phrase its embedding happens to lie.
     empty, blank = index.match(["", " - "], queries[:2])
     assert empty.caption is None and blank.caption is None and empty.text == ""
+
+
+def _phones(weight: float) -> PromptIndex:
+    """"a smartphone" is a keyword of "a wireless" alone; "a mobile phone" is described
+    as a phone throughout."""
+    phrases = ["a mobile phone", "a mobile phone: cell, phone, telephone", "a wireless",
+               "a wireless: router, smartphone, wifi", "a smartphone"]
+    embeddings = np.stack([_unit(1, 0.45, 0, 0), _unit(1, 0.5, 0, 0), _unit(0, 0, 0, 1),
+                           _unit(0.3, 0, 0, 1), _unit(1, 0, 0, 0)])
+    return PromptIndex(phrases, ["a mobile phone", "a wireless"], np.array([0, 0, 1, 1, 1]),
+                       embeddings, 0.5, np.array([1, 3]), weight)
+
+
+def test_a_subjects_whole_description_outweighs_a_keyword_it_has_by_chance() -> None:
+    query = torch.from_numpy(_unit(1, 0, 0.1, 0)[None])
+    # The nearest phrase alone: the keyword's subject.
+    assert _phones(0.0).match(["a cell phone"], query)[0].caption == "a wireless"
+    # Weighed with their descriptions (0.89 and 0.29 alike), the phone wins; the match
+    # names its own nearest phrase and how alike that is.
+    phone = _phones(0.5).match(["a cell phone"], query)[0]
+    assert (phone.caption, phone.phrase) == ("a mobile phone", "a mobile phone")
+    assert phone.similarity == pytest.approx(0.907, abs=0.01)
+    # Still nothing when no phrase of the best subject is alike enough.
+    far = torch.from_numpy(_unit(0.2, 0, 1, 0)[None])
+    assert _phones(0.5).match(["a tax form"], far)[0].caption is None
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_of_equally_alike_subjects_the_one_whose_phrase_is_listed_first_wins(
+        weight: float) -> None:
+    # "a pencil" is a caption and, listed after it, an alias of "a memo" (a target
+    # sorted before it): the caption's subject wins the tie.
+    index = PromptIndex(["a pencil", "a memo", "a pencil"], ["a memo", "a pencil"],
+                        np.array([1, 0, 0]), np.stack([_unit(1, 0), _unit(0, 1), _unit(1, 0)]),
+                        0.5, np.array([-1, -1]), weight)
+    found = index.match(["a pencil for drawing"], torch.from_numpy(_unit(1, 0.1)[None]))[0]
+    assert (found.phrase, found.caption) == ("a pencil", "a pencil")
+
+
+def test_a_training_caption_word_for_word_is_drawn_as_itself() -> None:
+    # However its embedding falls: case, an article, spaces and a full stop aside.
+    elsewhere = torch.from_numpy(np.stack([_unit(1, 0, 0, 0), _unit(0, 0, 1, 0)]))
+    wireless, phone = _phones(0.5).match(["Wireless", "the  Mobile Phone."], elsewhere)
+    assert (wireless.caption, wireless.similarity) == ("a wireless", 1.0)
+    assert phone.caption == "a mobile phone"
+    assert same_words(" An  Apple! ") == "apple" and same_words("a") == "a"
+
+
+def test_descriptions_and_their_weight_are_stored_and_an_index_without_them_loads(
+        tmp_path: Path) -> None:
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    query = torch.from_numpy(_unit(1, 0, 0.1, 0)[None])
+    _phones(0.5).save(tmp_path)
+    loaded = PromptIndex.load(tmp_path)
+    assert loaded is not None and loaded.description_weight == 0.5
+    assert loaded.descriptions.tolist() == [1, 3]
+    assert loaded.match(["a cell phone"], query)[0].caption == "a mobile phone"
+    # An index written before descriptions were stored: the nearest phrase alone.
+    folder = tmp_path / "prompts"
+    arrays = load_file(str(folder / "index.safetensors"))
+    save_file({"embeddings": arrays["embeddings"], "rows": arrays["rows"]},
+              str(folder / "index.safetensors"))
+    text = json.loads((folder / "index.json").read_text())
+    del text["description_weight"]
+    (folder / "index.json").write_text(json.dumps(text))
+    older = PromptIndex.load(tmp_path)
+    assert older is not None and older.description_weight == 0.0
+    assert older.match(["a cell phone"], query)[0].caption == "a wireless"
+    with pytest.raises(ValueError, match="another target"):
+        PromptIndex(["a", "b"], ["a", "b"], np.array([0, 1]),
+                    np.stack([_unit(1, 0), _unit(0, 1)]), 0.5, np.array([1, -1]), 0.5)
+    with pytest.raises(ValueError, match="per target"):
+        PromptIndex(["a"], ["a"], np.array([0]), _unit(1, 0)[None], 0.5, np.array([0, 0]))
 
 
 def test_the_index_is_stored_as_int8_and_loads_back_to_the_same_matches(tmp_path: Path) -> None:
@@ -254,20 +330,24 @@ def test_the_matte_is_kept_next_to_the_subject_only(side: int) -> None:
 def test_the_shipped_index_never_saw_a_held_out_paraphrase() -> None:
     index = PromptIndex.load(builtin.WEIGHTS_DIR)
     assert index is not None and len(index) > 5000
-    phrases = {phrase.casefold() for phrase in index.phrases}
+    phrases = {same_words(phrase) for phrase in index.phrases}
     pytest.importorskip("train_builtin", reason="pip install -e tools/train_builtin")
     from train_builtin.vocabulary import read_prompt_pairs
 
     heldout = [prompt for prompt, _ in read_prompt_pairs(HELDOUT)]
     assert len(heldout) >= 100
-    assert not [prompt for prompt in heldout if prompt.casefold() in phrases]
+    assert not [prompt for prompt in heldout if same_words(prompt) in phrases]
     assert set(index.targets) <= set(index.phrases)  # every target is a caption it knows
     # The empty prompt of a variation lies near the phrase "I" (similarity 0.67): it
     # must still be drawn unconditioned, not as "an information".
     from diffuserve.builtin.text_encoder import load_text_encoder, sentence_embeddings
 
     text_encoder, tokenizer = load_text_encoder()
+    prompts = ["", "a red apple", "a smartphone", "a spooky spirit"]
     with torch.inference_mode():
-        embedded = sentence_embeddings(text_encoder, tokenizer, ["", "a red apple"])
-    empty, apple = index.match(["", "a red apple"], embedded)
+        embedded = sentence_embeddings(text_encoder, tokenizer, prompts)
+    empty, apple, phone, ghost = index.match(prompts, embedded)
     assert empty.caption is None and apple.caption == "a red apple"
+    # CLDR gives the keyword "smartphone" to "wireless" alone; the phone's description
+    # fits the prompt better. "Spooky" is nowhere, but the ghost's description is near.
+    assert phone.caption == "a mobile phone" and ghost.caption == "a ghost"

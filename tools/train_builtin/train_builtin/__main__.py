@@ -77,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     index.add_argument("--threshold", type=float, default=0.5,
                        help="least cosine similarity of a prompt to a phrase for the "
                             "phrase's caption to be drawn (default 0.5)")
+    index.add_argument("--description-weight", type=float, default=0.5,
+                       help="how much a subject's whole description counts next to its "
+                            "nearest phrase when a prompt is weighed against it (default "
+                            "0.5; 0: the nearest phrase alone)")
     index.add_argument("--exclude", type=Path, default=None,
                        help="a held-out prompt file (benchmarks/data/heldout_paraphrases.tsv): "
                             "phrases that are its prompts word for word are left out")
@@ -108,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         from train_builtin.pipeline import build_index
 
         folder = build_index(args.data, args.pipeline, args.threshold, args.cache,
-                             args.exclude)
+                             args.exclude, args.description_weight)
         print(f"prompt index → {folder}")
         return 0
     if args.command == "train":

@@ -178,14 +178,16 @@ def compact_pipeline(pipeline: Path) -> Path:
 
 
 def build_index(data: Path, pipeline: Path, threshold: float, cache: Path,
-                exclude: Path | None = None) -> Path:
+                exclude: Path | None = None, description_weight: float = 0.5) -> Path:
     """Embed every phrase of the data's vocabulary (``vocabulary.jsonl``, written by
     prepare-data; fetched and written here if missing) with MiniLM's sentence embedding
     and store the prompt index in the pipeline folder. ``exclude``: a file of prompts
     (the first tab-separated column, ``#`` comments) that no phrase may be: a held-out
     evaluation set, which the emoji data and CLDR happen to spell word for word now and
-    then ("a policeman" is an alias), kept out so that it measures matching, not lookup."""
-    from diffuserve.builtin.prompt_index import PromptIndex
+    then ("a policeman" is an alias), kept out so that it measures matching, not lookup
+    (compared as the index compares prompts with phrases: :func:`same_words`).
+    ``description_weight``: see :class:`~diffuserve.builtin.prompt_index.PromptIndex`."""
+    from diffuserve.builtin.prompt_index import PromptIndex, same_words
     from diffuserve.builtin.text_encoder import load_text_encoder, sentence_embeddings
     from train_builtin.vocabulary import VOCABULARY_FILE, read_prompt_pairs, read_vocabulary
 
@@ -194,8 +196,8 @@ def build_index(data: Path, pipeline: Path, threshold: float, cache: Path,
         write_data_vocabulary(cache, data)
     phrases = read_vocabulary(path)
     if exclude is not None:
-        held = {prompt.casefold() for prompt, _ in read_prompt_pairs(exclude)}
-        kept = [p for p in phrases if p.text.casefold() not in held]
+        held = {same_words(prompt) for prompt, _ in read_prompt_pairs(exclude)}
+        kept = [p for p in phrases if same_words(p.text) not in held]
         print(f"{len(phrases) - len(kept)} phrases left out: they are prompts of {exclude}")
         phrases = kept
     model, tokenizer = load_text_encoder()
@@ -205,9 +207,13 @@ def build_index(data: Path, pipeline: Path, threshold: float, cache: Path,
             for i in range(0, len(phrases), 256)])
     targets = sorted({p.target for p in phrases})
     row = {target: i for i, target in enumerate(targets)}
+    descriptions = np.full(len(targets), -1)
+    for i, phrase in enumerate(phrases):
+        if phrase.kind == "description":
+            descriptions[row[phrase.target]] = i
     index = PromptIndex([p.text for p in phrases], targets,
                         np.array([row[p.target] for p in phrases]), embeddings.numpy(),
-                        threshold)
+                        threshold, descriptions, description_weight)
     return index.save(pipeline)
 
 
