@@ -147,6 +147,11 @@ def test_serve_with_nothing_configured_serves_the_built_in_model(
                 extra_body={"seed": 7}).data[0].b64_json or "")
 
         assert drawn("a kitty") == drawn("a cat face") != drawn("quantum chromodynamics lecture")
+        # A subject is weighed with its whole description, not one keyword CLDR gives it
+        # by chance ("smartphone" is one of "a wireless"'s); a caption word for word, in
+        # any case and with any article, is itself.
+        assert drawn("a smartphone") == drawn("a mobile phone") != drawn("a wireless")
+        assert drawn("The Cat Face.") == drawn("a cat face")
         # Streamed: previews of the denoising, then the image.
         events = list(client.images.generate(model="gpt-image-2", prompt="a rocket",
                                              stream=True, partial_images=2, size="512x512"))

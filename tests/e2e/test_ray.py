@@ -99,6 +99,17 @@ def draw(client: openai.OpenAI, prompt: str, size: str = "256x256",
     return Image.open(io.BytesIO(base64.b64decode(result.data[0].b64_json or "")))
 
 
+def answer(client: openai.OpenAI, prompt: str, size: str = "256x256",
+           steps: int | None = None) -> str:
+    """"200" for an image drawn, else the refusal's status, Retry-After and message."""
+    try:
+        draw(client, prompt, size, steps)
+        return "200"
+    except openai.APIStatusError as exc:
+        return (f"{exc.status_code} retry-after={exc.response.headers.get('retry-after')}"
+                f" {exc.message}")
+
+
 def test_generations_edits_and_streams_are_served_through_ray(ray_server: RayServer) -> None:
     client = ray_server.client()
 
@@ -176,14 +187,6 @@ def test_a_keys_limit_holds_across_both_ingress_replicas(ray_server: RayServer) 
 def test_rays_back_pressure_is_a_429_with_retry_after(ray_server: RayServer) -> None:
     client = ray_server.client()
 
-    def attempt(i: int) -> str:
-        try:
-            draw(client, f"a boat number {i}", steps=20)
-            return "200"
-        except openai.APIStatusError as exc:
-            return (f"{exc.status_code} retry-after={exc.response.headers.get('retry-after')}"
-                    f" {exc.message}")
-
     # More than both model replicas hold (max_ongoing_requests each) and both ingress
     # replicas let wait (MAX_QUEUE each), sent 50 ms apart: Ray checks a handle's queue
     # before it counts the request in it, so a burst of simultaneous requests can all
@@ -194,7 +197,7 @@ def test_rays_back_pressure_is_a_429_with_retry_after(ray_server: RayServer) -> 
     with ThreadPoolExecutor(senders) as pool:
         futures = []
         for i in range(senders):
-            futures.append(pool.submit(attempt, i))
+            futures.append(pool.submit(answer, client, f"a boat number {i}", steps=20))
             time.sleep(0.05)
         outcomes = [future.result(timeout=CLIENT_TIMEOUT) for future in futures]
 
@@ -209,15 +212,9 @@ def test_a_replica_killed_mid_load_loses_no_request_silently(ray_server: RayServ
     client = ray_server.client()
     victim = min(model_replica_cpu())
 
-    def attempt(i: int) -> str:
-        try:
-            draw(client, f"a house number {i}", size="1024x1024", steps=40)
-            return "200"
-        except openai.APIStatusError as exc:
-            return f"{exc.status_code} retry-after={exc.response.headers.get('retry-after')}"
-
     with ThreadPoolExecutor(8) as pool:
-        futures = [pool.submit(attempt, i) for i in range(12)]
+        futures = [pool.submit(answer, client, f"a house number {i}", size="1024x1024",
+                               steps=40) for i in range(12)]
         time.sleep(1.0)
         os.kill(victim, signal.SIGKILL)
         outcomes = [future.result(timeout=CLIENT_TIMEOUT) for future in futures]

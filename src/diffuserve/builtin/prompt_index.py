@@ -8,13 +8,13 @@ subject (names, short names, keywords; built by the trainer's ``index`` command)
 pointing at the caption the subject was trained with.
 
 A prompt that is one of the training captions, word for word (case, articles and
-spacing aside), is drawn with that caption. Any other prompt is weighed against every subject: how
-alike its nearest phrase of that subject is, plus ``description_weight`` times how alike
-the subject's description is (all its keywords in one phrase), so that a word CLDR gives
-one subject only by chance ("a smartphone" is a keyword of "a wireless" alone) does not
-outweigh a subject whose whole description fits. The best subject is drawn when its
-nearest phrase is at least ``threshold`` alike; any other prompt is drawn from its own
-words.
+spacing aside), is drawn with that caption. Any other prompt is weighed against every
+subject: how alike its nearest phrase of that subject is, plus ``description_weight``
+times how alike the subject's description is (all its keywords in one phrase), so that
+a word CLDR gives one subject only by chance ("a smartphone" is a keyword of "a
+wireless" alone) does not outweigh a subject whose whole description fits. The best
+subject is drawn when its nearest phrase is at least ``threshold`` alike; any other
+prompt is drawn from its own words.
 
 Stored in the pipeline folder as ``prompts/index.safetensors`` (the embeddings as int8,
 unit vectors scaled by 127, each row's target and each target's description row) and
@@ -125,10 +125,10 @@ class PromptIndex:
         best = weighed.max(dim=1, keepdim=True).values
         out = []
         for i, prompt in enumerate(prompts):
-            verbatim = self._verbatim.get(same_words(prompt))
             if not any(c.isalnum() for c in prompt):
                 out.append(Match(prompt, None, None, float(scores[i].max())))
                 continue
+            verbatim = self._verbatim.get(same_words(prompt))
             if verbatim is not None:
                 text = self.targets[verbatim]
                 out.append(Match(prompt, text, text, 1.0))
