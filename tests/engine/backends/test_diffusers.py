@@ -161,3 +161,50 @@ def test_edits_run_the_image_to_image_and_inpainting_variants(
         # round differently in the last bit on some CPUs).
         difference = np.abs(np.asarray(images[0], np.int16) - np.asarray(again[0], np.int16))
         assert difference.max() <= 2
+
+
+class _OneThreadTokenizer:
+    """A tokenizer that, like a fast tokenizer whose padding settings persist between
+    calls, gives wrong answers when two threads use it at once: here it raises."""
+
+    def __init__(self) -> None:
+        self.inside = False
+
+    def __deepcopy__(self, memo: dict[int, object]) -> _OneThreadTokenizer:
+        return _OneThreadTokenizer()  # the same vocabulary; no call of its own running
+
+    def __call__(self, text: str, **_: object) -> dict[str, list[int]]:
+        import time
+
+        if self.inside:
+            raise RuntimeError("tokenizer used by two threads at once")
+        self.inside = True
+        try:
+            time.sleep(0.001)
+            return {"input_ids": list(range(len(text.split())))}
+        finally:
+            self.inside = False
+
+
+def test_usage_counting_never_shares_the_pipelines_tokenizer() -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    counter = DiffusersBackend(ModelSpec(name="m", source="unused"))
+    counter.pipeline = SimpleNamespace(tokenizer=_OneThreadTokenizer())
+    stop = threading.Event()
+
+    def encode_prompts() -> None:  # a pipeline call encoding its prompts meanwhile
+        while not stop.is_set():
+            counter.pipeline.tokenizer("a prompt being drawn")
+
+    drawing = threading.Thread(target=encode_prompts)
+    drawing.start()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            counts = list(pool.map(counter.count_tokens, ["a red apple"] * 40))
+    finally:
+        stop.set()
+        drawing.join()
+    assert counts == [3] * 40

@@ -8,6 +8,7 @@ import inspect
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Hashable, Sequence
 from pathlib import Path
@@ -126,6 +127,12 @@ class DiffusersBackend(Backend):
         self._scheduler: Any = None
         self._draws_any_size = False
         self._editors: dict[str, Any] = {}
+        #: The tokenizer that counts prompts for ``usage``: a copy of the pipeline's, used
+        #: by one thread at a time. A fast tokenizer keeps its padding and truncation
+        #: settings between calls, so counting with the pipeline's own while a pipeline
+        #: call encodes its prompts changed how that call padded them.
+        self._counter: tuple[Any, Any] | None = None
+        self._counter_lock = threading.Lock()
 
     @property
     def loaded(self) -> bool:
@@ -340,8 +347,13 @@ class DiffusersBackend(Backend):
         tokenizer = getattr(self.pipeline, "tokenizer", None)
         if tokenizer is None:
             return super().count_tokens(text)
-        # Without truncation: the usage counts what was sent, not what the encoder kept.
-        ids = tokenizer(text, truncation=False, add_special_tokens=False)["input_ids"]
+        with self._counter_lock:
+            if self._counter is None or self._counter[0] is not tokenizer:
+                self._counter = (tokenizer, copy.deepcopy(tokenizer))
+            # Without truncation: the usage counts what was sent, not what the encoder
+            # kept.
+            ids = self._counter[1](text, truncation=False,
+                                   add_special_tokens=False)["input_ids"]
         return len(ids)
 
     def _draw_size(self, params: GenerationParams) -> tuple[int, int]:
