@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 
+import orjson
 from fastapi.sse import EventSourceResponse, format_sse_event
 
 from diffuserve.api.errors import is_mapped, to_api_error
@@ -17,14 +17,14 @@ logger = logging.getLogger("diffuserve.api")
 async def _encode(events: AsyncIterator[StreamEvent], request_id: str) -> AsyncIterator[bytes]:
     try:
         async for event in events:
-            yield format_sse_event(event=event.event, data_str=json.dumps(event.data))
+            yield format_sse_event(event=event.event, data_str=orjson.dumps(event.data).decode())
     except Exception as exc:
         # The status line is long gone: the error becomes an event, which the SDK raises.
         if not is_mapped(exc):
             logger.error("stream failed", exc_info=exc,
                          extra={"fields": {"request_id": request_id}})
         error = to_api_error(exc)
-        yield format_sse_event(event="error", data_str=json.dumps(error.envelope()))
+        yield format_sse_event(event="error", data_str=orjson.dumps(error.envelope()).decode())
     finally:
         await events.aclose()  # type: ignore[attr-defined]
 

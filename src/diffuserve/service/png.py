@@ -2,11 +2,12 @@
 
 A PNG's pixels are one zlib stream, so an encoder compresses on one core, and Pillow's
 also tries five filters on every row. Here each row is "Up"-filtered at once with numpy
-and horizontal bands of rows are deflated in parallel (zlib releases the GIL), each band
-ending on a byte boundary (a sync flush) so that the bands join into one valid stream,
-as ``pigz`` does. The result is an ordinary PNG that every decoder reads; at zlib level
-1 it is 2.5–3.5× faster than Pillow's on two cores at the same size, and faster still
-on more. Modes other than 8-bit RGB and RGBA go through Pillow.
+and horizontal bands of rows are deflated in parallel by Intel's ISA-L (``isal``: the
+same deflate format, 4–6× faster than zlib at the size zlib's level 1 reaches, and it
+releases the GIL), each band ending on a byte boundary (a sync flush) so that the bands
+join into one valid stream, as ``pigz`` does. The result is an ordinary PNG that every
+decoder reads. Level 0 stores the rows uncompressed; levels 1–9 are ISA-L's levels 1–3
+(1–3, 4–6, 7–9). Modes other than 8-bit RGB and RGBA go through Pillow.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from isal import isal_zlib
 from PIL import Image
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -39,9 +41,14 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 
 
 def _deflate(band: memoryview, level: int, last: bool) -> bytes:
-    compressor = zlib.compressobj(level, zlib.DEFLATED, -15)  # raw deflate: no header
-    return compressor.compress(band) + compressor.flush(
-        zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+    """``band`` as raw deflate (no header): stored at level 0, else by ISA-L."""
+    if level == 0:
+        compressor = zlib.compressobj(0, zlib.DEFLATED, -15)
+        return compressor.compress(band) + compressor.flush(
+            zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+    fast = isal_zlib.compressobj(min(3, (level + 2) // 3), isal_zlib.DEFLATED, -15)
+    return fast.compress(band) + fast.flush(
+        isal_zlib.Z_FINISH if last else isal_zlib.Z_SYNC_FLUSH)
 
 
 def _bands(height: int, row_bytes: int) -> list[tuple[int, int]]:
@@ -75,6 +82,6 @@ def encode_png(image: Image.Image, level: int) -> bytes:
     else:
         parts = list(_pool.map(lambda band: _deflate(raw[band[0]:band[1]], level,
                                                      band[1] == len(raw)), bands))
-    stream = ZLIB_HEADER + b"".join(parts) + struct.pack(">I", zlib.adler32(raw))
+    stream = ZLIB_HEADER + b"".join(parts) + struct.pack(">I", isal_zlib.adler32(raw))
     header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
     return SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", stream) + _chunk(b"IEND", b"")
