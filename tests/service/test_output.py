@@ -25,13 +25,14 @@ def _picture() -> Image.Image:
 def test_png_levels_trade_size_for_speed_and_lose_nothing() -> None:
     picture = _picture()
     sizes = {}
-    for level in (0, 1, 6):
+    for level in (0, 1, 3, 6, 9):
         data = encode(picture, "png", png_compress_level=level)
         with Image.open(io.BytesIO(data)) as decoded:
             assert decoded.format == "PNG"
             assert np.array_equal(np.asarray(decoded.convert("RGB")), np.asarray(picture))
         sizes[level] = len(data)
-    assert sizes[0] > sizes[1] > sizes[6]
+    # 1-3 are ISA-L's levels, 4-9 zlib's: on flat pictures zlib's 6 is smaller.
+    assert sizes[0] > max(sizes[1], sizes[3]) > max(sizes[6], sizes[9])
 
 
 def test_the_writer_encodes_at_its_configured_level(tmp_path: Path) -> None:
@@ -61,8 +62,9 @@ def test_the_parallel_png_encoder_is_lossless_in_every_mode_and_size(
         assert np.array_equal(np.asarray(decoded), np.asarray(picture))
 
 
+@pytest.mark.parametrize("level", [1, 6])  # ISA-L's bands and zlib's
 def test_large_images_are_deflated_in_bands_that_join_into_one_stream(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, level: int
 ) -> None:
     import zlib
 
@@ -70,7 +72,7 @@ def test_large_images_are_deflated_in_bands_that_join_into_one_stream(
 
     monkeypatch.setattr(png, "_workers", 3)  # bands even where the machine has one core
     picture = _picture().resize((1024, 768))
-    data = png.encode_png(picture, 1)
+    data = png.encode_png(picture, level)
     assert len(png._bands(768, 1024 * 3 + 1)) == 3
     # One IDAT whose zlib stream decompresses (adler32 checked) to the filtered rows.
     length = int.from_bytes(data[33:37], "big")

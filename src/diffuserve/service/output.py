@@ -17,9 +17,8 @@ from diffuserve.storage.base import ImageStore
 
 T = TypeVar("T")
 
-#: zlib level of PNG output unless configured: on the request path, encode time counts
-#: more than the last few per cent of size (level 6 takes 1-4x as long for files
-#: 3-20 % smaller).
+#: Deflate level of PNG output unless configured (see :mod:`~diffuserve.service.png`): on
+#: the request path, encode time counts more than the last per cent of size.
 PNG_COMPRESS_LEVEL = 1
 
 
