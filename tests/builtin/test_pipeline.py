@@ -110,8 +110,8 @@ def test_serve_with_nothing_configured_serves_the_built_in_model(
     if not builtin.available():
         pytest.skip("the built-in weights are not in this checkout")
     server = start_server([], tmp_path)
+    client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
     try:
-        client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
         assert client.models.retrieve("diffuserve-emoji").id == "diffuserve-emoji"
         for model, size in (("dall-e-2", "256x256"), ("dall-e-3", "1792x1024")):
             result = client.images.generate(model=model, prompt="a red apple", size=size,
@@ -180,4 +180,5 @@ def test_serve_with_nothing_configured_serves_the_built_in_model(
             response_format="b64_json")
         assert variations.data[0].b64_json != variations.data[1].b64_json
     finally:
+        client.close()  # its pooled connections: no socket left to the collector
         server.stop()

@@ -142,10 +142,10 @@ def test_a_stream_shows_real_previews_and_stops_when_its_client_leaves(
 ) -> None:
     import openai
 
-    client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
-    events = list(client.images.generate(
-        model="gpt-image-2", prompt="a red cube", stream=True, partial_images=2,
-        size="256x256", extra_body={"num_inference_steps": 6, "seed": 1}))
+    with openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0) as client:
+        events = list(client.images.generate(
+            model="gpt-image-2", prompt="a red cube", stream=True, partial_images=2,
+            size="256x256", extra_body={"num_inference_steps": 6, "seed": 1}))
     assert [event.type for event in events] == [
         "image_generation.partial_image", "image_generation.partial_image",
         "image_generation.completed"]
