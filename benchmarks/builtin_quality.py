@@ -202,7 +202,8 @@ class Generator:
         from diffuserve.engine.backends.diffusers import DiffusersBackend
 
         spec = builtin.builtin_spec().model_copy(
-            update={"source": str(args.pipeline), "device": args.device})
+            update={"source": str(args.pipeline), "device": args.device,
+                    **({"runtime": args.runtime} if args.runtime else {})})
         self.steps = args.steps or spec.steps
         self.guidance = spec.guidance_scale if args.guidance is None else args.guidance
         self.batch = args.batch
@@ -460,6 +461,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="denoising steps (default: the spec's)")
     parser.add_argument("--guidance", type=float, help="guidance scale (default: the spec's)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    parser.add_argument("--runtime", choices=("torch", "onnx"),
+                        help="what runs the UNet on a CPU (default: the spec's, onnx)")
     parser.add_argument("--batch", type=int, default=16, help="images per pipeline call")
     parser.add_argument("--count", type=int, default=200, help="captions sampled (seed 0)")
     parser.add_argument("--limit", type=int, help="use only the first N sampled captions")

@@ -300,3 +300,15 @@ def test_settings_repr_holds_no_key_or_secret() -> None:
 
     assert API_KEY not in repr(settings)
     assert SIGNING_SECRET not in repr(settings)
+
+
+def test_a_model_runs_on_onnx_runtime_or_compiled_not_both() -> None:
+    from diffuserve.builtin import builtin_spec
+
+    assert ModelSpec(name="m", source="x").runtime == "torch"
+    assert builtin_spec().runtime == "onnx"
+    assert ModelSpec(name="m", source="x", runtime="onnx").compile == "off"
+    with pytest.raises(ValidationError, match="alternatives"):
+        ModelSpec(name="m", source="x", runtime="onnx", compile="default")
+    with pytest.raises(ValidationError):
+        ModelSpec(name="m", source="x", runtime="tensorrt")  # type: ignore[arg-type]

@@ -110,11 +110,22 @@ class ModelSpec(BaseModel):
         description="sizes (WxH) drawn at load when compiled, at one image and at "
                     "max_batch_size, so that no request waits for a compilation; default: "
                     "the model's native square")
+    runtime: Literal["torch", "onnx"] = Field(
+        default="torch",
+        description="onnx: on a CPU, the denoiser runs on ONNX Runtime (exported at the "
+                    "first load and cached; pipelines that offer it: the built-in model); "
+                    "elsewhere, and with torch, PyTorch")
     device: Device = "auto"
     dtype: DType = "auto"
     revision: str | None = None
     variant: str | None = None
     ray: RayOptions = RayOptions()
+
+    @model_validator(mode="after")
+    def _one_way_to_speed_up(self) -> ModelSpec:
+        if self.runtime == "onnx" and self.compile != "off":
+            raise ValueError("runtime = \"onnx\" and compile are alternatives: choose one")
+        return self
 
     @property
     def batch_images(self) -> int:

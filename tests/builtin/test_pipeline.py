@@ -113,6 +113,8 @@ def test_serve_with_nothing_configured_serves_the_built_in_model(
     client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
     try:
         assert client.models.retrieve("diffuserve-emoji").id == "diffuserve-emoji"
+        # On this CPU its UNet runs on ONNX Runtime (the default for the built-in model).
+        assert '"runtime": "onnx"' in server.log()
         for model, size in (("dall-e-2", "256x256"), ("dall-e-3", "1792x1024")):
             result = client.images.generate(model=model, prompt="a red apple", size=size,
                                             response_format="b64_json")

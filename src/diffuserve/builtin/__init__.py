@@ -41,6 +41,8 @@ def builtin_spec() -> ModelSpec:
         vivid_guidance_scale=5.0,
         natural_guidance_scale=3.0,
         max_batch_size=8,
+        # On a CPU, steps 1.2-1.8x as fast on ONNX Runtime (exported once, then cached).
+        runtime="onnx",
         # Trained on emoji names: lighting and colour phrases would only mislead it.
         prompt_revision="verbatim",
     )

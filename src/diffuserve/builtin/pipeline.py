@@ -28,10 +28,16 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image, ImageDraw, ImageFilter
 
+from diffuserve.builtin import onnx_unet
 from diffuserve.builtin.compact import CompactUNet2DConditionModel
 from diffuserve.builtin.detail import DetailDecoder, decoder_features
 from diffuserve.builtin.prompt_index import Match, PromptIndex
-from diffuserve.builtin.text_encoder import load_text_encoder, sentence_embeddings, token_states
+from diffuserve.builtin.text_encoder import (
+    MAX_TOKENS,
+    load_text_encoder,
+    sentence_embeddings,
+    token_states,
+)
 
 #: The classes of this project's own that a built-in folder's model_index.json may name:
 #: diffusers loads a component only from a module that is already imported.
@@ -156,6 +162,29 @@ class EmojiPipeline(DiffusionPipeline):
         #: Whether the call under way edits given images (its subjects, and the previews
         #: of them while it streams, are then composited on the picture, not on white).
         self._editing = False
+        #: The UNet on ONNX Runtime, once :meth:`use_onnx_runtime` set it up.
+        self.onnx_unet: onnx_unet.OnnxUNet | None = None
+
+    def use_onnx_runtime(self, cache_dir: Path | None = None) -> bool:
+        """Denoise on ONNX Runtime from now on (:mod:`.onnx_unet`: 1.6–1.8× faster
+        steps on two cores), where the UNet is float32 on the CPU; exports the UNet at
+        the first start and reuses the export from ``cache_dir`` after. Returns whether
+        it applies (elsewhere the UNet keeps running in PyTorch)."""
+        if self.unet.device.type != "cpu" or self.unet.dtype != torch.float32:
+            self.onnx_unet = None
+            return False
+        self.onnx_unet = onnx_unet.load(self.unet, MAX_TOKENS, cache_dir)
+        return True
+
+    def predict_noise(self, sample: torch.Tensor, timestep: torch.Tensor,
+                      states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The UNet's noise prediction, on ONNX Runtime where :meth:`use_onnx_runtime`
+        set it up."""
+        if self.onnx_unet is not None:
+            return self.onnx_unet(sample, timestep, states, mask)
+        noise: torch.Tensor = self.unet(sample, timestep, encoder_hidden_states=states,
+                                        encoder_attention_mask=mask).sample
+        return noise
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Any, **kwargs: Any) -> Any:
@@ -383,8 +412,7 @@ class EmojiPipeline(DiffusionPipeline):
         for index, timestep in enumerate(self.progress_bar(timesteps)):
             model_input = torch.cat([latents] * 2) if guided else latents
             model_input = self.scheduler.scale_model_input(model_input, timestep)
-            noise = self.unet(model_input, timestep, encoder_hidden_states=states,
-                              encoder_attention_mask=mask).sample
+            noise = self.predict_noise(model_input, timestep, states, mask)
             if guided:
                 unconditional, conditional = noise.chunk(2)
                 noise = unconditional + guidance_scale * (conditional - unconditional)

@@ -208,3 +208,13 @@ def test_usage_counting_never_shares_the_pipelines_tokenizer() -> None:
         stop.set()
         drawing.join()
     assert counts == [3] * 40
+
+
+def test_onnx_runtime_for_a_pipeline_without_it_fails_the_load_with_the_fix(
+        tiny_models: dict[str, Path]) -> None:
+    spec = ModelSpec(name="tiny-onnx", source=str(tiny_models["sd"]), runtime="onnx")
+    backend = DiffusersBackend(spec)
+    with pytest.raises(ModelLoadFailed, match="cannot run on ONNX Runtime.*remove the setting"):
+        backend.load()
+    assert not backend.loaded
+    assert DiffusersBackend(ModelSpec(name="t", source="x")).runtime == "torch"

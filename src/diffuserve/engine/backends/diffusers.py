@@ -127,6 +127,8 @@ class DiffusersBackend(Backend):
         self._scheduler: Any = None
         self._draws_any_size = False
         self._editors: dict[str, Any] = {}
+        #: What runs the denoiser: "torch", or "onnx" (ONNX Runtime, ``runtime = "onnx"``).
+        self.runtime = "torch"
         #: The tokenizer that counts prompts for ``usage``: a copy of the pipeline's, used
         #: by one thread at a time. A fast tokenizer keeps its padding and truncation
         #: settings between calls, so counting with the pipeline's own while a pipeline
@@ -204,6 +206,8 @@ class DiffusersBackend(Backend):
             else self._measure_batch(pipeline, device)
         if self.spec.compile != "off":
             self._compile(pipeline, device)
+        if self.spec.runtime == "onnx":
+            self._use_onnx(pipeline, device)
         self.pipeline = pipeline  # loaded (and ready) only now
         logger.info("model loaded", extra={"fields": {"model": self.spec.name, **self.describe()}})
 
@@ -261,6 +265,20 @@ class DiffusersBackend(Backend):
             "model": self.spec.name, "max_batch_images": chosen, **how,
             "seconds": round(time.perf_counter() - started, 1)}})
         return chosen
+
+    def _use_onnx(self, pipeline: Any, device: str) -> None:
+        """Denoise on ONNX Runtime (``runtime = "onnx"``), where the pipeline offers it and
+        runs on the CPU."""
+        use = getattr(pipeline, "use_onnx_runtime", None)
+        if use is None:
+            raise ModelLoadFailed(
+                f"Model {self.spec.name!r}: {type(pipeline).__name__} cannot run on ONNX "
+                'Runtime (runtime = "onnx"); remove the setting to run it on PyTorch.')
+        started = time.monotonic()
+        self.runtime = "onnx" if use() else "torch"
+        logger.info("denoiser runtime", extra={"fields": {
+            "model": self.spec.name, "runtime": self.runtime, "device": device,
+            "seconds": round(time.monotonic() - started, 1)}})
 
     def _compile(self, pipeline: Any, device: str) -> None:
         """Compile, then draw every size to be warmed at one image and at a full batch,
@@ -327,6 +345,7 @@ class DiffusersBackend(Backend):
             "pipeline": type(self.pipeline).__name__ if self.pipeline is not None else None,
             "native_resolution": self.native_resolution,
             "compile": self.spec.compile,
+            "runtime": self.runtime,
         }
 
     def batch_key(self, params: GenerationParams) -> Hashable:
