@@ -160,7 +160,8 @@ def loaded_fields(log: str) -> dict[str, Any]:
                 record = json.loads(line)
             except ValueError:
                 return {"line": line.strip()}
-            return {k: record[k] for k in ("device", "dtype", "pipeline") if k in record}
+            return {k: record[k] for k in ("device", "dtype", "pipeline", "runtime")
+                    if k in record}
     return {}
 
 
@@ -177,12 +178,17 @@ def main() -> None:
     mode.add_argument("--plain-model", action="store_true",
                       help="serve with `--model diffuserve-emoji=PIPELINE` (ModelSpec "
                            "defaults, not the built-in model's steps and guidance)")
+    parser.add_argument("--runtime", choices=("torch", "onnx"),
+                        help="with the models file (neither --default nor --plain-model): "
+                             "what runs the UNet (default: the built-in model's, onnx)")
     parser.add_argument("--requests", type=int, default=20, help="timed requests per size")
     parser.add_argument("--warmup", type=int, default=2, help="untimed requests per size")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     if args.requests < 1:
         parser.error("--requests must be at least 1")
+    if args.runtime and (args.default or args.plain_model):
+        parser.error("--runtime applies to the models-file mode only")
 
     if args.default:
         if not builtin.available():
@@ -204,8 +210,10 @@ def main() -> None:
             serve_args = ["--model", f"{builtin.BUILTIN_NAME}={pipeline}"]
             how = "--model (ModelSpec defaults)"
         else:
-            serve_args = ["--models-file", str(models_file(pipeline, Path(tmp)))]
-            how = "models file (builtin_spec settings)"
+            overrides = {"runtime": args.runtime} if args.runtime else {}
+            serve_args = ["--models-file", str(models_file(pipeline, Path(tmp), **overrides))]
+            how = "models file (builtin_spec settings" + (
+                f", runtime {args.runtime})" if args.runtime else ")")
         started = time.perf_counter()
         server = start_server(serve_args, Path(tmp), timeout=300)
         ready_s = time.perf_counter() - started
