@@ -105,3 +105,53 @@ def test_onnx_runtime_applies_to_a_float32_unet_on_the_cpu_only(
     assert not pipe.use_onnx_runtime(tmp_path)  # type: ignore[attr-defined]
     assert pipe.onnx_unet is None  # type: ignore[attr-defined]
     assert not list(tmp_path.iterdir())
+
+
+def test_old_exports_and_dead_partial_files_are_pruned(tmp_path: Path) -> None:
+    import os
+    import time
+
+    now = time.time()
+
+    def made(name: str, age: float) -> Path:
+        path = tmp_path / name
+        path.write_bytes(b"x")
+        os.utime(path, (now - age, now - age))
+        return path
+
+    exports = [made(f"unet-{i}-16.onnx", age=i * 100) for i in range(5)]  # newest first
+    other_length = made("unet-9-77.onnx", age=10_000)
+    dead = made("tmpa.onnx.part", age=onnx_unet.STALE_PARTIAL_SECONDS + 60)
+    writing = made("tmpb.onnx.part", age=5)  # another server exporting right now
+    removed = onnx_unet.prune(tmp_path, 16)
+    assert sorted(removed) == sorted(exports[onnx_unet.KEEP_EXPORTS:] + [dead])
+    kept = {path.name for path in tmp_path.iterdir()}
+    assert kept == {p.name for p in exports[:onnx_unet.KEEP_EXPORTS]} | {
+        other_length.name, writing.name}
+
+
+def test_a_failing_onnx_runtime_leaves_the_built_in_model_on_pytorch(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from diffuserve import builtin
+    from diffuserve.engine.backends.diffusers import DiffusersBackend
+    from diffuserve.engine.types import GenerationParams
+
+    if not builtin.available():
+        pytest.skip("the built-in weights are not in this checkout")
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("no exporter here")
+
+    monkeypatch.setattr(onnx_unet, "load", broken)
+    backend = DiffusersBackend(builtin.builtin_spec())
+    with caplog.at_level(logging.WARNING):
+        backend.load()
+    assert backend.loaded and backend.runtime == "torch"
+    assert backend.pipeline.onnx_unet is None
+    assert any("ONNX Runtime failed" in record.getMessage() for record in caplog.records)
+    (image,) = backend.generate(GenerationParams(
+        prompt="a red apple", negative_prompt=None, width=64, height=64,
+        num_inference_steps=2, guidance_scale=4.0, seeds=(1,)))
+    assert image.size == (64, 64)

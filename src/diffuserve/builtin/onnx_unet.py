@@ -33,6 +33,11 @@ logger = logging.getLogger(__name__)
 
 #: Part of the cache key: bump when the export itself changes.
 EXPORT_VERSION = 1
+#: Exports kept per prompt length, newest first: older ones (other weights, other
+#: library versions) are removed after a new export.
+KEEP_EXPORTS = 3
+#: A partial export older than this was left by a process that died while writing it.
+STALE_PARTIAL_SECONDS = 3600
 #: The graph's inputs and output, in order.
 INPUTS = ("sample", "timestep", "states", "mask")
 OUTPUT = "noise"
@@ -190,4 +195,22 @@ def load(unet: Any, tokens: int, cache_dir: Path | None = None,
             Path(partial).unlink(missing_ok=True)
         logger.info("UNet exported for ONNX Runtime", extra={"fields": {
             "path": str(path), "seconds": round(time.monotonic() - started, 1)}})
+        prune(folder, tokens)
     return OnnxUNet(path, threads or torch.get_num_threads())
+
+
+def prune(folder: Path, tokens: int) -> list[Path]:
+    """Remove all but the KEEP_EXPORTS newest exports for ``tokens`` (each is 60 MB for
+    the built-in model) and partial files of dead exports; returns what was removed."""
+    exports = sorted(folder.glob(f"unet-*-{tokens}.onnx"),
+                     key=lambda item: item.stat().st_mtime, reverse=True)
+    stale = [item for item in folder.glob("*.onnx.part")
+             if time.time() - item.stat().st_mtime > STALE_PARTIAL_SECONDS]
+    removed = []
+    for item in exports[KEEP_EXPORTS:] + stale:
+        try:
+            item.unlink()
+            removed.append(item)
+        except OSError:  # another process removed or still holds it
+            pass
+    return removed

@@ -170,8 +170,8 @@ class EmojiPipeline(DiffusionPipeline):
         steps on two cores), where the UNet is float32 on the CPU; exports the UNet at
         the first start and reuses the export from ``cache_dir`` after. Returns whether
         it applies (elsewhere the UNet keeps running in PyTorch)."""
+        self.onnx_unet = None
         if self.unet.device.type != "cpu" or self.unet.dtype != torch.float32:
-            self.onnx_unet = None
             return False
         self.onnx_unet = onnx_unet.load(self.unet, MAX_TOKENS, cache_dir)
         return True

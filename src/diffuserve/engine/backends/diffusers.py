@@ -275,7 +275,13 @@ class DiffusersBackend(Backend):
                 f"Model {self.spec.name!r}: {type(pipeline).__name__} cannot run on ONNX "
                 'Runtime (runtime = "onnx"); remove the setting to run it on PyTorch.')
         started = time.monotonic()
-        self.runtime = "onnx" if use() else "torch"
+        try:
+            self.runtime = "onnx" if use() else "torch"
+        except Exception as exc:  # an accelerator that fails must not stop the model
+            self.runtime = "torch"
+            logger.warning("ONNX Runtime failed: the denoiser runs on PyTorch", exc_info=exc,
+                           extra={"fields": {"model": self.spec.name,
+                                             "error": f"{type(exc).__name__}: {exc}"}})
         logger.info("denoiser runtime", extra={"fields": {
             "model": self.spec.name, "runtime": self.runtime, "device": device,
             "seconds": round(time.monotonic() - started, 1)}})
