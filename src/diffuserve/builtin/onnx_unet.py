@@ -4,7 +4,7 @@ Eager PyTorch spends most of a small UNet's step between operators: on two cores
 guided step of the built-in model takes 62 ms eagerly and 33 ms on ONNX Runtime, which
 fuses the graph's operators and runs it without Python in between (same weights, same
 float32 arithmetic; outputs agree to 1e-5). The UNet is exported once with
-``torch.onnx.export`` (about 11 s on two cores) and the file kept in the user's cache
+``torch.onnx.export`` (20–25 s on two cores) and the file kept in the user's cache
 folder under a hash of its weights, its configuration and the library versions, so a
 restart only opens it (0.2 s).
 
