@@ -101,7 +101,7 @@ def cache_key(unet: Any) -> str:
                              sort_keys=True, default=str).encode())
     for name, tensor in sorted(unet.state_dict().items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().float().contiguous().cpu().numpy().tobytes())
+        digest.update(tensor.detach().float().contiguous().cpu().numpy())  # no copy
     return digest.hexdigest()[:32]
 
 
