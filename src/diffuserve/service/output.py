@@ -11,6 +11,7 @@ from typing import TypeVar
 import pybase64
 from PIL import Image
 
+from diffuserve.engine.image_memory import keep_image_memory
 from diffuserve.protocol.common import ImageObject
 from diffuserve.service import png
 from diffuserve.storage.base import ImageStore
@@ -53,6 +54,7 @@ class OutputWriter:
         # Encoding is CPU work too: a bound keeps a burst of finished batches from
         # starving the device thread.
         self._encoders = asyncio.Semaphore(concurrency or os.cpu_count() or 2)
+        keep_image_memory()
 
     async def encoded(self, images: Sequence[Image.Image], output_format: str,
                       compression: int) -> list[str]:
