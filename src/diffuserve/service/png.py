@@ -81,8 +81,11 @@ def encode_png(image: Image.Image, level: int) -> bytes:
     if len(bands) == 1:
         parts = [_deflate(raw, level, last=True)]
     else:
-        parts = list(_pool.map(lambda band: _deflate(raw[band[0]:band[1]], level,
-                                                     band[1] == len(raw)), bands))
+        # The pool deflates the first bands; this thread the last, instead of waiting.
+        head = [_pool.submit(_deflate, raw[start:end], level, False)
+                for start, end in bands[:-1]]
+        tail = _deflate(raw[bands[-1][0]:], level, last=True)
+        parts = [future.result() for future in head] + [tail]
     stream = ZLIB_HEADER + b"".join(parts) + struct.pack(">I", isal_zlib.adler32(raw))
     header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
     return SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", stream) + _chunk(b"IEND", b"")
