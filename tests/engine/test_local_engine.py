@@ -20,7 +20,7 @@ from diffuserve.engine.errors import (
     ModelNotLoaded,
     UnknownModel,
 )
-from diffuserve.engine.local.engine import LocalEngine
+from diffuserve.engine.local.engine import INLINE_COUNT_CHARS, LocalEngine
 from diffuserve.engine.types import (
     Accepted,
     GenerationParams,
@@ -101,6 +101,40 @@ def test_without_asking_a_task_gets_only_its_result() -> None:
         return events
 
     assert [type(event) for event in run(scenario)] == [Result]
+
+
+class CountingBackend(SteppingBackend):
+    """Records the thread each prompt is counted on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counted_on: list[str] = []
+
+    def count_tokens(self, text: str) -> int:
+        self.counted_on.append(threading.current_thread().name)
+        return super().count_tokens(text)
+
+
+@pytest.mark.parametrize(("words", "on_the_loop"), [(3, True), (200, False)])
+def test_prompt_tokens_short_prompts_on_the_loop_long_ones_on_a_thread(
+        words: int, on_the_loop: bool) -> None:
+    prompt = " ".join(["apple"] * words)
+    backend = CountingBackend()
+
+    async def scenario() -> tuple[Result, str]:
+        engine = engine_with(backend)
+        task = Task(model="m", params=GenerationParams(
+            prompt=prompt, negative_prompt=None, width=32, height=32,
+            num_inference_steps=1, guidance_scale=1.0, seeds=(0,)))
+        (result,) = [event async for event in engine.stream(task)]
+        await engine.stop()
+        assert isinstance(result, Result)
+        return result, threading.current_thread().name
+
+    result, loop_thread = run(scenario)
+    assert result.prompt_tokens == words  # the same count either way
+    assert (len(prompt) <= INLINE_COUNT_CHARS) is on_the_loop
+    assert (backend.counted_on == [loop_thread]) is on_the_loop
 
 
 def test_closing_the_stream_stops_the_running_task() -> None:
