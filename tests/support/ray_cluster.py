@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,8 +20,10 @@ from pathlib import Path
 RAY_ENV = {
     # Ray's own switch for a one-machine cluster on the loopback interface.
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    # Token authentication, which clients of an existing cluster must ask for.
+    # Token authentication, which clients of an existing cluster must ask for, with this
+    # run's own token: `ray start` never makes one (it reads ~/.ray/auth_token or this).
     "RAY_AUTH_MODE": "token",
+    "RAY_AUTH_TOKEN": uuid.uuid4().hex,
     "RAY_USAGE_STATS_ENABLED": "0",
     # Applications are deleted before the cluster stops: nothing is left to drain.
     "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
