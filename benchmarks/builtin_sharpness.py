@@ -63,6 +63,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int)
     parser.add_argument("--guidance", type=float)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--runtime", choices=("torch", "onnx"),
+                        help="what runs the UNet on a CPU (default: the spec's, onnx)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
