@@ -210,6 +210,18 @@ def test_usage_counting_never_shares_the_pipelines_tokenizer() -> None:
     assert counts == [3] * 40
 
 
+def test_the_token_counter_is_ready_when_the_model_is(tiny_models: dict[str, Path]) -> None:
+    """Its tokenizer is copied at load: short prompts are counted on the event loop,
+    which must not pay for the copy on the first request."""
+    backend = DiffusersBackend(ModelSpec(name="tiny", source=str(tiny_models["sd"])))
+    backend.load()
+    assert backend._counter is not None
+    assert backend._counter[0] is backend.pipeline.tokenizer
+    assert backend._counter[1] is not backend.pipeline.tokenizer
+    own = backend.pipeline.tokenizer("a red apple", add_special_tokens=False)["input_ids"]
+    assert backend.count_tokens("a red apple") == len(own) > 0
+
+
 def test_onnx_runtime_for_a_pipeline_without_it_fails_the_load_with_the_fix(
         tiny_models: dict[str, Path]) -> None:
     spec = ModelSpec(name="tiny-onnx", source=str(tiny_models["sd"]), runtime="onnx")
