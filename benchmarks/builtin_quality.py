@@ -452,8 +452,9 @@ def variety_sheet(generate: Generator, path: Path, side: int = 192) -> None:
     sheet(images, labels, path, side, cols=len(VARIETY_SEEDS))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_generator_options(parser: argparse.ArgumentParser, batch: int) -> None:
+    """The options :class:`Generator` reads (and the data folder), for every benchmark
+    that draws with it."""
     parser.add_argument("--pipeline", type=Path, default=builtin.WEIGHTS_DIR,
                         help=f"an EmojiPipeline folder (default {builtin.WEIGHTS_DIR})")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
@@ -463,7 +464,12 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     parser.add_argument("--runtime", choices=("torch", "onnx"),
                         help="what runs the UNet on a CPU (default: the spec's, onnx)")
-    parser.add_argument("--batch", type=int, default=16, help="images per pipeline call")
+    parser.add_argument("--batch", type=int, default=batch, help="images per pipeline call")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_generator_options(parser, batch=16)
     parser.add_argument("--count", type=int, default=200, help="captions sampled (seed 0)")
     parser.add_argument("--limit", type=int, help="use only the first N sampled captions")
     parser.add_argument("--paraphrases", type=int, default=len(PARAPHRASES),

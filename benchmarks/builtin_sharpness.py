@@ -37,11 +37,14 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from builtin_quality import DEFAULT_DATA, Generator, decode_own_latents  # noqa: E402
+from builtin_quality import (  # noqa: E402
+    Generator,
+    add_generator_options,
+    decode_own_latents,
+)
 from train_builtin.data import load_manifest  # noqa: E402
 from train_builtin.prepare import render  # noqa: E402
 
-from diffuserve import builtin  # noqa: E402
 from tests.support.images import CUTOFF, MEASURE_SIDE, fine_detail  # noqa: E402
 
 
@@ -56,16 +59,9 @@ def psnr(found: Image.Image, want: Image.Image) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pipeline", type=Path, default=builtin.WEIGHTS_DIR)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    add_generator_options(parser, batch=8)
     parser.add_argument("--count", type=int, default=50)
     parser.add_argument("--size", type=int, default=1024)
-    parser.add_argument("--steps", type=int)
-    parser.add_argument("--guidance", type=float)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--runtime", choices=("torch", "onnx"),
-                        help="what runs the UNet on a CPU (default: the spec's, onnx)")
-    parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
