@@ -39,7 +39,7 @@ _pool = ThreadPoolExecutor(max_workers=_workers, thread_name_prefix="diffuserve-
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
-    crc = zlib.crc32(data, zlib.crc32(kind))
+    crc = isal_zlib.crc32(data, isal_zlib.crc32(kind))
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
 
