@@ -107,7 +107,7 @@ class ModelSpec(BaseModel):
     compile_sizes: tuple[Annotated[str, Field(pattern=r"^[1-9][0-9]{1,4}x[1-9][0-9]{1,4}$")],
                          ...] = Field(
         default=(), max_length=16,
-        description="sizes (WxH) drawn at load when compiled, at one image and at "
+        description="sizes (WxH) drawn at load when compiled, at every batch size up to "
                     "max_batch_size, so that no request waits for a compilation; default: "
                     "the model's native square")
     runtime: Literal["torch", "onnx"] = Field(

@@ -290,9 +290,16 @@ class DiffusersBackend(Backend):
             "seconds": round(time.monotonic() - started, 1)}})
 
     def _compile(self, pipeline: Any, device: str) -> None:
-        """Compile, then draw every size to be warmed at one image and at a full batch,
-        so that compilation happens now and not in front of a request (the second batch
-        size makes torch.compile generalise over batch sizes)."""
+        """Compile, then draw every size to be warmed at every batch size up to a full
+        batch, so that compilation happens now and not in front of a request.
+
+        Two batch sizes are not enough: torch.compile generalises over the batch size
+        from the second one it sees, but the traced graph keeps guards on it wherever the
+        code branched on it — the convolutions' backend, chosen by batch size (on a CPU
+        it changes at 16 of the UNet's doubled batch), or diffusers' upsampling past 64 —
+        and a batch outside a graph's guards is compiled again when it comes. Every batch
+        size drawn once compiles each such range now (a few graphs) and, with CUDA
+        graphs, records each size's graph now too."""
 
         from diffuserve.engine.backends.compilation import compile_cache_dir, compile_pipeline
 
@@ -302,7 +309,7 @@ class DiffusersBackend(Backend):
                  for size in self.spec.compile_sizes] \
             or [(self.native_resolution, self.native_resolution)]
         drawn = sorted({self._draw_size_of(width, height) for width, height in sizes})
-        batch_sizes = sorted({1, self.max_batch_images or 1})
+        batch_sizes = list(range(1, (self.max_batch_images or 1) + 1))
         for width, height in drawn:
             for images in batch_sizes:
                 self._probe_call(pipeline, images, width, height)
