@@ -20,6 +20,12 @@ the host side of a GPU pipeline of about 0.65 s per 512² image, the H100 SD 1.5
     python benchmarks/server_overhead.py --model src/diffuserve/builtin/weights --size 256x256 \\
         --steps 8 --batch 8
     python benchmarks/server_overhead.py --tiny --size 256x256 --steps 4
+    python benchmarks/server_overhead.py --model /tmp/sd15 --size 512x512 --steps 25 \\
+        --batch 8 --compile reduce-overhead     # on a GPU: compiled on both sides
+
+``--compile MODE`` compiles the pipeline on both sides, as a model's ``compile`` setting
+does (the server at start-up, this process before its first direct call), with one
+kernel cache for both, so the second compilation reads what the first wrote.
 """
 
 from __future__ import annotations
@@ -33,12 +39,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchmarks import step_cost  # noqa: E402
+from diffuserve.config import CompileMode  # noqa: E402
 from tests.conftest import LiveServer, start_server  # noqa: E402
 
 LAUNCHER = [sys.executable, str(Path(step_cost.__file__).resolve())]
@@ -152,6 +159,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--concurrent-requests", type=int, default=64)
     parser.add_argument("--batch", type=int, default=4, help="the model's max_batch_size")
+    parser.add_argument("--compile", default="off", choices=get_args(CompileMode),
+                        help="torch.compile the pipeline on both sides (a model's compile)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -171,13 +180,22 @@ def main() -> None:
         else:
             folder = args.model or step_cost.write(Path(tmp) / "step-cost")
             report["model"] = str(args.model or "step-cost pipeline (benchmarks/step_cost.py)")
-        backend = DiffusersBackend(ModelSpec(name="bench", source=str(folder)))
+        # One kernel cache for both sides (the server's compilation reads this one's).
+        kernels = os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(tmp) / "kernels"))
+        report["compile"] = args.compile
+        started = time.perf_counter()
+        backend = DiffusersBackend(ModelSpec(name="bench", source=str(folder),
+                                             max_batch_size=args.batch, compile=args.compile))
         backend.load()
+        report["direct_load_s"] = time.perf_counter() - started
         models = Path(tmp) / "models.toml"
         models.write_text(f'[[models]]\nname = "bench"\nsource = "{folder}"\n'
-                          f"max_batch_size = {args.batch}\n")
+                          f'max_batch_size = {args.batch}\ncompile = "{args.compile}"\n')
+        started = time.perf_counter()
         server = start_server(["--models-file", str(models), "--max-queue", "256"], Path(tmp),
-                              command=LAUNCHER)
+                              command=LAUNCHER, env={"TORCHINDUCTOR_CACHE_DIR": kernels},
+                              timeout=1800)
+        report["server_ready_s"] = time.perf_counter() - started
         try:
             # Called directly where the server has it draw (then resizes to the request).
             drawn = backend._draw_size_of(*size)
@@ -187,7 +205,9 @@ def main() -> None:
             server.stop()
 
     seq, con = report["sequential"], report["concurrent"]
-    print(f"model: {report['model']}  size: {args.size}  steps: {args.steps}")
+    print(f"model: {report['model']}  size: {args.size}  steps: {args.steps}  compile: "
+          f"{args.compile} (loaded in {report['direct_load_s']:.1f} s here, the server ready "
+          f"in {report['server_ready_s']:.1f} s)")
     print(f"sequential ({args.requests} requests): direct {seq['direct_median_s'] * 1000:.1f} ms"
           f", through the server {seq['served_median_s'] * 1000:.1f} ms: overhead "
           f"{seq['overhead']:+.1%}  (target ≤ 2 %)")
