@@ -6,7 +6,8 @@ time measuring how long ``diffuserve serve`` takes to answer ``/ready``, the lat
 the first request, and the median of ``--requests`` sequential ``b64_json`` requests
 (openai SDK, ``--size``):
 
-1. eager (``compile = "off"``);
+1. eager (``compile = "off"``; PyTorch, also for the built-in model, whose default
+   runtime on a CPU is ONNX Runtime);
 2. ``compile = MODE`` with an empty kernel cache (``TORCHINDUCTOR_CACHE_DIR`` a fresh
    folder): start-up compiles and warms up;
 3. the same again, a restart that finds the cache from run 2.
@@ -68,10 +69,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         plain = args.pipeline.resolve() != builtin.WEIGHTS_DIR.resolve()
-        steps = {"steps": args.steps} if args.steps else {}
-        eager = models_file(args.pipeline, root / "eager", plain=plain, **steps)
+        # PyTorch on both sides: the built-in model's default runtime on a CPU is ONNX
+        # Runtime, which compile is an alternative to.
+        settings: dict[str, Any] = {"runtime": "torch"}
+        if args.steps:
+            settings["steps"] = args.steps
+        eager = models_file(args.pipeline, root / "eager", plain=plain, **settings)
         compiled = models_file(args.pipeline, root / "compiled", plain=plain,
-                               compile=args.mode, **steps)
+                               compile=args.mode, **settings)
         cache = root / "kernels"
         for name, models in (("eager", eager), ("compiled, cold cache", compiled),
                              ("compiled, warm cache", compiled)):

@@ -38,11 +38,25 @@ step() {
 }
 
 if [ -d .whl ]; then
+  # The wheels, and this project from src/ as it is: its entry points (the diffusers
+  # backend is one) declared by a dist-info written from pyproject.toml, so that nothing
+  # is built there (that machine's setuptools may be older than the one pyproject asks).
   site=/tmp/diffuserve-site
-  step install 40 bash -c "python3 -m pip install -q --no-index --no-deps --no-compile \
-    --no-cache-dir --upgrade --target $site .whl/*.whl && python3 -m pip install -q \
-    --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --target $site ."
-  export PYTHONPATH=$site
+  step install 40 python3 -m pip install -q --no-index --no-deps --no-compile \
+    --no-cache-dir --upgrade --target "$site" .whl/*.whl
+  python3 - "$site" <<'EOF'
+import sys, tomllib
+from pathlib import Path
+project = tomllib.loads(Path("pyproject.toml").read_text())["project"]
+info = Path(sys.argv[1]) / "diffuserve-0+src.dist-info"
+info.mkdir(parents=True, exist_ok=True)
+(info / "METADATA").write_text("Metadata-Version: 2.1\nName: diffuserve\nVersion: 0+src\n")
+groups = {**project.get("entry-points", {}), "console_scripts": project.get("scripts", {})}
+(info / "entry_points.txt").write_text("".join(
+    f"[{group}]\n" + "".join(f"{name} = {target}\n" for name, target in points.items())
+    + "\n" for group, points in groups.items()))
+EOF
+  export PYTHONPATH=$site:$PWD/src
 fi
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TORCHINDUCTOR_CACHE_DIR=/tmp/diffuserve-kernels
 python3 - <<'EOF' 2>&1 | tee -a "$out/session.log"
