@@ -8,6 +8,8 @@ cache are measured by ``benchmarks/compile_speed.py``)."""
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ import pytest
 
 from diffuserve.config import ModelSpec
 from diffuserve.engine.backends import compilation
-from diffuserve.engine.backends.diffusers import DiffusersBackend
+from diffuserve.engine.backends.diffusers import GRAPH_MODES, DiffusersBackend
 from diffuserve.engine.types import GenerationParams
 
 
@@ -79,6 +81,45 @@ def test_a_compiled_model_is_warmed_at_load_and_draws_what_eager_draws(
             difference = np.abs(np.asarray(image, np.int16) - np.asarray(reference, np.int16))
             assert difference.mean() < 1.0
     assert counters["stats"]["unique_graphs"] == graphs
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("mode", ["reduce-overhead", "default"])
+def test_with_cuda_graphs_the_warm_up_and_the_requests_run_on_one_thread(
+    mode: str, tiny_models: dict[str, Path], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Inductor keeps the CUDA graphs it records per thread: graphs recorded by the
+    # warm-up on the loading thread would be recorded again by each batch size's first
+    # requests on the device's thread. The modes without graphs call on the caller's.
+    import torch._dynamo
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "kernels"))
+    monkeypatch.setattr(compilation, "compile_options", lambda mode: {"backend": "eager"})
+    torch._dynamo.reset()
+    backend = DiffusersBackend(ModelSpec(name="graphs", source=str(tiny_models["sd"]),
+                                         max_batch_size=2, compile=mode))  # type: ignore[arg-type]
+    threads: list[threading.Thread] = []
+    call_here = backend._call_here
+
+    def recording(kwargs: dict[str, object], pipeline: object = None) -> object:
+        threads.append(threading.current_thread())
+        return call_here(kwargs, pipeline)
+
+    monkeypatch.setattr(backend, "_call_here", recording)
+    with ThreadPoolExecutor(1, thread_name_prefix="loading") as loading:
+        loading.submit(backend.load).result()
+        loader = threads[0]
+    with ThreadPoolExecutor(1, thread_name_prefix="device") as device:
+        for seeds in ((1,), (2, 3)):
+            device.submit(backend.generate, params(64, 64, seeds)).result()
+        serving = device.submit(threading.current_thread).result()
+    assert len(threads) == 4  # warmed at 1 and 2 images, then the two requests
+    if mode in GRAPH_MODES:
+        assert len(set(threads)) == 1
+        assert threads[0].name.startswith("diffuserve-graphs-graphs")
+    else:
+        assert threads == [loader, loader, serving, serving]
     torch._dynamo.reset()
 
 

@@ -11,6 +11,7 @@ import os
 import threading
 import time
 from collections.abc import Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 #: The most images per call ``max_batch_size = "auto"`` chooses.
 MAX_AUTO_BATCH = 64
+
+#: ``compile`` modes whose compiled code records CUDA graphs (on a GPU).
+GRAPH_MODES = frozenset({"reduce-overhead", "max-autotune"})
 
 
 def pick_device(requested: str) -> str:
@@ -135,6 +139,9 @@ class DiffusersBackend(Backend):
         #: call encodes its prompts changed how that call padded them.
         self._counter: tuple[Any, Any] | None = None
         self._counter_lock = threading.Lock()
+        #: The one thread every pipeline call runs on when the model records CUDA graphs
+        #: (see :data:`GRAPH_MODES`); None otherwise.
+        self._graph_thread: ThreadPoolExecutor | None = None
 
     @property
     def loaded(self) -> bool:
@@ -204,6 +211,9 @@ class DiffusersBackend(Backend):
         torch.set_grad_enabled(False)
         self.max_batch_images = self.spec.max_batch_size if self.spec.max_batch_size != "auto" \
             else self._measure_batch(pipeline, device)
+        if self.spec.compile in GRAPH_MODES:
+            self._graph_thread = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix=f"diffuserve-graphs-{self.spec.name}")
         if self.spec.compile != "off":
             self._compile(pipeline, device)
         if self.spec.runtime == "onnx":
@@ -547,7 +557,16 @@ class DiffusersBackend(Backend):
     def _call(self, kwargs: dict[str, Any], pipeline: Any = None) -> list[Image.Image | None]:
         """One pipeline call with a scheduler of its own (diffusers schedulers keep state).
 
-        Images the pipeline's safety checker flagged come back as ``None``."""
+        Images the pipeline's safety checker flagged come back as ``None``. With CUDA
+        graphs, on the model's graph thread: inductor keeps the graphs it records per
+        thread, and the warm-up at load runs on the loading thread, requests on the
+        device's; on one thread, the graphs recorded at load serve the requests."""
+        if self._graph_thread is not None:
+            return self._graph_thread.submit(self._call_here, kwargs, pipeline).result()
+        return self._call_here(kwargs, pipeline)
+
+    def _call_here(self, kwargs: dict[str, Any],
+                   pipeline: Any = None) -> list[Image.Image | None]:
         import torch
 
         pipeline = pipeline or self.pipeline
