@@ -22,6 +22,8 @@ the host side of a GPU pipeline of about 0.65 s per 512² image, the H100 SD 1.5
     python benchmarks/server_overhead.py --tiny --size 256x256 --steps 4
     python benchmarks/server_overhead.py --model /tmp/sd15 --size 512x512 --steps 25 \\
         --batch 8 --compile reduce-overhead     # on a GPU: compiled on both sides
+    python benchmarks/server_overhead.py --model /tmp/sd15 --size 512x512 --steps 25 \\
+        --batch auto --clients 64 --concurrent-requests 256   # batches the card holds
 
 ``--compile MODE`` compiles the pipeline on both sides, as a model's ``compile`` setting
 does (the server at start-up, this process before its first direct call), with one
@@ -49,6 +51,23 @@ from diffuserve.config import CompileMode  # noqa: E402
 from tests.conftest import LiveServer, start_server  # noqa: E402
 
 LAUNCHER = [sys.executable, str(Path(step_cost.__file__).resolve())]
+
+
+def served_batch(server: LiveServer) -> int | None:
+    """The batch size the server measured for ``max_batch_size = "auto"``, from its log."""
+    for line in server.log().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("message") == "batch size measured":
+            return int(record["max_batch_images"])
+    return None
+
+
+def batch_setting(value: str) -> int | str:
+    """``--batch``: a number of images, or ``auto``."""
+    return value if value == "auto" else int(value)
 
 
 def direct_call(pipeline: Any, size: tuple[int, int], steps: int, seeds: list[int]) -> float:
@@ -158,7 +177,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20, help="sequential requests")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--concurrent-requests", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=4, help="the model's max_batch_size")
+    parser.add_argument("--batch", type=batch_setting, default=4,
+                        help="the model's max_batch_size: a number, or auto (measured at "
+                             "load on both sides; the direct calls use what this side "
+                             "measured)")
     parser.add_argument("--compile", default="off", choices=get_args(CompileMode),
                         help="torch.compile the pipeline on both sides (a model's compile)")
     parser.add_argument("--json", type=Path)
@@ -170,7 +192,8 @@ def main() -> None:
     step_cost.register()
     size = tuple(int(part) for part in args.size.split("x"))
     assert len(size) == 2
-    report: dict[str, Any] = {"size": args.size, "steps": args.steps, "batch": args.batch}
+    report: dict[str, Any] = {"size": args.size, "steps": args.steps,
+                              "batch_setting": args.batch}
     with tempfile.TemporaryDirectory() as tmp:
         if args.tiny:
             from tests.tiny_pipelines import build_tiny_sd
@@ -189,13 +212,20 @@ def main() -> None:
         backend.load()
         report["direct_load_s"] = time.perf_counter() - started
         models = Path(tmp) / "models.toml"
+        setting = '"auto"' if args.batch == "auto" else args.batch
         models.write_text(f'[[models]]\nname = "bench"\nsource = "{folder}"\n'
-                          f'max_batch_size = {args.batch}\ncompile = "{args.compile}"\n')
+                          f'max_batch_size = {setting}\ncompile = "{args.compile}"\n')
+        args.batch = report["batch"] = backend.max_batch_images or 1
         started = time.perf_counter()
         server = start_server(["--models-file", str(models), "--max-queue", "256"], Path(tmp),
                               command=LAUNCHER, env={"TORCHINDUCTOR_CACHE_DIR": kernels},
                               timeout=1800)
         report["server_ready_s"] = time.perf_counter() - started
+        if report["batch_setting"] == "auto":
+            # The server measured its own (on a GPU the memory this process holds is not
+            # free to it): the direct calls use the server's batch size.
+            report["direct_measured_batch"] = args.batch
+            args.batch = report["batch"] = served_batch(server) or args.batch
         try:
             # Called directly where the server has it draw (then resizes to the request).
             drawn = backend._draw_size_of(*size)
@@ -211,8 +241,9 @@ def main() -> None:
     print(f"sequential ({args.requests} requests): direct {seq['direct_median_s'] * 1000:.1f} ms"
           f", through the server {seq['served_median_s'] * 1000:.1f} ms: overhead "
           f"{seq['overhead']:+.1%}  (target ≤ 2 %)")
+    measured = " (auto)" if report["batch_setting"] == "auto" else ""
     print(f"concurrent ({args.clients} clients, {con['images']} images, batches of "
-          f"{args.batch}): {con['served_images_per_s']:.2f} images/s sustained "
+          f"{args.batch}{measured}): {con['served_images_per_s']:.2f} images/s sustained "
           f"({con['whole_run_images_per_s']:.2f} over the whole run, batches "
           f"{con['batches']}); direct at batch {args.batch}: "
           f"{con['direct_images_per_s']:.2f} images/s: {con['ratio']:.1%} (target ≥ 95 %)"
