@@ -66,18 +66,24 @@ def ray_head(tmp: Path, env: dict[str, str] | None = None,
 
 
 def model_replica_cpu() -> dict[int, float]:
-    """The model replicas' processes and the CPU seconds each has used."""
+    """The model replicas' processes of this run's cluster and the CPU seconds each has
+    used: those whose environment holds this run's token, not the replicas of another
+    run on the same machine, or of one whose cluster is still going down."""
     found: dict[int, float] = {}
     ticks = os.sysconf("SC_CLK_TCK")
+    token = f"RAY_AUTH_TOKEN={RAY_ENV['RAY_AUTH_TOKEN']}".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            if MODEL_REPLICA not in cmdline:
+                continue
+            ours = token in (entry / "environ").read_bytes().split(b"\0")
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        if MODEL_REPLICA in cmdline:
+        if ours:
             fields = stat.rsplit(")", 1)[1].split()
             found[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
     return found
