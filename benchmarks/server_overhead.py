@@ -49,18 +49,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from benchmarks import step_cost  # noqa: E402
 from diffuserve.config import CompileMode  # noqa: E402
 from tests.conftest import LiveServer, start_server  # noqa: E402
+from tests.support.load import server_log_entries  # noqa: E402
 
 LAUNCHER = [sys.executable, str(Path(step_cost.__file__).resolve())]
 
 
 def served_batch(server: LiveServer) -> int | None:
     """The batch size the server measured for ``max_batch_size = "auto"``, from its log."""
-    for line in server.log().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and record.get("message") == "batch size measured":
+    for record in server_log_entries(server):
+        if record.get("message") == "batch size measured":
             return int(record["max_batch_images"])
     return None
 

@@ -76,14 +76,12 @@ def model_replica_cpu() -> dict[int, float]:
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-            if MODEL_REPLICA not in cmdline:
+            if MODEL_REPLICA not in (entry / "cmdline").read_bytes().decode(errors="replace") \
+                    or token not in (entry / "environ").read_bytes().split(b"\0"):
                 continue
-            ours = token in (entry / "environ").read_bytes().split(b"\0")
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        if ours:
-            fields = stat.rsplit(")", 1)[1].split()
-            found[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
+        fields = stat.rsplit(")", 1)[1].split()
+        found[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
     return found
