@@ -4,7 +4,9 @@
 # PYTHON_VERSION=3.11 for another).
 # That machine already has torch, transformers, accelerate, safetensors, tokenizers,
 # huggingface-hub, numpy, Pillow, httpx, h11, uvloop, prometheus-client, psutil and
-# onnxruntime; the versions below are the ones this project is tested with.
+# onnxruntime. The versions are read from the Python that runs this (PYTHON, default
+# python3: the development environment), so the wheels are what this project is tested
+# with there.
 #
 #   bash benchmarks/gpu/fetch_wheels.sh          # → .whl/, ignored by git
 #   bash benchmarks/gpu/session.sh "$OUT"        # there, with .whl carried
@@ -12,16 +14,20 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
 python=${PYTHON:-python3}
-wheels=(
-  diffusers==0.42.1 importlib-metadata==10.2.0
-  fastapi==0.165.0 starlette==1.10.0 opentelemetry-api==1.45.2
-  uvicorn==0.54.0 httptools==0.9.0
-  pydantic==2.14.4 pydantic-core==2.50.5 pydantic-settings==2.16.3 python-dotenv==1.2.4
-  typing-inspection==0.4.5 annotated-types==0.8.0
-  platformdirs==4.14.8 isal==1.9.1 pybase64==1.5.1 orjson==3.13.0
-  python-multipart==0.0.34 limits==5.8.0 deprecated==1.3.1
-  openai==3.57.0 httpx2==2.16.2 httpcore2==2.16.2 jiter==0.19.0 sniffio==1.3.1
-  lazy-importer==0.1.0 truststore==0.10.5
+# diffuserve's dependencies (and the openai SDK's, for the benchmarks' client) that the
+# machine lacks.
+names=(
+  diffusers importlib-metadata fastapi starlette opentelemetry-api uvicorn httptools
+  pydantic pydantic-core pydantic-settings python-dotenv typing-inspection annotated-types
+  platformdirs isal pybase64 orjson python-multipart limits deprecated
+  openai httpx2 httpcore2 jiter sniffio lazy-importer truststore
+)
+mapfile -t wheels < <("$python" - "${names[@]}" <<'EOF'
+import sys
+from importlib.metadata import version
+for name in sys.argv[1:]:
+    print(f"{name}=={version(name)}")
+EOF
 )
 mkdir -p .whl
 "$python" -m pip download --quiet --no-deps --only-binary=:all: --python-version "${PYTHON_VERSION:-3.12}" \
