@@ -1,0 +1,205 @@
+"""Do more latent channels give the built-in model's decoders the artwork's detail?
+
+The question behind the built-in model's next edition (docs/BUILTIN.md, "Detail and
+alpha"): its 16×16×4 latents lose detail inside the subject, and more channels at 16×16
+cost the UNet nothing measurable. This trains, within ``--seconds``, the decoders of a
+model whose latents have ``--extra`` more channels, and measures them as
+``builtin_sharpness.py`` measures the shipped decoders alone (the 50 benchmark images'
+own latents decoded at 1024²: fine detail against the 256 px artwork's, and PSNR).
+
+- The shipped autoencoder's 4 channels stay exactly as they are (its encoder is frozen),
+  so the shipped UNet's latents are unchanged and a next UNet can start from it.
+- A second encoder (diffusers' ``Encoder``, after a 4× pixel unshuffle) reads the 256 px
+  RGBA artwork and adds ``--extra`` channels at 16×16, as a KL autoencoder's posterior.
+- The shipped decoder reads all of them (its ``conv_in``'s new columns start at zero, so
+  step 0 is the shipped model: the first line printed is its figures) and is trained
+  with the shipped detail decoder and the new encoder: the detail decoder's loss (as
+  ``train_builtin detail``) plus the 64 px reconstruction (as the autoencoder stage).
+
+``--control`` zeroes the extra channels and trains everything else the same way, for the
+same time: what the training alone gains.
+
+    python benchmarks/builtin_latent_channels.py [--seconds 2100] [--extra 12] [--control]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from builtin_quality import DEFAULT_DATA  # noqa: E402
+from builtin_sharpness import psnr  # noqa: E402
+from diffusers import AutoencoderKL  # noqa: E402
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution, Encoder  # noqa: E402
+from train_builtin.data import load_manifest  # noqa: E402
+from train_builtin.prepare import render  # noqa: E402
+from train_builtin.train import _reconstruction_loss, detail_loss  # noqa: E402
+
+from diffuserve import builtin  # noqa: E402
+from diffuserve.builtin.detail import DetailDecoder, decoder_features  # noqa: E402
+from diffuserve.builtin.pipeline import place_on_canvas, subject_images  # noqa: E402
+from tests.support.images import fine_detail  # noqa: E402
+
+
+class ExtraEncoder(nn.Module):
+    """The 256 px artwork (on white, and its alpha) → ``channels`` more latents at 16×16."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.unshuffle = nn.PixelUnshuffle(4)
+        self.encoder = Encoder(in_channels=64, out_channels=channels,
+                               down_block_types=("DownEncoderBlock2D",) * 3,
+                               block_out_channels=(64, 128, 128), layers_per_block=1,
+                               norm_num_groups=8, double_z=True)
+
+    def forward(self, rgba: torch.Tensor) -> DiagonalGaussianDistribution:
+        return DiagonalGaussianDistribution(self.encoder(self.unshuffle(rgba)))
+
+
+def widened(vae: Any, extra: int) -> Any:
+    """``vae``'s decoder reading ``4 + extra`` latent channels; the new ones unused."""
+    config = dict(vae.config)
+    config["latent_channels"] = vae.config.latent_channels + extra
+    wide = AutoencoderKL.from_config(config)
+    old = vae.state_dict()
+    new = wide.state_dict()
+    for key, value in old.items():
+        if new[key].shape == value.shape and not key.startswith(("encoder.", "quant_conv.")):
+            new[key] = value.clone()
+    channels = vae.config.latent_channels
+    new["decoder.conv_in.weight"].zero_()
+    new["decoder.conv_in.weight"][:, :channels] = old["decoder.conv_in.weight"]
+    new["post_quant_conv.weight"].zero_()
+    new["post_quant_conv.weight"][:channels, :channels] = old["post_quant_conv.weight"]
+    new["post_quant_conv.weight"][channels:, channels:] = torch.eye(extra)[..., None, None]
+    new["post_quant_conv.bias"].zero_()
+    new["post_quant_conv.bias"][:channels] = old["post_quant_conv.bias"]
+    wide.load_state_dict(new)
+    return wide
+
+
+def encoder_input(rgba: np.ndarray) -> torch.Tensor:
+    """uint8 straight RGBA (N, H, W, 4) → the subject on white and its alpha, [-1, 1]."""
+    values = torch.from_numpy(np.ascontiguousarray(rgba)).permute(0, 3, 1, 2).float() / 255
+    alpha = values[:, 3:]
+    return torch.cat([values[:, :3] * alpha + (1 - alpha), alpha], 1) * 2 - 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--pipeline", type=Path, default=builtin.WEIGHTS_DIR)
+    parser.add_argument("--seconds", type=float, default=2100)
+    parser.add_argument("--extra", type=int, default=12)
+    parser.add_argument("--control", action="store_true",
+                        help="zero the extra channels: what the training alone gains")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=3e-4, help="decoders")
+    parser.add_argument("--extra-lr", type=float, default=1e-3, help="the new encoder")
+    parser.add_argument("--kl", type=float, default=1e-6)
+    parser.add_argument("--eval-every", type=int, default=400)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+
+    entries = load_manifest(args.data)
+    where = {e.file: i for i, e in enumerate(entries)}
+    sample = random.Random(0).sample(entries, min(200, len(entries)))[:50]
+    chosen = [where[e.file] for e in sample]
+    artworks = [Image.fromarray(render(args.data / "assets" / e.file, 256)) for e in sample]
+    side = (1024, 1024)
+    artwork_detail = statistics.fmean(
+        fine_detail(a.resize(side, Image.Resampling.LANCZOS)) for a in artworks)
+    opaque = np.load(args.data / "images_64.npy")
+    rgba = np.load(args.data / "images_256_rgba.npy", mmap_mode="r")
+    pictures = torch.from_numpy(opaque).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+    vae = AutoencoderKL.from_pretrained(args.pipeline / "vae", torch_dtype=torch.float32)
+    detail = DetailDecoder.from_pretrained(args.pipeline / "detail", torch_dtype=torch.float32)
+    vae.eval().requires_grad_(False)
+    with torch.no_grad():
+        shipped = torch.cat([vae.encode(pictures[i:i + 256]).latent_dist.mode()
+                             for i in range(0, len(pictures), 256)])
+    wide, encoder = widened(vae, args.extra), ExtraEncoder(args.extra)
+    detail = copy.deepcopy(detail)
+    gate = 0.0 if args.control else 1.0
+
+    def evaluate(tag: str, first: bool = False) -> dict[str, Any]:
+        for part in (wide, encoder, detail):
+            part.eval()
+        rows = []
+        with torch.no_grad():
+            extra = encoder(encoder_input(rgba[chosen])).mode() * (0.0 if first else gate)
+            for k, i in enumerate(chosen):
+                latents = torch.cat([shipped[i:i + 1], extra[k:k + 1]], 1)
+                drawn = detail(*decoder_features(wide, latents))
+                values = ((drawn.on(1.0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+                subject = subject_images(values.permute(0, 2, 3, 1).numpy(), "opaque")[0]
+                shown = place_on_canvas(subject, *side)
+                rows.append((fine_detail(shown), psnr(shown, artworks[k])))
+        out = {"tag": tag, "fine_detail_ratio": statistics.fmean(r[0] for r in rows)
+               / artwork_detail, "psnr_db": statistics.fmean(r[1] for r in rows)}
+        print(json.dumps(out), flush=True)
+        for part in (wide, encoder, detail):
+            part.train()
+        return out
+
+    results = [evaluate("shipped", first=True)]
+    optimizer = torch.optim.AdamW([
+        {"params": [*wide.decoder.parameters(), *wide.post_quant_conv.parameters(),
+                    *detail.parameters()], "lr": args.lr},
+        {"params": list(encoder.parameters()), "lr": args.extra_lr}], weight_decay=1e-4)
+    peaks = [group["lr"] for group in optimizer.param_groups]
+    order = torch.Generator().manual_seed(0)
+    losses: list[float] = []
+    step = 0
+    started = time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < args.seconds:
+        # Warm-up over 50 steps, cosine decay over the time budget.
+        factor = min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * elapsed / args.seconds))
+        for group, peak in zip(optimizer.param_groups, peaks, strict=True):
+            group["lr"] = peak * factor
+        index = torch.randint(0, len(shipped), (args.batch,), generator=order).sort().values
+        rows = rgba[index.numpy()]
+        target = torch.from_numpy(np.ascontiguousarray(rows)).permute(0, 3, 1, 2).float() / 255
+        posterior = encoder(encoder_input(rows))
+        latents = torch.cat([shipped[index], posterior.sample() * gate], 1)
+        features, picture = decoder_features(wide, latents)
+        loss, _ = detail_loss(detail(features, picture), target)
+        total = (loss + _reconstruction_loss(picture, pictures[index])
+                 + gate * args.kl * posterior.kl().mean())
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        step += 1
+        if step % 50 == 0:
+            print(f"step {step} ({elapsed:.0f} s): detail loss "
+                  f"{statistics.fmean(losses[-50:]):.4f}", flush=True)
+        if step % args.eval_every == 0:
+            results.append(evaluate(f"step {step}"))
+    results.append(evaluate(f"final, step {step}"))
+    if args.json:
+        args.json.write_text(json.dumps({"extra": args.extra, "control": args.control,
+                                         "steps": step, "batch": args.batch,
+                                         "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
