@@ -52,8 +52,8 @@ from train_builtin.prepare import render  # noqa: E402
 from train_builtin.train import _reconstruction_loss, detail_loss  # noqa: E402
 
 from diffuserve import builtin  # noqa: E402
-from diffuserve.builtin.detail import DetailDecoder, decoder_features  # noqa: E402
-from diffuserve.builtin.pipeline import place_on_canvas, subject_images  # noqa: E402
+from diffuserve.builtin.detail import decoder_features  # noqa: E402
+from diffuserve.builtin.pipeline import EmojiPipeline  # noqa: E402
 from tests.support.images import fine_detail  # noqa: E402
 
 
@@ -130,14 +130,16 @@ def main() -> None:
     rgba = np.load(args.data / "images_256_rgba.npy", mmap_mode="r")
     pictures = torch.from_numpy(opaque).permute(0, 3, 1, 2).float() / 127.5 - 1
 
-    vae = AutoencoderKL.from_pretrained(args.pipeline / "vae", torch_dtype=torch.float32)
-    detail = DetailDecoder.from_pretrained(args.pipeline / "detail", torch_dtype=torch.float32)
-    vae.eval().requires_grad_(False)
+    pipe = EmojiPipeline.from_pretrained(str(args.pipeline), dtype=torch.float32)
+    vae = pipe.vae.eval().requires_grad_(False)
     with torch.no_grad():
         shipped = torch.cat([vae.encode(pictures[i:i + 256]).latent_dist.mode()
                              for i in range(0, len(pictures), 256)])
     wide, encoder = widened(vae, args.extra), ExtraEncoder(args.extra)
-    detail = copy.deepcopy(detail)
+    detail = copy.deepcopy(pipe.detail).requires_grad_(True)
+    # The pipeline decodes with the modules being trained, as it presents a finished image.
+    pipe.register_modules(vae=wide, detail=detail)
+    scale = wide.config.scaling_factor
     gate = 0.0 if args.control else 1.0
 
     def evaluate(tag: str, first: bool = False) -> dict[str, Any]:
@@ -147,11 +149,8 @@ def main() -> None:
         with torch.no_grad():
             extra = encoder(encoder_input(rgba[chosen])).mode() * (0.0 if first else gate)
             for k, i in enumerate(chosen):
-                latents = torch.cat([shipped[i:i + 1], extra[k:k + 1]], 1)
-                drawn = detail(*decoder_features(wide, latents))
-                values = ((drawn.on(1.0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-                subject = subject_images(values.permute(0, 2, 3, 1).numpy(), "opaque")[0]
-                shown = place_on_canvas(subject, *side)
+                latents = torch.cat([shipped[i:i + 1], extra[k:k + 1]], 1) * scale
+                shown = pipe.decode_preview(latents, *side)
                 rows.append((fine_detail(shown), psnr(shown, artworks[k])))
         out = {"tag": tag, "fine_detail_ratio": statistics.fmean(r[0] for r in rows)
                / artwork_detail, "psnr_db": statistics.fmean(r[1] for r in rows)}
