@@ -17,9 +17,21 @@ own latents decoded at 1024²: fine detail against the 256 px artwork's, and PSN
   ``train_builtin detail``) plus the 64 px reconstruction (as the autoencoder stage).
 
 ``--control`` zeroes the extra channels and trains everything else the same way, for the
-same time: what the training alone gains.
+same time: what the training alone gains. ``--subset`` trains on the 50 benchmark images
+only: what the decoders can draw from these latents when they have seen an image many
+times (an upper bound on what longer training on all the data can reach). ``--save``
+keeps the trained modules, ``--init`` starts from them.
 
     python benchmarks/builtin_latent_channels.py [--seconds 2100] [--extra 12] [--control]
+        [--save STATE] [--init STATE] [--subset] [--sheet FILE]
+
+``--sheet`` draws six of the images side by side: the artwork, then the decoders' drawing
+before and after this run, each at 160 px (taken from the 1024² image measured).
+
+It trains on a GPU where there is one (as the trainer does, with TF32 products), needs
+only the artwork and its manifest in ``--data`` (the 64 px and 256 px arrays are rendered
+where prepare-data's files are missing) and no text encoder: ``benchmarks/gpu/
+builtin_session.sh`` runs it on a lent GPU machine.
 """
 
 from __future__ import annotations
@@ -48,8 +60,8 @@ from builtin_sharpness import psnr  # noqa: E402
 from diffusers import AutoencoderKL  # noqa: E402
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution, Encoder  # noqa: E402
 from train_builtin.data import load_manifest  # noqa: E402
-from train_builtin.prepare import render  # noqa: E402
-from train_builtin.train import _reconstruction_loss, detail_loss  # noqa: E402
+from train_builtin.prepare import render, rgba_images  # noqa: E402
+from train_builtin.train import _reconstruction_loss, detail_loss, pick_device  # noqa: E402
 
 from diffuserve import builtin  # noqa: E402
 from diffuserve.builtin.detail import decoder_features  # noqa: E402
@@ -94,11 +106,24 @@ def widened(vae: Any, extra: int) -> Any:
     return wide
 
 
-def encoder_input(rgba: np.ndarray) -> torch.Tensor:
+def straight(rgba: torch.Tensor) -> torch.Tensor:
+    """uint8 straight RGBA (N, H, W, 4) → float (N, 4, H, W) in [0, 1]."""
+    return rgba.permute(0, 3, 1, 2).float() / 255
+
+
+def encoder_input(rgba: torch.Tensor) -> torch.Tensor:
     """uint8 straight RGBA (N, H, W, 4) → the subject on white and its alpha, [-1, 1]."""
-    values = torch.from_numpy(np.ascontiguousarray(rgba)).permute(0, 3, 1, 2).float() / 255
+    values = straight(rgba)
     alpha = values[:, 3:]
     return torch.cat([values[:, :3] * alpha + (1 - alpha), alpha], 1) * 2 - 1
+
+
+def pictures_64(data: Path, entries: list[Any]) -> np.ndarray:
+    """The 64 px pictures the autoencoder was trained on: prepare-data's file, or rendered
+    as it renders them (where only the artwork came along, as on a GPU machine)."""
+    if (data / "images_64.npy").is_file():
+        return np.load(data / "images_64.npy")
+    return np.stack([render(data / "assets" / entry.file, 64) for entry in entries])
 
 
 def main() -> None:
@@ -115,8 +140,15 @@ def main() -> None:
     parser.add_argument("--kl", type=float, default=1e-6)
     parser.add_argument("--eval-every", type=int, default=400)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--save", type=Path, help="keep the trained modules in this file")
+    parser.add_argument("--init", type=Path, help="start from the modules --save kept")
+    parser.add_argument("--subset", action="store_true",
+                        help="train on the 50 benchmark images only")
+    parser.add_argument("--sheet", type=Path, help="PNG: artwork, before, after")
+    parser.add_argument("--save-dtype", choices=("float32", "float16"), default="float32")
     args = parser.parse_args()
     torch.manual_seed(0)
+    device = pick_device()  # the trainer's: CUDA (with TF32 products) where there is one
 
     entries = load_manifest(args.data)
     where = {e.file: i for i, e in enumerate(entries)}
@@ -126,32 +158,48 @@ def main() -> None:
     side = (1024, 1024)
     artwork_detail = statistics.fmean(
         fine_detail(a.resize(side, Image.Resampling.LANCZOS)) for a in artworks)
-    opaque = np.load(args.data / "images_64.npy")
-    rgba = np.load(args.data / "images_256_rgba.npy", mmap_mode="r")
-    pictures = torch.from_numpy(opaque).permute(0, 3, 1, 2).float() / 127.5 - 1
+    pictures = (torch.from_numpy(pictures_64(args.data, entries)).permute(0, 3, 1, 2)
+                .float().div(127.5).sub(1).to(device))
+    rgba = torch.from_numpy(rgba_images(args.data, entries, 256)).to(device)
 
-    pipe = EmojiPipeline.from_pretrained(str(args.pipeline), dtype=torch.float32)
+    # Decoding needs no text encoder: the MiniLM package need not be installed.
+    pipe = EmojiPipeline.from_pretrained(str(args.pipeline), dtype=torch.float32,
+                                         text_encoder=None, tokenizer=None).to(device)
     vae = pipe.vae.eval().requires_grad_(False)
     with torch.no_grad():
         shipped = torch.cat([vae.encode(pictures[i:i + 256]).latent_dist.mode()
                              for i in range(0, len(pictures), 256)])
-    wide, encoder = widened(vae, args.extra), ExtraEncoder(args.extra)
+    wide, encoder = widened(vae, args.extra).to(device), ExtraEncoder(args.extra).to(device)
     detail = copy.deepcopy(pipe.detail).requires_grad_(True)
+    modules = {"wide": wide, "extra": encoder, "detail": detail}
+    if args.init:
+        for name, state in torch.load(args.init, map_location=device).items():
+            modules[name].load_state_dict(state)
     # The pipeline decodes with the modules being trained, as it presents a finished image.
     pipe.register_modules(vae=wide, detail=detail)
     scale = wide.config.scaling_factor
     gate = 0.0 if args.control else 1.0
+    chosen_rows = torch.tensor(chosen, device=device)
+
+    # Six of the 50 for --sheet: a graduate, a family, a face, beer mugs, a superhero, a car.
+    shown_rows = [4, 16, 28, 36, 40, 44]
+    columns: list[list[Image.Image]] = [
+        [artworks[k].convert("RGBA") for k in shown_rows]]
 
     def evaluate(tag: str, first: bool = False) -> dict[str, Any]:
         for part in (wide, encoder, detail):
             part.eval()
         rows = []
+        drawn = []
         with torch.no_grad():
-            extra = encoder(encoder_input(rgba[chosen])).mode() * (0.0 if first else gate)
+            extra = encoder(encoder_input(rgba[chosen_rows])).mode() * (0.0 if first else gate)
             for k, i in enumerate(chosen):
                 latents = torch.cat([shipped[i:i + 1], extra[k:k + 1]], 1) * scale
                 shown = pipe.decode_preview(latents, *side)
                 rows.append((fine_detail(shown), psnr(shown, artworks[k])))
+                if k in shown_rows:
+                    drawn.append(shown)
+        columns.append(drawn)
         out = {"tag": tag, "fine_detail_ratio": statistics.fmean(r[0] for r in rows)
                / artwork_detail, "psnr_db": statistics.fmean(r[1] for r in rows)}
         print(json.dumps(out), flush=True)
@@ -159,14 +207,15 @@ def main() -> None:
             part.train()
         return out
 
-    results = [evaluate("shipped", first=True)]
-    optimizer = torch.optim.AdamW([
+    results = [evaluate("start" if args.init else "shipped", first=not args.init)]
+    optimizer = torch.optim.AdamW(fused=device.type == "cuda", params=[
         {"params": [*wide.decoder.parameters(), *wide.post_quant_conv.parameters(),
                     *detail.parameters()], "lr": args.lr},
         {"params": list(encoder.parameters()), "lr": args.extra_lr}], weight_decay=1e-4)
     peaks = [group["lr"] for group in optimizer.param_groups]
     order = torch.Generator().manual_seed(0)
-    losses: list[float] = []
+    pool = torch.tensor(chosen) if args.subset else torch.arange(len(shipped))
+    losses: list[torch.Tensor] = []
     step = 0
     started = time.perf_counter()
     while (elapsed := time.perf_counter() - started) < args.seconds:
@@ -174,9 +223,11 @@ def main() -> None:
         factor = min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * elapsed / args.seconds))
         for group, peak in zip(optimizer.param_groups, peaks, strict=True):
             group["lr"] = peak * factor
-        index = torch.randint(0, len(shipped), (args.batch,), generator=order).sort().values
-        rows = rgba[index.numpy()]
-        target = torch.from_numpy(np.ascontiguousarray(rows)).permute(0, 3, 1, 2).float() / 255
+        index = torch.randint(0, len(pool), (args.batch,), generator=order)
+        index = pool[index].sort().values
+        index = index.to(device)
+        rows = rgba[index]
+        target = straight(rows)
         posterior = encoder(encoder_input(rows))
         latents = torch.cat([shipped[index], posterior.sample() * gate], 1)
         features, picture = decoder_features(wide, latents)
@@ -186,16 +237,30 @@ def main() -> None:
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
-        losses.append(float(loss.detach()))
+        losses.append(loss.detach())  # read every 50 steps: no wait for the GPU each step
         step += 1
         if step % 50 == 0:
             print(f"step {step} ({elapsed:.0f} s): detail loss "
-                  f"{statistics.fmean(losses[-50:]):.4f}", flush=True)
+                  f"{float(torch.stack(losses[-50:]).mean()):.4f}", flush=True)
         if step % args.eval_every == 0:
             results.append(evaluate(f"step {step}"))
     results.append(evaluate(f"final, step {step}"))
+    if args.sheet:
+        cell = 160
+        sheet = Image.new("RGB", (cell * 3, cell * len(shown_rows)), "white")
+        for x, column in enumerate((columns[0], columns[1], columns[-1])):
+            for y, picture in enumerate(column):
+                square = picture.resize((cell, cell), Image.Resampling.LANCZOS)
+                sheet.paste(square, (x * cell, y * cell), square if x == 0 else None)
+        sheet.save(args.sheet, optimize=True)
+    if args.save:
+        dtype = getattr(torch, args.save_dtype)
+        torch.save({name: {key: value.to("cpu", dtype) for key, value in part.state_dict().items()}
+                    for name, part in modules.items()}, args.save)
     if args.json:
         args.json.write_text(json.dumps({"extra": args.extra, "control": args.control,
+                                         "subset": args.subset,
+                                         "init": str(args.init) if args.init else None,
                                          "steps": step, "batch": args.batch,
                                          "results": results}, indent=2))
 

@@ -19,55 +19,11 @@ set -uo pipefail
 out=${1:?usage: session.sh OUT_DIR}
 mkdir -p "$out"
 cd "$(dirname "$0")/../.."
-started=$(date +%s)
-
-log() { echo "[$(( $(date +%s) - started ))s] $*" | tee -a "$out/session.log"; }
-
-# step NAME LIMIT COMMAND...: run it under its time limit; its whole output is appended to
-# OUT_DIR/steps.log, its last lines to OUT_DIR/session.log (the device returns 8 files).
-step() {
-  local name=$1 limit=$2 output
-  shift 2
-  log "$name (limit ${limit}s): $*"
-  output=$(mktemp)
-  timeout -k 10 "$limit" "$@" > "$output" 2>&1
-  local rc=$?
-  { echo "=== $name: $*"; cat "$output"; } >> "$out/steps.log"
-  grep -vE '^\s*$|it/s\]|s/it\]|Warning|warn\(|^\[transformers\]' "$output" | tail -n 6 | tee -a "$out/session.log"
-  rm -f "$output"
-  log "$name: exit $rc"
-  return $rc
-}
-
-if [ -d .whl ]; then
-  # The wheels, and this project from src/ as it is: its entry points (the diffusers
-  # backend is one) declared by a dist-info written from pyproject.toml, so that nothing
-  # is built there (that machine's setuptools may be older than the one pyproject asks).
-  site=/tmp/diffuserve-site
-  step install 40 python3 -m pip install -q --no-index --no-deps --no-compile \
-    --no-cache-dir --upgrade --target "$site" .whl/*.whl
-  python3 - "$site" <<'EOF'
-import sys, tomllib
-from pathlib import Path
-project = tomllib.loads(Path("pyproject.toml").read_text())["project"]
-info = Path(sys.argv[1]) / "diffuserve-0+src.dist-info"
-info.mkdir(parents=True, exist_ok=True)
-(info / "METADATA").write_text("Metadata-Version: 2.1\nName: diffuserve\nVersion: 0+src\n")
-groups = {**project.get("entry-points", {}), "console_scripts": project.get("scripts", {})}
-(info / "entry_points.txt").write_text("".join(
-    f"[{group}]\n" + "".join(f"{name} = {target}\n" for name, target in points.items())
-    + "\n" for group, points in groups.items()))
-EOF
-  export PYTHONPATH=$site:$PWD/src
-fi
+# shellcheck source=benchmarks/gpu/common.sh
+. benchmarks/gpu/common.sh
+install_wheels
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TORCHINDUCTOR_CACHE_DIR=/tmp/diffuserve-kernels
-python3 - <<'EOF' 2>&1 | tee -a "$out/session.log"
-import platform, torch, diffusers, diffuserve
-gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-print(f"python {platform.python_version()}, torch {torch.__version__}, diffusers "
-      f"{diffusers.__version__}, diffuserve from {diffuserve.__file__}; {gpu}; "
-      f"{__import__('os').cpu_count()} CPUs")
-EOF
+describe_machine
 
 overhead=(python3 benchmarks/server_overhead.py)
 if [ -n "${SMOKE:-}" ]; then

@@ -96,6 +96,28 @@ def test_cut_out_clears_the_background_around_the_subject_only() -> None:
     assert placed.getpixel((5, 100))[3] == 0 and placed.getpixel((150, 100))[3] == 255
 
 
+def test_a_pipeline_loaded_without_its_text_encoder_decodes_without_the_minilm_package(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from diffuserve.builtin import pipeline as emoji
+    from tests.tiny_pipelines import tiny_emoji_pipeline
+
+    pipe = tiny_emoji_pipeline(None, None, detail=True)
+    pipe.save_pretrained(tmp_path)
+
+    def no_package(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the MiniLM package was loaded")
+
+    monkeypatch.setattr(emoji, "load_text_encoder", no_package)
+    loaded = emoji.EmojiPipeline.from_pretrained(tmp_path, text_encoder=None, tokenizer=None)
+    assert loaded.text_encoder is None and loaded.tokenizer is None
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    found = loaded.decode_preview(latents, 40, 30)
+    assert found.size == (40, 30)
+    assert np.array_equal(np.asarray(found), np.asarray(pipe.decode_preview(latents, 40, 30)))
+
+
 @pytest.mark.e2e
 @pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # create_variation
 def test_serve_with_nothing_configured_serves_the_built_in_model(

@@ -188,8 +188,9 @@ class EmojiPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Any, **kwargs: Any) -> Any:
-        """Load the folder; the text encoder comes from the MiniLM package unless given."""
-        if kwargs.get("text_encoder") is None or kwargs.get("tokenizer") is None:
+        """Load the folder; the text encoder comes from the MiniLM package unless given
+        (``text_encoder=None, tokenizer=None``: none, for a pipeline that only decodes)."""
+        if "text_encoder" not in kwargs or "tokenizer" not in kwargs:
             text_encoder, tokenizer = load_text_encoder(kwargs.get("dtype"))
             kwargs.setdefault("text_encoder", text_encoder)
             kwargs.setdefault("tokenizer", tokenizer)
