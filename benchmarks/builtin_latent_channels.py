@@ -183,8 +183,7 @@ def main() -> None:
 
     # Six of the 50 for --sheet: a graduate, a family, a face, beer mugs, a superhero, a car.
     shown_rows = [4, 16, 28, 36, 40, 44]
-    columns: list[list[Image.Image]] = [
-        [artworks[k].convert("RGBA") for k in shown_rows]]
+    columns: list[list[Image.Image]] = [[artworks[k] for k in shown_rows]]
 
     def evaluate(tag: str, first: bool = False) -> dict[str, Any]:
         for part in (wide, encoder, detail):
@@ -250,8 +249,8 @@ def main() -> None:
         sheet = Image.new("RGB", (cell * 3, cell * len(shown_rows)), "white")
         for x, column in enumerate((columns[0], columns[1], columns[-1])):
             for y, picture in enumerate(column):
-                square = picture.resize((cell, cell), Image.Resampling.LANCZOS)
-                sheet.paste(square, (x * cell, y * cell), square if x == 0 else None)
+                sheet.paste(picture.resize((cell, cell), Image.Resampling.LANCZOS),
+                            (x * cell, y * cell))
         sheet.save(args.sheet, optimize=True)
     if args.save:
         dtype = getattr(torch, args.save_dtype)
