@@ -60,7 +60,7 @@ from builtin_sharpness import psnr  # noqa: E402
 from diffusers import AutoencoderKL  # noqa: E402
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution, Encoder  # noqa: E402
 from train_builtin.data import load_manifest  # noqa: E402
-from train_builtin.prepare import render, rgba_images  # noqa: E402
+from train_builtin.prepare import render, render_all, rgba_images  # noqa: E402
 from train_builtin.train import _reconstruction_loss, detail_loss, pick_device  # noqa: E402
 
 from diffuserve import builtin  # noqa: E402
@@ -123,7 +123,7 @@ def pictures_64(data: Path, entries: list[Any]) -> np.ndarray:
     as it renders them (where only the artwork came along, as on a GPU machine)."""
     if (data / "images_64.npy").is_file():
         return np.load(data / "images_64.npy")
-    return np.stack([render(data / "assets" / entry.file, 64) for entry in entries])
+    return render_all(data, entries, 64)
 
 
 def main() -> None:

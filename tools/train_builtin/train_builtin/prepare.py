@@ -26,6 +26,12 @@ def render(path: Path, size: int) -> np.ndarray:
     return np.asarray(rgb, dtype=np.uint8)
 
 
+def render_all(data: Path, entries: list[Entry], size: int) -> np.ndarray:
+    """Every image of ``data/assets`` composited on white at ``size`` (:func:`render`)."""
+    return np.stack([render(data / "assets" / entry.file, size)
+                     for entry in tqdm(entries, desc=f"render {size}px", unit="img")])
+
+
 def render_rgba(path: Path, size: int) -> np.ndarray:
     """The RGBA emoji with straight alpha, resized with a Lanczos filter on premultiplied
     colour (so that transparent pixels' colours do not bleed into the edge)."""
@@ -93,11 +99,7 @@ def prepare(cache_dir: Path, out_dir: Path, sizes: tuple[int, ...] = (64,),
     if limit is not None:
         entries = entries[:limit]
     for size in sizes:
-        pixels = np.stack([
-            render(out_dir / "assets" / entry.file, size)
-            for entry in tqdm(entries, desc=f"render {size}px", unit="img")
-        ])
-        np.save(out_dir / f"images_{size}.npy", pixels)
+        np.save(out_dir / f"images_{size}.npy", render_all(out_dir, entries, size))
     if encode:
         np.savez_compressed(out_dir / "captions_minilm.npz", **encode_captions(entries))
     (out_dir / "prepared.json").write_text(json.dumps(
