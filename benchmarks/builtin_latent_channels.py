@@ -20,10 +20,12 @@ own latents decoded at 1024²: fine detail against the 256 px artwork's, and PSN
 same time: what the training alone gains. ``--subset`` trains on the 50 benchmark images
 only: what the decoders can draw from these latents when they have seen an image many
 times (an upper bound on what longer training on all the data can reach). ``--save``
-keeps the trained modules, ``--init`` starts from them.
+keeps the trained modules, ``--init`` starts from them; ``--export`` writes, after a
+``--control`` run, a copy of the pipeline with its decoders (how the shipped ones were
+trained: docs/BUILTIN.md, "The runs behind the shipped weights").
 
     python benchmarks/builtin_latent_channels.py [--seconds 2100] [--extra 12] [--control]
-        [--save STATE] [--init STATE] [--subset] [--sheet FILE]
+        [--save STATE] [--init STATE] [--subset] [--sheet FILE] [--export DIR]
 
 ``--sheet`` draws six of the images side by side: the artwork, then the decoders' drawing
 before and after this run, each at 160 px (taken from the 1024² image measured).
@@ -60,6 +62,7 @@ from builtin_sharpness import psnr  # noqa: E402
 from diffusers import AutoencoderKL  # noqa: E402
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution, Encoder  # noqa: E402
 from train_builtin.data import load_manifest  # noqa: E402
+from train_builtin.pipeline import write_decoders  # noqa: E402
 from train_builtin.prepare import render, render_all, rgba_images  # noqa: E402
 from train_builtin.train import _reconstruction_loss, detail_loss, pick_device  # noqa: E402
 
@@ -106,6 +109,31 @@ def widened(vae: Any, extra: int) -> Any:
     return wide
 
 
+def narrowed(wide: Any, vae: Any) -> Any:
+    """``vae`` (4 latent channels) with the decoder of ``wide`` trained by ``--control``:
+    the extra channels were zeros throughout, so the columns of ``conv_in`` and the rows
+    of ``post_quant_conv`` that read them stayed zero, and dropping them changes nothing
+    the decoder draws."""
+    channels = vae.config.latent_channels
+    state = vae.state_dict()
+    for key, value in wide.state_dict().items():
+        if key.startswith(("decoder.", "post_quant_conv.")):
+            state[key] = value
+    state["decoder.conv_in.weight"] = state["decoder.conv_in.weight"][:, :channels]
+    state["post_quant_conv.weight"] = state["post_quant_conv.weight"][:channels, :channels]
+    state["post_quant_conv.bias"] = state["post_quant_conv.bias"][:channels]
+    narrow = copy.deepcopy(vae)
+    narrow.load_state_dict({key: value.clone() for key, value in state.items()})
+    with torch.no_grad():
+        latents = torch.randn(4, channels, 16, 16, generator=torch.Generator().manual_seed(0))
+        latents = latents.to(next(vae.parameters()).device)
+        zeros = latents.new_zeros(4, wide.config.latent_channels - channels, 16, 16)
+        same = wide.decode(torch.cat([latents, zeros], 1)).sample
+        if not torch.allclose(narrow.decode(latents).sample, same, atol=1e-4):
+            raise ValueError("these decoders read the extra channels: not a --control run")
+    return narrow
+
+
 def straight(rgba: torch.Tensor) -> torch.Tensor:
     """uint8 straight RGBA (N, H, W, 4) → float (N, 4, H, W) in [0, 1]."""
     return rgba.permute(0, 3, 1, 2).float() / 255
@@ -146,7 +174,11 @@ def main() -> None:
                         help="train on the 50 benchmark images only")
     parser.add_argument("--sheet", type=Path, help="PNG: artwork, before, after")
     parser.add_argument("--save-dtype", choices=("float32", "float16"), default="float32")
+    parser.add_argument("--export", type=Path,
+                        help="with --control: a copy of --pipeline with the trained decoders")
     args = parser.parse_args()
+    if args.export and not args.control:
+        parser.error("--export needs --control: the pipeline's latents have 4 channels")
     torch.manual_seed(0)
     device = pick_device()  # the trainer's: CUDA (with TF32 products) where there is one
 
@@ -227,12 +259,17 @@ def main() -> None:
         index = index.to(device)
         rows = rgba[index]
         target = straight(rows)
-        posterior = encoder(encoder_input(rows))
-        latents = torch.cat([shipped[index], posterior.sample() * gate], 1)
+        if args.control:  # the extra channels are zeros: no encoder to run
+            latents = torch.cat([shipped[index], shipped.new_zeros(len(index), args.extra,
+                                                                   *shipped.shape[2:])], 1)
+            kl = shipped.new_zeros(())
+        else:
+            posterior = encoder(encoder_input(rows))
+            latents = torch.cat([shipped[index], posterior.sample()], 1)
+            kl = args.kl * posterior.kl().mean()
         features, picture = decoder_features(wide, latents)
         loss, _ = detail_loss(detail(features, picture), target)
-        total = (loss + _reconstruction_loss(picture, pictures[index])
-                 + gate * args.kl * posterior.kl().mean())
+        total = loss + _reconstruction_loss(picture, pictures[index]) + kl
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
@@ -256,6 +293,12 @@ def main() -> None:
         dtype = getattr(torch, args.save_dtype)
         torch.save({name: {key: value.to("cpu", dtype) for key, value in part.state_dict().items()}
                     for name, part in modules.items()}, args.save)
+    if args.export:
+        for part in (wide, detail):
+            part.eval()
+        out = write_decoders(args.pipeline, args.export, copy.deepcopy(detail),
+                             narrowed(wide, vae))
+        print(f"pipeline → {out}")
     if args.json:
         args.json.write_text(json.dumps({"extra": args.extra, "control": args.control,
                                          "subset": args.subset,

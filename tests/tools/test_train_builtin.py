@@ -297,3 +297,31 @@ def test_a_detail_decoder_starts_as_the_picture_enlarged_and_learns_the_artwork(
             ).latent_dist.mode())
         learnt = trained(features, picture)
     assert float(learnt.alpha[0, 0, 0, 0]) < float(torch.sigmoid(torch.tensor(OPAQUE_LOGIT)))
+
+
+def test_the_decoders_train_together_and_leave_the_latents_as_they_are(
+        prepared: Path, tmp_path: Path) -> None:
+    from train_builtin.data import load_manifest
+    from train_builtin.models import build_autoencoder
+    from train_builtin.prepare import rgba_images
+    from train_builtin.train import StageConfig, encode_latents, train_detail_decoder
+
+    torch.manual_seed(0)
+    autoencoder = build_autoencoder().eval().requires_grad_(False)
+    before = {k: v.clone() for k, v in autoencoder.state_dict().items()}
+    images = np.load(prepared / "images_64.npy")
+    latents = encode_latents(autoencoder, images)
+    pixels = rgba_images(prepared, load_manifest(prepared), 256)
+    config = StageConfig(steps=6, batch_size=4, learning_rate=3e-3, checkpoint_every=3,
+                         log_every=1)
+    train_detail_decoder(autoencoder, images, pixels, tmp_path / "decoders", config,
+                         with_decoder=True)
+    after = autoencoder.state_dict()
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"decoder", "post_quant_conv"}
+    assert torch.equal(encode_latents(autoencoder, images), latents)
+    logged = [json.loads(line)
+              for line in (tmp_path / "decoders" / "losses.jsonl").read_text().splitlines()]
+    assert len(logged) == 6 and all(row["reconstruction"] > 0 for row in logged)
+    assert (tmp_path / "decoders" / "final_vae" / "config.json").is_file()
+    assert (tmp_path / "decoders" / "final" / "config.json").is_file()

@@ -69,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     detail.add_argument("--checkpoint-every", type=int, default=200)
     detail.add_argument("--seconds", type=float, default=None,
                         help="wall-clock budget (the steps that fit, at most --steps)")
+    detail.add_argument("--with-decoder", action="store_true",
+                        help="train the autoencoder's decoder with it (its encoder, the "
+                             "latents and the UNet unchanged): the built-in decoders' "
+                             "last sittings")
     index = commands.add_parser("index", help="match prompts in people's words: embed the "
                                 "vocabulary into a pipeline's prompt index")
     index.add_argument("--data", type=Path, default=default_cache / "data")

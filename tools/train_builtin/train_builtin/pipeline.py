@@ -117,9 +117,9 @@ def run_detail_decoder(args: argparse.Namespace) -> Path:
     """Train a detail decoder for the autoencoder of the pipeline folder ``args.pipeline``
     and write the pipeline with it, as the ``detail`` component, to ``args.out`` (the
     folder itself by default): the UNet, the autoencoder and every latent stay exactly as
-    they are. A rerun goes on from the folder's detail decoder."""
-    import shutil
-
+    they are. With ``args.with_decoder`` the autoencoder's decoder is trained with it and
+    written too (its encoder, hence the latents the UNet draws, unchanged). A rerun goes
+    on from the folder's decoders."""
     from diffusers import AutoencoderKL
 
     from diffuserve.builtin.detail import DetailDecoder
@@ -137,15 +137,31 @@ def run_detail_decoder(args: argparse.Namespace) -> Path:
     start = (DetailDecoder.from_pretrained(args.pipeline / "detail").float()
              if (args.pipeline / "detail").is_dir() else None)
     model = train_detail_decoder(
-        autoencoder, images, rgba, args.run / "detail_decoder",
+        autoencoder, images, rgba,
+        args.run / ("decoders" if args.with_decoder else "detail_decoder"),
         StageConfig(args.steps, args.batch, args.lr, args.seed,
                     checkpoint_every=args.checkpoint_every, max_seconds=args.seconds),
-        start=start)
-    out: Path = args.out or args.pipeline
-    if out.resolve() != args.pipeline.resolve():
-        shutil.copytree(args.pipeline, out, dirs_exist_ok=True)
+        start=start, with_decoder=args.with_decoder)
+    return write_decoders(args.pipeline, args.out or args.pipeline, model,
+                          autoencoder if args.with_decoder else None)
+
+
+def write_decoders(pipeline: Path, out: Path, detail: Any, autoencoder: Any = None) -> Path:
+    """The pipeline folder ``pipeline`` at ``out`` (which may be itself) with ``detail`` as
+    its detail decoder and, where given, ``autoencoder`` (whose encoder must be the
+    folder's: the latents the UNet draws) as its autoencoder, both stored in float16."""
+    import shutil
+
+    from diffuserve.builtin.detail import DetailDecoder
+
+    if out.resolve() != pipeline.resolve():
+        shutil.copytree(pipeline, out, dirs_exist_ok=True)
     shutil.rmtree(out / "detail", ignore_errors=True)
-    model.to("cpu", torch.float16).save_pretrained(out / "detail", safe_serialization=True)
+    detail.to("cpu", torch.float16).save_pretrained(out / "detail", safe_serialization=True)
+    if autoencoder is not None:
+        shutil.rmtree(out / "vae")
+        autoencoder.to("cpu", torch.float16).save_pretrained(out / "vae",
+                                                             safe_serialization=True)
     declare_component(out, "detail", DetailDecoder)
     return out
 

@@ -300,11 +300,19 @@ def detail_loss(drawn: Any, target: torch.Tensor) -> tuple[torch.Tensor, dict[st
 
 
 def train_detail_decoder(autoencoder: Any, images: np.ndarray, rgba: np.ndarray,
-                         folder: Path, config: StageConfig, start: Any = None) -> Any:
+                         folder: Path, config: StageConfig, start: Any = None,
+                         with_decoder: bool = False) -> Any:
     """A detail decoder (:class:`diffuserve.builtin.detail.DetailDecoder`) for
-    ``autoencoder``, which stays exactly as it is: its decoder's last feature maps of
-    every image's latents are computed once, and the detail decoder learns the artwork
-    at ``rgba``'s size (straight alpha) from them. ``start``: a decoder to go on from."""
+    ``autoencoder``, learning the artwork at ``rgba``'s size (straight alpha) from the
+    last feature maps of the autoencoder's decoder. ``start``: a decoder to go on from.
+
+    By default the autoencoder stays exactly as it is and its feature maps of every
+    image's latents are computed once. ``with_decoder`` trains the autoencoder's decoder
+    (and ``post_quant_conv``) with it, in place, on the detail decoder's loss plus its
+    own 64 px reconstruction: the encoder, hence every latent and the UNet trained on
+    them, stays as it is, and the decoders learn to draw more of what the latents hold."""
+    from torch import nn
+
     from diffuserve.builtin.detail import DetailDecoder, decoder_features
 
     device = next(autoencoder.parameters()).device
@@ -314,26 +322,42 @@ def train_detail_decoder(autoencoder: Any, images: np.ndarray, rgba: np.ndarray,
     # Unscaled, as the decoder reads them.
     latents = (encode_latents(autoencoder, images) / autoencoder.config.scaling_factor
                ).to(device)
-    with torch.no_grad():
-        pairs = [decoder_features(autoencoder, latents[i:i + 64])
-                 for i in range(0, len(latents), 64)]
-    # Half precision keeps the features of every image in memory (0.9 GB for 3,391).
-    features = torch.cat([pair[0].half() for pair in pairs])
-    pictures = torch.cat([pair[1].half() for pair in pairs])
     targets = torch.from_numpy(rgba).permute(0, 3, 1, 2)
-    optimizer = _adamw(model.parameters(), device, config.learning_rate, weight_decay=1e-4)
+    if with_decoder:
+        trained = nn.ModuleDict({"detail": model, "decoder": autoencoder.decoder,
+                                 "post_quant_conv": autoencoder.post_quant_conv})
+        trained.requires_grad_(True).train()
+        pictures = _to_unit(images)
+
+        def compute(index: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+            features, picture = decoder_features(autoencoder, latents[index.to(device)])
+            loss, extras = detail_loss(model(features, picture),
+                                       targets[index].to(device).float() / 255)
+            reconstruction = _reconstruction_loss(picture, pictures[index].to(device))
+            return loss + reconstruction, {**extras, "reconstruction": reconstruction.detach()}
+    else:
+        trained = model
+        with torch.no_grad():
+            pairs = [decoder_features(autoencoder, latents[i:i + 64])
+                     for i in range(0, len(latents), 64)]
+        # Half precision keeps the features of every image in memory (0.9 GB for 3,391).
+        features = torch.cat([pair[0].half() for pair in pairs])
+        pictures = torch.cat([pair[1].half() for pair in pairs])
+
+        def compute(index: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+            drawn = model(features[index].to(device).float(), pictures[index].to(device).float())
+            return detail_loss(drawn, targets[index].to(device).float() / 255)
+
+    optimizer = _adamw(trained.parameters(), device, config.learning_rate, weight_decay=1e-4)
     length = _Length(config.steps)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, length.cosine)
-    parts = {"model": model, "optimizer": optimizer, "schedule": schedule}
+    parts = {"model": trained, "optimizer": optimizer, "schedule": schedule}
     model.train()
-
-    def compute(index: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-        drawn = model(features[index].to(device).float(), pictures[index].to(device).float())
-        return detail_loss(drawn, targets[index].to(device).float() / 255)
-
     _optimise(run, config, length, generator, parts, len(latents), "detail decoder", compute)
-    model.eval().requires_grad_(False)
+    trained.eval().requires_grad_(False)
     model.save_pretrained(folder / "final", safe_serialization=True)
+    if with_decoder:
+        autoencoder.save_pretrained(folder / "final_vae", safe_serialization=True)
     return model
 
 
