@@ -163,6 +163,11 @@ def write_decoders(pipeline: Path, out: Path, detail: Any, autoencoder: Any = No
         autoencoder.to("cpu", torch.float16).save_pretrained(out / "vae",
                                                              safe_serialization=True)
     declare_component(out, "detail", DetailDecoder)
+    for name in ("detail", "vae"):  # no path of the training machine in the configs
+        config = out / name / "config.json"
+        values = json.loads(config.read_text())
+        if values.pop("_name_or_path", None) is not None:
+            config.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
     return out
 
 
