@@ -174,6 +174,23 @@ def test_training_exports_a_pipeline_that_loads_like_any_other(
     assert not (tmp_path / "run2" / "autoencoder").exists()
     assert (export_from_run(tmp_path / "run2", tmp_path / "again2", exported / "vae")
             / "model_index.json").is_file()
+    # The decoders trained together: a copy with a new 64 px decoder and detail decoder,
+    # the encoder (hence the latents the UNet draws) exactly the pipeline's.
+    from safetensors.torch import load_file
+    from train_builtin.__main__ import main
+
+    together = tmp_path / "together"
+    assert main(["detail", "--data", str(prepared), "--pipeline", str(exported),
+                 "--out", str(together), "--run", str(tmp_path / "run3"), "--steps", "2",
+                 "--batch", "2", "--with-decoder"]) == 0
+    weights = "diffusion_pytorch_model.safetensors"
+    old, new = load_file(exported / "vae" / weights), load_file(together / "vae" / weights)
+    assert all(torch.equal(old[k].half(), new[k]) for k in old if k.startswith("encoder."))
+    assert any(not torch.equal(old[k].half(), new[k]) for k in old if k.startswith("decoder."))
+    assert "_name_or_path" not in json.loads((together / "vae" / "config.json").read_text())
+    backend = DiffusersBackend(ModelSpec(name="diffuserve-emoji", source=str(together)))
+    backend.load()
+    assert [image.size for image in backend.generate(params)] == [(1792, 1024)] * 2
 
 
 def test_a_stage_with_a_time_budget_runs_the_steps_that_fit(
