@@ -17,6 +17,7 @@ from train_builtin.train import (
     encode_latents,
     export,
     finetune_decoder,
+    forget_paths,
     pick_device,
     train_autoencoder,
     train_detail_decoder,
@@ -163,11 +164,7 @@ def write_decoders(pipeline: Path, out: Path, detail: Any, autoencoder: Any = No
         autoencoder.to("cpu", torch.float16).save_pretrained(out / "vae",
                                                              safe_serialization=True)
     declare_component(out, "detail", DetailDecoder)
-    for name in ("detail", "vae"):  # no path of the training machine in the configs
-        config = out / name / "config.json"
-        values = json.loads(config.read_text())
-        if values.pop("_name_or_path", None) is not None:
-            config.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+    forget_paths(out)
     return out
 
 
@@ -195,6 +192,7 @@ def compact_pipeline(pipeline: Path) -> Path:
     unet = UNet2DConditionModel.from_pretrained(pipeline / "unet").float()
     compact_unet(unet).save_pretrained(pipeline / "unet")
     declare_component(pipeline, "unet", CompactUNet2DConditionModel)
+    forget_paths(pipeline)
     return pipeline
 
 

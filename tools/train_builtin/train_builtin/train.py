@@ -496,4 +496,15 @@ def export(autoencoder: Any, unet: Any, folder: Path, dtype: torch.dtype = torch
                              vae=copy.deepcopy(autoencoder).to("cpu", dtype),
                              scheduler=scheduler)
     pipeline.save_pretrained(folder, safe_serialization=True)
+    forget_paths(folder)
     return folder
+
+
+def forget_paths(pipeline: Path) -> None:
+    """Drop the ``_name_or_path`` diffusers writes into each component's config of the
+    pipeline folder ``pipeline``: where a module was loaded from on the training
+    machine means nothing to the folder's users. Every writer of a pipeline calls it."""
+    for config in pipeline.glob("*/config.json"):
+        values = json.loads(config.read_text())
+        if values.pop("_name_or_path", None) is not None:
+            config.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
