@@ -175,15 +175,20 @@ def test_training_exports_a_pipeline_that_loads_like_any_other(
     assert not (tmp_path / "run2" / "autoencoder").exists()
     assert (export_from_run(tmp_path / "run2", tmp_path / "again2", exported / "vae")
             / "model_index.json").is_file()
-    # The decoders trained together: a copy with a new 64 px decoder and detail decoder,
-    # the encoder (hence the latents the UNet draws) exactly the pipeline's.
+    # The decoders trained together (against a discriminator after its first step): a
+    # copy with a new 64 px decoder and detail decoder, the encoder (hence the latents the
+    # UNet draws) exactly the pipeline's.
     from safetensors.torch import load_file
     from train_builtin.__main__ import main
 
     together = tmp_path / "together"
     assert main(["detail", "--data", str(prepared), "--pipeline", str(exported),
                  "--out", str(together), "--run", str(tmp_path / "run3"), "--steps", "2",
-                 "--batch", "2", "--with-decoder"]) == 0
+                 "--batch", "2", "--with-decoder", "--adversarial", "0.5",
+                 "--adversarial-start", "1"]) == 0
+    last = json.loads((tmp_path / "run3" / "decoders" / "losses.jsonl").read_text()
+                      .splitlines()[-1])
+    assert last["step"] == 2 and last["adversarial"] != 0 and last["critic"] > 0
     weights = "diffusion_pytorch_model.safetensors"
     old, new = load_file(exported / "vae" / weights), load_file(together / "vae" / weights)
     assert all(torch.equal(old[k].half(), new[k]) for k in old if k.startswith("encoder."))
@@ -343,3 +348,39 @@ def test_the_decoders_train_together_and_leave_the_latents_as_they_are(
     assert len(logged) == 6 and all(row["reconstruction"] > 0 for row in logged)
     assert (tmp_path / "decoders" / "final_vae" / "config.json").is_file()
     assert (tmp_path / "decoders" / "final" / "config.json").is_file()
+
+
+def test_a_discriminator_judges_the_drawings_and_joins_after_its_start(
+        prepared: Path, tmp_path: Path) -> None:
+    from train_builtin.data import load_manifest
+    from train_builtin.models import build_autoencoder, build_discriminator
+    from train_builtin.prepare import rgba_images
+    from train_builtin.train import StageConfig, train_detail_decoder
+
+    # One logit per 46 px patch: a 31×31 map of a 256 px picture.
+    assert build_discriminator()(torch.zeros(2, 4, 256, 256)).shape == (2, 1, 31, 31)
+    torch.manual_seed(0)
+    autoencoder = build_autoencoder().eval().requires_grad_(False)
+    images = np.load(prepared / "images_64.npy")
+    pixels = rgba_images(prepared, load_manifest(prepared), 256)
+    config = StageConfig(steps=6, batch_size=2, learning_rate=1e-3, checkpoint_every=6,
+                         log_every=1)
+    trained = train_detail_decoder(autoencoder, images, pixels, tmp_path / "judged", config,
+                                   adversarial=0.5, adversarial_start=3)
+    logged = [json.loads(line)
+              for line in (tmp_path / "judged" / "losses.jsonl").read_text().splitlines()]
+    assert len(logged) == 6 and all(row["critic"] > 0 for row in logged)
+    # The decoder's term joins the loss after the discriminator's first 3 steps alone,
+    # weighed against the reconstruction's gradient.
+    assert [("adversarial" in row) for row in logged] == [False] * 3 + [True] * 3
+    assert all(row["balance"] > 0 for row in logged[3:])
+    # The discriminator is checkpointed with the decoder (a rerun resumes both), and is
+    # not part of what is written.
+    state = torch.load(tmp_path / "judged" / "checkpoint.pt", weights_only=False)
+    assert int(state["adversary"]["calls"]) == 6 and state["adversary_optimizer"]["state"]
+    assert not [k for k in state["model"] if "critic" in k]
+    assert not [k for k in trained.state_dict() if "critic" in k]
+    # The term moved the decoder: it differs from the same training without it.
+    plain = train_detail_decoder(autoencoder, images, pixels, tmp_path / "plain", config)
+    assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(),
+                                                     plain.state_dict().values(), strict=True))

@@ -73,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="train the autoencoder's decoder with it (its encoder, the "
                              "latents and the UNet unchanged): the built-in decoders' "
                              "last sittings")
+    detail.add_argument("--adversarial", type=float, default=0.0,
+                        help="train against a patch discriminator with this weight (0: "
+                             "off; 0.5 is latent diffusion's): crisp edges where the "
+                             "latents leave detail uncertain, instead of a blur")
+    detail.add_argument("--adversarial-start", type=int, default=200,
+                        help="steps the discriminator learns alone first (default 200)")
     index = commands.add_parser("index", help="match prompts in people's words: embed the "
                                 "vocabulary into a pipeline's prompt index")
     index.add_argument("--data", type=Path, default=default_cache / "data")

@@ -1,5 +1,6 @@
 """The built-in model's architecture: a small KL autoencoder (64 px ↔ 16×16×4 latents)
-and a small UNet cross-attending to MiniLM token states, both diffusers classes."""
+and a small UNet cross-attending to MiniLM token states, both diffusers classes; and the
+patch discriminator its decoders may be trained against (never shipped)."""
 
 from __future__ import annotations
 
@@ -61,3 +62,20 @@ def build_unet() -> Any:
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(**unet_config())
+
+
+def build_discriminator(in_channels: int = 4, width: int = 32, layers: int = 3) -> Any:
+    """A PatchGAN discriminator (the kind latent diffusion's autoencoders are trained
+    against): ``layers`` strided 4×4 convolutions, each halving the picture and doubling
+    the width, then one logit per patch (46 px patches of a 256 px picture with the
+    defaults). Group norms, not batch norms: the batches are small."""
+    from torch import nn
+
+    blocks: list[nn.Module] = [nn.Conv2d(in_channels, width, 4, 2, 1), nn.LeakyReLU(0.2)]
+    channels = width
+    for _ in range(1, layers):
+        blocks += [nn.Conv2d(channels, channels * 2, 4, 2, 1), nn.GroupNorm(8, channels * 2),
+                   nn.LeakyReLU(0.2)]
+        channels *= 2
+    blocks.append(nn.Conv2d(channels, 1, 4, 1, 1))
+    return nn.Sequential(*blocks)

@@ -142,7 +142,9 @@ def run_detail_decoder(args: argparse.Namespace) -> Path:
         args.run / ("decoders" if args.with_decoder else "detail_decoder"),
         StageConfig(args.steps, args.batch, args.lr, args.seed,
                     checkpoint_every=args.checkpoint_every, max_seconds=args.seconds),
-        start=start, with_decoder=args.with_decoder)
+        start=start, with_decoder=args.with_decoder,
+        adversarial=args.adversarial,
+        adversarial_start=args.adversarial_start)
     return write_decoders(args.pipeline, args.out or args.pipeline, model,
                           autoencoder if args.with_decoder else None)
 

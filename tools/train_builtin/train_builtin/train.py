@@ -299,9 +299,68 @@ def detail_loss(drawn: Any, target: torch.Tensor) -> tuple[torch.Tensor, dict[st
     return loss, {"on_white": white.detach(), "alpha": coverage.detach()}
 
 
+class Adversary(torch.nn.Module):
+    """A patch discriminator judging a detail decoder's drawings against the artwork, and
+    the term it adds to the decoder's loss, as latent diffusion's autoencoders are
+    trained: a loss of averages (L1) draws what the latents leave uncertain as a blur,
+    and the discriminator tells a blur from the artwork's crisp edges.
+
+    Both are judged as the subject on white and its alpha. Each call first steps the
+    discriminator (hinge loss, on the drawing detached), then returns the decoder's term
+    (``-logits``), weighed ``weight`` × the ratio of the reconstruction loss's gradient to
+    the term's at the decoder's last layer, so that neither drowns the other. For the
+    first ``start`` calls only the discriminator learns (the decoder's term is 0)."""
+
+    calls: torch.Tensor
+
+    def __init__(self, weight: float, start: int, learning_rate: float,
+                 last_layer: torch.Tensor, device: torch.device) -> None:
+        from train_builtin.models import build_discriminator
+
+        super().__init__()
+        self.weight, self.start = weight, start
+        # In a tuple: not a parameter of this module (it is the decoder's).
+        self.last_layer = (last_layer,)
+        self.critic = build_discriminator().to(device)
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+        self.optimizer = torch.optim.AdamW(self.critic.parameters(), lr=learning_rate,
+                                           betas=(0.5, 0.9), weight_decay=0.0)
+
+    @staticmethod
+    def judged(on_white: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        return torch.cat([on_white, alpha * 2 - 1], dim=1)
+
+    def forward(self, drawn: Any, target: torch.Tensor, loss: torch.Tensor
+                ) -> tuple[torch.Tensor, dict[str, Any]]:
+        from torch.nn.functional import relu
+
+        want_alpha = target[:, 3:]
+        want_white = (target[:, :3] * want_alpha + 1 - want_alpha) * 2 - 1
+        real = self.judged(want_white, want_alpha)
+        fake = self.judged(drawn.on(1.0), drawn.alpha)
+        critic_loss = (relu(1 - self.critic(real)).mean()
+                       + relu(1 + self.critic(fake.detach())).mean())
+        self.optimizer.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.optimizer.step()
+        self.calls.add_(1)
+        extras: dict[str, Any] = {"critic": critic_loss.detach()}
+        if int(self.calls) <= self.start:
+            return loss.new_zeros(()), extras
+        self.critic.requires_grad_(False)
+        term = -self.critic(fake).mean()
+        self.critic.requires_grad_(True)
+        wanted = torch.autograd.grad(loss, self.last_layer, retain_graph=True)[0].norm()
+        given = torch.autograd.grad(term, self.last_layer, retain_graph=True)[0].norm()
+        balance = (wanted / (given + 1e-4)).clamp(0, 1e4).detach()
+        return self.weight * balance * term, {**extras, "adversarial": term.detach(),
+                                              "balance": balance}
+
+
 def train_detail_decoder(autoencoder: Any, images: np.ndarray, rgba: np.ndarray,
                          folder: Path, config: StageConfig, start: Any = None,
-                         with_decoder: bool = False) -> Any:
+                         with_decoder: bool = False, adversarial: float = 0.0,
+                         adversarial_start: int = 200) -> Any:
     """A detail decoder (:class:`diffuserve.builtin.detail.DetailDecoder`) for
     ``autoencoder``, learning the artwork at ``rgba``'s size (straight alpha) from the
     last feature maps of the autoencoder's decoder. ``start``: a decoder to go on from.
@@ -310,7 +369,9 @@ def train_detail_decoder(autoencoder: Any, images: np.ndarray, rgba: np.ndarray,
     image's latents are computed once. ``with_decoder`` trains the autoencoder's decoder
     (and ``post_quant_conv``) with it, in place, on the detail decoder's loss plus its
     own 64 px reconstruction: the encoder, hence every latent and the UNet trained on
-    them, stays as it is, and the decoders learn to draw more of what the latents hold."""
+    them, stays as it is, and the decoders learn to draw more of what the latents hold.
+    ``adversarial`` > 0 adds a patch discriminator's judgement (:class:`Adversary`) with
+    that weight, after ``adversarial_start`` steps of the discriminator alone."""
     from torch import nn
 
     from diffuserve.builtin.detail import DetailDecoder, decoder_features
@@ -323,18 +384,17 @@ def train_detail_decoder(autoencoder: Any, images: np.ndarray, rgba: np.ndarray,
     latents = (encode_latents(autoencoder, images) / autoencoder.config.scaling_factor
                ).to(device)
     targets = torch.from_numpy(rgba).permute(0, 3, 1, 2)
+    draw: Callable[[torch.Tensor], tuple[Any, torch.Tensor | None]]
     if with_decoder:
         trained = nn.ModuleDict({"detail": model, "decoder": autoencoder.decoder,
                                  "post_quant_conv": autoencoder.post_quant_conv})
         trained.requires_grad_(True).train()
         pictures = _to_unit(images)
 
-        def compute(index: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        def draw(index: torch.Tensor) -> tuple[Any, torch.Tensor | None]:
             features, picture = decoder_features(autoencoder, latents[index.to(device)])
-            loss, extras = detail_loss(model(features, picture),
-                                       targets[index].to(device).float() / 255)
-            reconstruction = _reconstruction_loss(picture, pictures[index].to(device))
-            return loss + reconstruction, {**extras, "reconstruction": reconstruction.detach()}
+            return (model(features, picture),
+                    _reconstruction_loss(picture, pictures[index].to(device)))
     else:
         trained = model
         with torch.no_grad():
@@ -344,14 +404,31 @@ def train_detail_decoder(autoencoder: Any, images: np.ndarray, rgba: np.ndarray,
         features = torch.cat([pair[0].half() for pair in pairs])
         pictures = torch.cat([pair[1].half() for pair in pairs])
 
-        def compute(index: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-            drawn = model(features[index].to(device).float(), pictures[index].to(device).float())
-            return detail_loss(drawn, targets[index].to(device).float() / 255)
+        def draw(index: torch.Tensor) -> tuple[Any, torch.Tensor | None]:
+            return model(features[index].to(device).float(),
+                         pictures[index].to(device).float()), None
+
+    adversary = (Adversary(adversarial, adversarial_start, config.learning_rate,
+                           model.conv_out.weight, device) if adversarial > 0 else None)
+
+    def compute(index: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        drawn, reconstruction = draw(index)
+        target = targets[index].to(device).float() / 255
+        loss, extras = detail_loss(drawn, target)
+        if reconstruction is not None:
+            loss = loss + reconstruction
+            extras["reconstruction"] = reconstruction.detach()
+        if adversary is not None:
+            term, judged = adversary(drawn, target, loss)
+            loss, extras = loss + term, {**extras, **judged}
+        return loss, extras
 
     optimizer = _adamw(trained.parameters(), device, config.learning_rate, weight_decay=1e-4)
     length = _Length(config.steps)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, length.cosine)
     parts = {"model": trained, "optimizer": optimizer, "schedule": schedule}
+    if adversary is not None:
+        parts.update(adversary=adversary, adversary_optimizer=adversary.optimizer)
     model.train()
     _optimise(run, config, length, generator, parts, len(latents), "detail decoder", compute)
     trained.eval().requires_grad_(False)
