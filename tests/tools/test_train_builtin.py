@@ -384,3 +384,18 @@ def test_a_discriminator_judges_the_drawings_and_joins_after_its_start(
     plain = train_detail_decoder(autoencoder, images, pixels, tmp_path / "plain", config)
     assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(),
                                                      plain.state_dict().values(), strict=True))
+
+
+def test_a_budget_times_the_steps_after_the_cheaper_first_ones() -> None:
+    from train_builtin.train import CALIBRATION, _Budget, _Length
+
+    # No time at all: whatever the timed steps say, the stage ends where they end.
+    for offset in (0, 200):
+        budget = _Budget(0.0, 10**6, torch.device("cpu"), offset)
+        length = _Length(10**6)
+        for done in range(1, offset + CALIBRATION[1]):
+            budget.after(done, length)
+        # Not fitted before the timed steps after the first ``offset`` are done.
+        assert length.steps == 10**6
+        budget.after(offset + CALIBRATION[1], length)
+        assert length.steps == offset + CALIBRATION[1]

@@ -129,18 +129,21 @@ def _optimise(run: _Run, config: StageConfig, length: _Length, generator: torch.
               parts: dict[str, Any], size: int, desc: str,
               compute: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, Any]]],
               clip: float | None = None,
-              after_step: Callable[[int], None] | None = None) -> None:
+              after_step: Callable[[int], None] | None = None,
+              calibrate_after: int = 0) -> None:
     """The loop every stage shares: resume, draw a batch of indices, step the optimiser
     and its schedule, show progress, log losses, checkpoint, and with ``max_seconds`` fit
     the stage into its time budget. ``compute`` returns the loss of a batch and other
     values (floats or tensors) to log; values are read back from the device only when they
-    are logged, so that a GPU is never waited on between steps."""
+    are logged, so that a GPU is never waited on between steps. The budget's timed steps
+    come after the first ``calibrate_after`` (steps that cost less than the rest, such
+    as a discriminator's learning alone)."""
     model, optimizer, schedule = parts["model"], parts["optimizer"], parts["schedule"]
     device = next(model.parameters()).device
     step = run.restore(generator, length, **parts)
     first = step
     # A resumed run keeps the length its first start fitted.
-    budget = (_Budget(config.max_seconds, config.steps, device)
+    budget = (_Budget(config.max_seconds, config.steps, device, calibrate_after)
               if config.max_seconds is not None and step == 0 else None)
     with torch.enable_grad(), tqdm(total=length.steps, initial=step, desc=desc,
                                    unit="step") as bar:
@@ -171,16 +174,17 @@ def _optimise(run: _Run, config: StageConfig, length: _Length, generator: torch.
 class _Budget:
     """A stage's wall-clock budget. After the calibration steps the stage's length
     becomes the steps that fit (never more than ``cap``); past the budget by a tenth the
-    stage ends where it is."""
+    stage ends where it is. The calibration steps come after the first ``offset``."""
 
-    def __init__(self, seconds: float, cap: int, device: torch.device) -> None:
-        self.seconds, self.cap, self.device = seconds, cap, device
+    def __init__(self, seconds: float, cap: int, device: torch.device,
+                 offset: int = 0) -> None:
+        self.seconds, self.cap, self.device, self.offset = seconds, cap, device, offset
         self.began = time.perf_counter()
         self.timed_from = self.began
 
     def after(self, done: int, length: _Length) -> None:
         """Bookkeeping after ``done`` steps of this start."""
-        skip, timed = CALIBRATION
+        skip, timed = (self.offset + step for step in CALIBRATION)
         if done == skip:
             _synchronize(self.device)
             self.timed_from = time.perf_counter()
@@ -430,7 +434,8 @@ def train_detail_decoder(autoencoder: Any, images: np.ndarray, rgba: np.ndarray,
     if adversary is not None:
         parts.update(adversary=adversary, adversary_optimizer=adversary.optimizer)
     model.train()
-    _optimise(run, config, length, generator, parts, len(latents), "detail decoder", compute)
+    _optimise(run, config, length, generator, parts, len(latents), "detail decoder", compute,
+              calibrate_after=adversarial_start if adversary is not None else 0)
     trained.eval().requires_grad_(False)
     model.save_pretrained(folder / "final", safe_serialization=True)
     if with_decoder:
