@@ -19,7 +19,7 @@ the host side of a GPU pipeline of about 0.65 s per 512² image, the H100 SD 1.5
     python benchmarks/server_overhead.py [--requests 20] [--clients 16] [--batch 4]
     python benchmarks/server_overhead.py --model src/diffuserve/builtin/weights --size 256x256 \\
         --steps 8 --batch 8
-    python benchmarks/server_overhead.py --tiny --size 256x256 --steps 4
+    python benchmarks/server_overhead.py --tiny --size 256x256 --steps 4 [--workers 2]
     python benchmarks/server_overhead.py --model /tmp/sd15 --size 512x512 --steps 25 \\
         --batch 8 --compile reduce-overhead     # on a GPU: compiled on both sides
     python benchmarks/server_overhead.py --model /tmp/sd15 --size 512x512 --steps 25 \\
@@ -148,6 +148,17 @@ def concurrent(server: LiveServer, pipeline: Any, args: argparse.Namespace,
              for k in range(0, 4 * args.batch, args.batch)]
     call_s = statistics.median(calls[1:])
     direct_rate = args.batch / call_s
+    report: dict[str, Any] = {}
+    if args.workers > 1:
+        # Batches side by side: their answers interleave, so the sustained rate is the
+        # images answered between the 10th and the 90th percentile of the run.
+        moments = sorted(finished)
+        low, high = moments[len(moments) // 10], moments[(9 * len(moments)) // 10]
+        inside = sum(1 for moment in moments if low < moment <= high)
+        side_by_side = direct_side_by_side(pipeline, size, args, rounds=3)
+        report = {"served_images_per_s": inside / (high - low),
+                  "direct_side_by_side_images_per_s": side_by_side,
+                  "ratio_side_by_side": inside / (high - low) / side_by_side}
     # Sustained rate: the images of each batch over the time since the batch before it
     # (answers of one batch arrive together; batches a call's time apart). Over the
     # whole run, the first batch (whoever had arrived: often one request) and the last
@@ -160,11 +171,49 @@ def concurrent(server: LiveServer, pipeline: Any, args: argparse.Namespace,
             batches.append([moment])
     rates = [len(batch) / (batch[0] - before[0])
              for before, batch in zip(batches, batches[1:], strict=False)]
-    sustained = statistics.median(rates) if rates else float("nan")
+    sustained = report.get("served_images_per_s",
+                           statistics.median(rates) if rates else float("nan"))
     return {"images": len(finished), "failures": failures, "wall_s": wall,
             "served_images_per_s": sustained, "whole_run_images_per_s": len(finished) / wall,
             "batches": [len(batch) for batch in batches], "direct_images_per_s": direct_rate,
-            "ratio": sustained / direct_rate, "direct_call_s": calls}
+            "ratio": sustained / direct_rate, "direct_call_s": calls, **report}
+
+
+def direct_side_by_side(pipeline: Any, size: tuple[int, int], args: argparse.Namespace,
+                        rounds: int) -> float:
+    """Images/s of ``args.workers`` threads each calling its own copy of the pipeline
+    (sharing the weights) with batches of ``args.batch`` on its share of the cores: what
+    the server's workers do, without the server."""
+    import copy
+
+    import torch
+
+    everything = torch.get_num_threads()
+    share = max(1, everything // args.workers)
+    scheduler = pipeline.scheduler
+
+    def work(twin: Any) -> None:
+        torch.set_num_threads(share)
+        try:
+            for k in range(rounds):
+                twin.scheduler = copy.deepcopy(scheduler)
+                direct_call(twin, size, args.steps,
+                            list(range(k * args.batch, (k + 1) * args.batch)))
+        finally:
+            torch.set_num_threads(everything)
+
+    twins = [copy.copy(pipeline) for _ in range(args.workers)]
+    for twin in twins:  # warm each thread count
+        thread = threading.Thread(target=work, args=(twin,))
+        thread.start()
+        thread.join()
+    threads = [threading.Thread(target=work, args=(twin,)) for twin in twins]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return args.workers * rounds * args.batch / (time.perf_counter() - started)
 
 
 def main() -> None:
@@ -183,6 +232,11 @@ def main() -> None:
                              "load on both sides; the direct calls use the server's)")
     parser.add_argument("--compile", default="off", choices=get_args(CompileMode),
                         help="torch.compile the pipeline on both sides (a model's compile)")
+    parser.add_argument("--runtime", default="torch", choices=("torch", "onnx"),
+                        help="the model's runtime on both sides (onnx: the built-in model)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="the model's workers: calls side by side on the CPU; also "
+                             "compared with as many direct callers side by side")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -208,7 +262,8 @@ def main() -> None:
         report["compile"] = args.compile
         started = time.perf_counter()
         backend = DiffusersBackend(ModelSpec(name="bench", source=str(folder),
-                                             max_batch_size=args.batch, compile=args.compile))
+                                             max_batch_size=args.batch, compile=args.compile,
+                                             runtime=args.runtime))
         backend.load()
         report["direct_load_s"] = time.perf_counter() - started
         import torch
@@ -219,7 +274,8 @@ def main() -> None:
         models = Path(tmp) / "models.toml"
         setting = '"auto"' if args.batch == "auto" else args.batch
         models.write_text(f'[[models]]\nname = "bench"\nsource = "{folder}"\n'
-                          f'max_batch_size = {setting}\ncompile = "{args.compile}"\n')
+                          f'max_batch_size = {setting}\ncompile = "{args.compile}"\n'
+                          f'runtime = "{args.runtime}"\nworkers = {args.workers}\n')
         args.batch = report["batch"] = backend.max_batch_images or 1
         started = time.perf_counter()
         server = start_server(["--models-file", str(models), "--max-queue", "256"], Path(tmp),
@@ -254,6 +310,10 @@ def main() -> None:
           f"{con['batches']}); direct at batch {args.batch}: "
           f"{con['direct_images_per_s']:.2f} images/s: {con['ratio']:.1%} (target ≥ 95 %)"
           + (f"  FAILURES: {len(con['failures'])}" if con["failures"] else ""))
+    if args.workers > 1:
+        print(f"workers: {args.workers} calls side by side; {args.workers} direct callers "
+              f"side by side: {con['direct_side_by_side_images_per_s']:.2f} images/s, the "
+              f"server {con['ratio_side_by_side']:.1%} of it")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 

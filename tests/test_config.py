@@ -312,3 +312,16 @@ def test_a_model_runs_on_onnx_runtime_or_compiled_not_both() -> None:
         ModelSpec(name="m", source="x", runtime="onnx", compile="default")
     with pytest.raises(ValidationError):
         ModelSpec(name="m", source="x", runtime="tensorrt")  # type: ignore[arg-type]
+
+
+def test_workers_are_for_a_model_on_the_cpu_without_compile() -> None:
+    assert ModelSpec(name="m", source="x").workers == 1
+    assert ModelSpec(name="m", source="x", workers=2, device="cpu").workers == 2
+    assert ModelSpec(name="m", source="x", workers=2, runtime="onnx").workers == 2
+    with pytest.raises(ValidationError, match="without compile"):
+        ModelSpec(name="m", source="x", workers=2, compile="default")
+    with pytest.raises(ValidationError, match="on the CPU"):
+        ModelSpec(name="m", source="x", workers=2, device="cuda")
+    for wrong in (0, 65):
+        with pytest.raises(ValidationError):
+            ModelSpec(name="m", source="x", workers=wrong)

@@ -115,6 +115,11 @@ class ModelSpec(BaseModel):
         description="onnx: on a CPU, the denoiser runs on ONNX Runtime (exported at the "
                     "first load and cached; pipelines that offer it: the built-in model); "
                     "elsewhere, and with torch, PyTorch")
+    workers: int = Field(
+        default=1, ge=1, le=64,
+        description="on a CPU, pipeline calls of this model that run at once under load, "
+                    "each on its share of the cores (a call alone uses them all): small "
+                    "models fill the cores better side by side than one call can")
     device: Device = "auto"
     dtype: DType = "auto"
     revision: str | None = None
@@ -125,6 +130,10 @@ class ModelSpec(BaseModel):
     def _one_way_to_speed_up(self) -> ModelSpec:
         if self.runtime == "onnx" and self.compile != "off":
             raise ValueError("runtime = \"onnx\" and compile are alternatives: choose one")
+        if self.workers > 1 and self.compile != "off":
+            raise ValueError("workers above 1 run on a CPU without compile: choose one")
+        if self.workers > 1 and self.device not in ("auto", "cpu"):
+            raise ValueError("workers above 1 are for models on the CPU (device = \"cpu\")")
         return self
 
     @property

@@ -155,3 +155,33 @@ def test_a_failing_onnx_runtime_leaves_the_built_in_model_on_pytorch(
         prompt="a red apple", negative_prompt=None, width=64, height=64,
         num_inference_steps=2, guidance_scale=4.0, seeds=(1,)))
     assert image.size == (64, 64)
+
+
+def test_each_thread_count_runs_on_a_session_of_its_own(
+        text: tuple[object, object], tmp_path: Path) -> None:
+    """A call runs on as many threads as PyTorch uses on the calling thread (a model's
+    ``workers`` set it per call), with the same noise whatever the count."""
+    import threading
+
+    pipe = _pipeline(text)
+    assert pipe.use_onnx_runtime(tmp_path)  # type: ignore[attr-defined]
+    unet = pipe.onnx_unet  # type: ignore[attr-defined]
+    inputs = _inputs(2)
+    everything = torch.get_num_threads()
+    found: dict[int, torch.Tensor] = {}
+
+    def call(threads: int) -> None:
+        torch.set_num_threads(threads)
+        try:
+            found[threads] = unet(*inputs)
+        finally:
+            torch.set_num_threads(everything)
+
+    for threads in (1, 3):
+        thread = threading.Thread(target=call, args=(threads,))
+        thread.start()
+        thread.join()
+    assert set(unet._sessions) == {everything, 1, 3}
+    assert unet.session_for(1) is unet.session_for(1)
+    assert unet.session_for(everything) is unet.session
+    assert torch.allclose(found[1], found[3], atol=1e-5)

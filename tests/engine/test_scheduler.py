@@ -76,7 +76,7 @@ def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
 
 def make(backend: FakeBackend, *, max_queue: int = 16, max_batch_images: int = 4,
          batching: bool = True) -> ModelScheduler:
-    scheduler = ModelScheduler("m", backend, DeviceSlot("fake"), Metrics(),
+    scheduler = ModelScheduler("m", backend, DeviceSlot("fake", backend.workers), Metrics(),
                                max_queue=max_queue, max_batch_images=max_batch_images,
                                batching=batching)
     scheduler.start()
@@ -488,3 +488,64 @@ def test_long_batches_write_progress_lines(
     progress = [r for r in caplog.records if r.getMessage() == "progress"]
     assert [r.fields["step"] for r in progress] == [1, 2, 3]  # type: ignore[attr-defined]
     assert progress[0].fields["request_ids"] == ["req-7"]  # type: ignore[attr-defined]
+
+
+def test_a_model_with_workers_runs_that_many_batches_at_once() -> None:
+    """``workers`` (on a CPU): up to that many calls of the model side by side, never
+    more; a second model on the same device still waits for a free call."""
+    active = {"cpu-a": 0, "cpu-b": 0}
+    peak = {"cpu-a": 0, "cpu-b": 0, "all": 0}
+    lock = threading.Lock()
+
+    class Counting(FakeBackend):
+        def __init__(self, name: str, workers: int) -> None:
+            super().__init__(device="cpu")
+            self.name = name
+            self.workers = workers
+
+        def generate(self, p: GenerationParams, on_step: StepCallback | None = None
+                     ) -> list[Image.Image]:
+            with lock:
+                active[self.name] += 1
+                peak[self.name] = max(peak[self.name], active[self.name])
+                peak["all"] = max(peak["all"], sum(active.values()))
+            time.sleep(0.03)
+            with lock:
+                active[self.name] -= 1
+            return super().generate(p, on_step)
+
+    async def scenario() -> None:
+        pool = LocalEngine([ModelSpec(name="a", source="a", workers=3),
+                            ModelSpec(name="b", source="b")],
+                           {"a": Counting("cpu-a", 3), "b": Counting("cpu-b", 1)},
+                           max_queue=16, batching=False)
+        first, second = pool.scheduler("a"), pool.scheduler("b")
+        jobs = [s.submit(params(seed=i), "a", time.monotonic() + 60, str(i))
+                for i in range(8) for s in (first, second)]
+        results = await asyncio.gather(*(job.future for job in jobs))
+        assert all(len(images) == 1 for images in results)
+        await pool.stop()
+
+    run(scenario)
+    assert peak["cpu-a"] == 3
+    assert peak["cpu-b"] == 1
+    assert peak["all"] == 3  # the device's calls: the most workers of a model on it
+
+
+def test_stopping_settles_every_batch_running_side_by_side() -> None:
+    backend = GatedBackend()
+    backend.workers = 2
+
+    async def scenario() -> None:
+        scheduler = make(backend, batching=False)
+        jobs = [submit(scheduler, params(seed=i), client=f"k{i}") for i in range(3)]
+        await until(lambda: len(backend.batches) == 2)
+        assert scheduler.retry_after() >= 1
+        await scheduler.stop()
+        for job in jobs:
+            with pytest.raises(Draining):
+                await job.future
+        backend.release.set()
+
+    run(scenario)
+    assert len(backend.batches) == 2  # the third never started

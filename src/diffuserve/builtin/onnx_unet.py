@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -146,9 +147,29 @@ def export(unet: Any, path: Path, tokens: int) -> None:
 
 
 class OnnxUNet:
-    """Runs a UNet's exported graph; called as the pipeline calls its UNet's forward."""
+    """Runs a UNet's exported graph; called as the pipeline calls its UNet's forward.
+
+    Each call runs on as many threads as PyTorch uses on the calling thread
+    (``torch.get_num_threads()``, which a model's ``workers`` set per call): one session
+    per thread count, opened at its first use, since an ONNX Runtime session's thread
+    count is fixed when it opens. Sessions are safe to run from several threads at once.
+    """
 
     def __init__(self, path: Path, threads: int) -> None:
+        self.path = path
+        self._sessions: dict[int, Any] = {}
+        self._lock = threading.Lock()
+        self.session = self.session_for(threads)
+
+    def session_for(self, threads: int) -> Any:
+        """The session that runs on ``threads`` threads, opened if it is not yet."""
+        with self._lock:
+            session = self._sessions.get(threads)
+            if session is None:
+                session = self._sessions[threads] = self._open(threads)
+            return session
+
+    def _open(self, threads: int) -> Any:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -158,9 +179,8 @@ class OnnxUNet:
         # Between calls the server encodes PNGs and serves HTTP on the same cores: idle
         # ONNX Runtime threads must sleep, not spin.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(path), options,
-                                            providers=["CPUExecutionProvider"])
-        self.path = path
+        return ort.InferenceSession(str(self.path), options,
+                                    providers=["CPUExecutionProvider"])
 
     def __call__(self, sample: torch.Tensor, timestep: torch.Tensor | float,
                  states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -172,7 +192,8 @@ class OnnxUNet:
             "states": states.float().contiguous().numpy(),
             "mask": mask.to(torch.int64).contiguous().numpy(),
         }
-        (noise,) = self.session.run([OUTPUT], feed)
+        session = self.session_for(max(1, torch.get_num_threads()))
+        (noise,) = session.run([OUTPUT], feed)
         return torch.from_numpy(noise).to(sample.dtype)
 
 

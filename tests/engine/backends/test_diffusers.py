@@ -131,7 +131,9 @@ def test_a_flagged_image_refuses_only_its_own_request(
             output.nsfw_content_detected = [p == "forbidden" for p in kwargs["prompt"]]
             return output
 
-    monkeypatch.setattr(backend, "pipeline", Checked())
+    lane = backend._lanes.get()  # the one lane (one worker): calls draw with its pipeline
+    backend._lanes.put(lane)
+    monkeypatch.setattr(lane, "pipeline", Checked())
     results = backend.generate_batch(
         [params(prompt="fine", seeds=(1, 2)), params(prompt="forbidden", seeds=(3,))],
         max_images=4,
@@ -160,6 +162,72 @@ def test_edits_run_the_image_to_image_and_inpainting_variants(
         # The same picture per seed, whatever else shares the call (a batch of two may
         # round differently in the last bit on some CPUs).
         difference = np.abs(np.asarray(images[0], np.int16) - np.asarray(again[0], np.int16))
+        assert difference.max() <= 2
+
+
+def test_workers_draw_side_by_side_on_their_share_of_the_cores(
+        tiny_models: dict[str, Path]) -> None:
+    """``workers = 2``: two calls at once, each with a pipeline of its own over the same
+    weights; the one that starts beside another runs on its share of the threads, one
+    alone on all of them; every image is what its seed draws, as with one worker."""
+    import threading
+
+    import torch
+
+    spec = ModelSpec(name="tiny-workers", source=str(tiny_models["sd"]), max_batch_size=2,
+                     workers=2)
+    backend = DiffusersBackend(spec)
+    backend.load()
+    assert backend.workers == 2
+    lanes = [backend._lanes.get() for _ in range(2)]
+    assert lanes[0].pipeline is not lanes[1].pipeline
+    assert lanes[0].pipeline.unet is lanes[1].pipeline.unet
+    assert set(lanes[1].editors) == set(lanes[0].editors) == {"image", "inpaint"}
+    everything = torch.get_num_threads()
+    inside = threading.Barrier(2, timeout=30)
+    threads_seen: list[int] = []
+
+    class Meeting:
+        """Both calls wait for each other inside the pipeline: they run at once."""
+
+        def __init__(self, real: object) -> None:
+            object.__setattr__(self, "real", real)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.real, name)
+
+        def __setattr__(self, name: str, value: object) -> None:
+            setattr(self.real, name, value)
+
+        def __call__(self, **kwargs: object) -> object:
+            threads_seen.append(torch.get_num_threads())
+            inside.wait()
+            return self.real(**kwargs)  # type: ignore[operator]
+
+    for lane in lanes:
+        lane.pipeline = Meeting(lane.pipeline)
+        backend._lanes.put(lane)
+    found: dict[int, list[Image.Image]] = {}
+    after: list[int] = []
+
+    def draw(seed: int) -> None:
+        found[seed] = backend.generate(params(seeds=(seed,)))
+        after.append(torch.get_num_threads())
+
+    workers = [threading.Thread(target=draw, args=(seed,)) for seed in (5, 6)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert sorted(threads_seen) == sorted([everything, max(1, everything // 2)])
+    assert after == [everything, everything]  # each thread's count is given back
+
+    one = DiffusersBackend(ModelSpec(name="tiny-one", source=str(tiny_models["sd"]),
+                                     max_batch_size=2))
+    one.load()
+    for seed in (5, 6):
+        (alone,) = one.generate(params(seeds=(seed,)))
+        difference = np.abs(np.asarray(found[seed][0], np.int16) - np.asarray(alone, np.int16))
         assert difference.max() <= 2
 
 

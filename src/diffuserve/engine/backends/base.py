@@ -28,8 +28,12 @@ class Backend(ABC):
     registered under the ``diffuserve.backends`` entry-point group.
     """
 
-    #: Backends with the same device never run concurrently.
+    #: Backends with the same device run one call at a time, unless they allow more.
     device: str = "cpu"
+    #: Calls of this backend that may run at once, each on its own device thread
+    #: (``workers``, known once loaded): ``generate_batch`` must then be safe to call
+    #: from that many threads together.
+    workers: int = 1
     #: The kinds of task this runtime can do.
     tasks: frozenset[TaskKind] = frozenset({TaskKind.GENERATE})
     #: Optional abilities (``TRANSPARENT_BACKGROUND``…), known once loaded.

@@ -8,10 +8,12 @@ import inspect
 import json
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -117,8 +119,20 @@ def _load_error(spec: ModelSpec, exc: BaseException) -> ModelLoadFailed:
     return ModelLoadFailed(f"Could not load {where}: {advice}")
 
 
+@dataclass
+class Lane:
+    """What one pipeline call at a time uses: the pipeline and its edit variants. A
+    diffusers pipeline keeps a call's state on itself (its scheduler, guidance scale…),
+    so calls that run at once (``workers``) each take a lane of their own; the lanes
+    share the weights."""
+
+    pipeline: Any
+    editors: dict[str, Any] = field(default_factory=dict)
+
+
 class DiffusersBackend(Backend):
-    """Serves one diffusers pipeline; one call at a time (the device worker ensures it)."""
+    """Serves one diffusers pipeline: one call at a time, or up to ``workers`` at once on
+    a CPU, each with a :class:`Lane` of its own."""
 
     def __init__(self, spec: ModelSpec, *, show_progress: bool = False) -> None:
         self.spec = spec
@@ -142,6 +156,14 @@ class DiffusersBackend(Backend):
         #: The one thread every pipeline call runs on when the model records CUDA graphs
         #: (see :data:`GRAPH_MODES`); None otherwise.
         self._graph_thread: ThreadPoolExecutor | None = None
+        #: Lanes not in use; a call takes one and gives it back.
+        self._lanes: queue.SimpleQueue[Lane] = queue.SimpleQueue()
+        #: Calls under way, and the CPU threads a call alone (all) or beside others (its
+        #: share) runs on; see :meth:`_enter`.
+        self._busy = 0
+        self._busy_lock = threading.Lock()
+        self._threads = 1
+        self._shared_threads = 1
 
     @property
     def loaded(self) -> bool:
@@ -218,6 +240,7 @@ class DiffusersBackend(Backend):
             self._compile(pipeline, device)
         if self.spec.runtime == "onnx":
             self._use_onnx(pipeline, device)
+        self._make_lanes(pipeline, device)
         self.pipeline = pipeline  # loaded (and ready) only now
         # The token counter's own tokenizer is copied now (25 ms for the built-in
         # model's), not by the first request: short prompts are counted on the event loop.
@@ -298,6 +321,70 @@ class DiffusersBackend(Backend):
         logger.info("denoiser runtime", extra={"fields": {
             "model": self.spec.name, "runtime": self.runtime, "device": device,
             "seconds": round(time.monotonic() - started, 1)}})
+
+    def _make_lanes(self, pipeline: Any, device: str) -> None:
+        """One lane per worker (``workers``; on a CPU only), each warmed on its share of
+        the cores, so that neither PyTorch nor ONNX Runtime sets up for a thread count in
+        front of a request."""
+        import torch
+
+        self._threads = torch.get_num_threads()
+        workers = self.spec.workers
+        if workers > 1 and device != "cpu":
+            logger.warning("workers apply on a CPU: this model runs one call at a time",
+                           extra={"fields": {"model": self.spec.name, "device": device,
+                                             "workers": workers}})
+            workers = 1
+        self.workers = workers
+        self._shared_threads = max(1, self._threads // workers)
+        lanes = [Lane(pipeline, self._editors)]
+        for _ in range(workers - 1):
+            twin = copy.copy(pipeline)
+            lanes.append(Lane(twin, self._edit_pipelines(twin)))
+        if workers > 1:
+            started = time.perf_counter()
+            side = self.native_resolution
+            with ThreadPoolExecutor(max_workers=1) as warmer:
+                warmer.submit(self._warm_shared, lanes[1].pipeline, side).result()
+            logger.info("workers ready", extra={"fields": {
+                "model": self.spec.name, "workers": workers, "threads_alone": self._threads,
+                "threads_side_by_side": self._shared_threads,
+                "seconds": round(time.perf_counter() - started, 1)}})
+        for lane in lanes:
+            self._lanes.put(lane)
+
+    def _warm_shared(self, pipeline: Any, side: int) -> None:
+        import torch
+
+        torch.get_num_threads()  # see _enter
+        torch.set_num_threads(self._shared_threads)
+        try:
+            self._probe_call(pipeline, 1, side, side)
+        finally:
+            # A thread's count is also what threads started after it begin with.
+            torch.set_num_threads(self._threads)
+
+    def _enter(self) -> None:
+        """A call begins on this thread: with every thread when no other call of this
+        model runs, else with its share, so that calls side by side do not oversubscribe
+        the cores (a call alone keeps its latency)."""
+        import torch
+
+        with self._busy_lock:
+            self._busy += 1
+            alone = self._busy == 1
+        # A thread's first use of PyTorch sets its count to the one set last on any
+        # thread: that happens first here, so that the count set next is the one kept.
+        torch.get_num_threads()
+        torch.set_num_threads(self._threads if alone else self._shared_threads)
+
+    def _leave(self) -> None:
+        import torch
+
+        with self._busy_lock:
+            self._busy -= 1
+        # The count set last is also what new threads start with: all of them.
+        torch.set_num_threads(self._threads)
 
     def _compile(self, pipeline: Any, device: str) -> None:
         """Compile, then draw every size to be warmed at every batch size up to a full
@@ -425,10 +512,25 @@ class DiffusersBackend(Backend):
         max_images: int,
         on_step: StepCallback | None = None,
     ) -> list[list[Image.Image] | EngineError]:
-        import torch
-
         if self.pipeline is None:
             raise RuntimeError("generate_batch() before load()")
+        lane = self._lanes.get()
+        self._enter()
+        try:
+            return self._generate_on(lane, requests, max_images, on_step)
+        finally:
+            self._leave()
+            self._lanes.put(lane)
+
+    def _generate_on(
+        self,
+        lane: Lane,
+        requests: Sequence[GenerationParams],
+        max_images: int,
+        on_step: StepCallback | None,
+    ) -> list[list[Image.Image] | EngineError]:
+        import torch
+
         first = requests[0]
         gen_w, gen_h = self._draw_size(first)
         # 1. One entry per image: whose it is, its prompt, negative prompt and seed.
@@ -478,9 +580,9 @@ class DiffusersBackend(Backend):
                 kwargs["background"] = "transparent"
             if step_end is not None:
                 kwargs["callback_on_step_end"] = step_end
-            pipeline = self.pipeline
+            pipeline = lane.pipeline
             if first.image is not None:
-                pipeline = self._edit_arguments(kwargs, first, len(seeds[chunk]),
+                pipeline = self._edit_arguments(lane, kwargs, first, len(seeds[chunk]),
                                                 (gen_w, gen_h))
             images.extend(self._call(kwargs, pipeline))
 
@@ -527,22 +629,22 @@ class DiffusersBackend(Backend):
             logger.debug("no preview for this pipeline", exc_info=True)
             return None
 
-    def _edit_arguments(self, kwargs: dict[str, Any], params: GenerationParams, count: int,
-                        draw_size: tuple[int, int]) -> Any:
+    def _edit_arguments(self, lane: Lane, kwargs: dict[str, Any], params: GenerationParams,
+                        count: int, draw_size: tuple[int, int]) -> Any:
         """Turn ``kwargs`` into an edit of ``params.image`` (inpainting with its mask);
-        returns the pipeline that draws it."""
+        returns the pipeline of ``lane`` that draws it."""
         assert params.image is not None
         if "image" in self._accepted:  # the pipeline edits itself, at its own scale
-            pipeline = self.pipeline
+            pipeline = lane.pipeline
             kwargs["image"] = [params.image] * count
             if params.mask is not None:
                 kwargs["mask_image"] = [params.mask] * count
         else:
             kind = "inpaint" if params.mask is not None else "image"
-            if kind not in self._editors:
+            if kind not in lane.editors:
                 raise UnsupportedTask(self.spec.name, "edits with masks" if kind == "inpaint"
                                       else "image to image")
-            pipeline = self._editors[kind]
+            pipeline = lane.editors[kind]
             accepted = inspect.signature(pipeline.__call__).parameters
             kwargs["image"] = [fit_to_size(params.image, *draw_size)] * count
             if params.mask is not None:

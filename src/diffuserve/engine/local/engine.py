@@ -168,6 +168,7 @@ class LocalEngine(EngineClient):
             slot = self._slots.get(backend.device)
             if slot is None:
                 slot = self._slots[backend.device] = DeviceSlot(backend.device)
+            slot.widen(backend.workers)
             scheduler = ModelScheduler(
                 model, backend, slot, self.metrics, max_queue=self.max_queue,
                 max_batch_images=backend.max_batch_images or self._specs[model].batch_images,

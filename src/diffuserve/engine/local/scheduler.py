@@ -2,11 +2,12 @@
 
 Each served model has a :class:`ModelScheduler`: a bounded queue and one asyncio worker.
 The worker waits for its device (``DeviceSlot``: one pipeline call per device at a
-time), takes the oldest request of the next client in turn, adds compatible requests
-(equal :meth:`Backend.batch_key`) round-robin across clients up to ``max_batch_images``,
-and runs them as one batched call on the device's thread. Results are split back to
-their requests. A request whose client left, or whose deadline passed, is dropped from
-the queue; a batch that nobody waits for any more stops at its next denoising step.
+time, or up to the ``workers`` of a CPU model), takes the oldest request of the next
+client in turn, adds compatible requests (equal :meth:`Backend.batch_key`) round-robin
+across clients up to ``max_batch_images``, and runs them as one batched call on a device
+thread. Results are split back to their requests. A request whose client left, or whose
+deadline passed, is dropped from the queue; a batch that nobody waits for any more stops
+at its next denoising step.
 """
 
 from __future__ import annotations
@@ -90,7 +91,11 @@ class ModelScheduler:
         self._wakeup = asyncio.Event()
         self._draining = False
         self._stopping = threading.Event()
-        self._running: list[Job] = []
+        #: Batches being drawn (more than one with ``backend.workers``), and their tasks.
+        self._running: list[list[Job]] = []
+        self._calls: set[asyncio.Task[None]] = set()
+        #: This model's own calls at once, within its device's.
+        self._workers = asyncio.Semaphore(max(1, backend.workers))
         #: Observed seconds per image (exponential moving average), for retry hints.
         self._seconds_per_image: float | None = None
         self._task: asyncio.Task[None] | None = None
@@ -103,7 +108,8 @@ class ModelScheduler:
 
     def retry_after(self) -> int:
         """Seconds until the work ahead of a new request is likely done."""
-        per_image = self._seconds_per_image or 1.0
+        # Calls side by side (``workers``) each take longer, but finish together.
+        per_image = (self._seconds_per_image or 1.0) / max(1, self.backend.workers)
         backlog = self._queued_images + self._running_images
         return max(1, min(600, math.ceil(backlog * per_image)))
 
@@ -152,10 +158,29 @@ class ModelScheduler:
             while not self._queued:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            async with self.slot.lock:
-                batch = self._take_batch()
-                if batch:
-                    await self._run(batch)
+            # A batch is taken only once a call can start, so that what arrives while
+            # the device is busy joins the next batch.
+            await self._workers.acquire()
+            try:
+                await self.slot.calls.acquire()
+            except BaseException:
+                self._workers.release()
+                raise
+            batch = self._take_batch()
+            if not batch:
+                self._release()
+                continue
+            call = asyncio.create_task(self._run(batch), name=f"call-{self.name}")
+            self._calls.add(call)
+            call.add_done_callback(self._call_done)
+
+    def _release(self) -> None:
+        self.slot.calls.release()
+        self._workers.release()
+
+    def _call_done(self, call: asyncio.Task[None]) -> None:
+        self._calls.discard(call)
+        self._release()
 
     def _take_batch(self) -> list[Job]:
         """The next key's oldest request, plus compatible ones, round-robin across keys."""
@@ -205,8 +230,8 @@ class ModelScheduler:
             job.batch_images = images
             self.metrics.queue_wait.labels(self.name).observe(now - job.enqueued)
         self.metrics.batch_images.labels(self.name).observe(images)
-        self._running_images = images
-        self._running = batch
+        self._running_images += images
+        self._running.append(batch)
         loop = asyncio.get_running_loop()
         try:
             results = await loop.run_in_executor(
@@ -245,8 +270,8 @@ class ModelScheduler:
                 else:
                     job.future.set_result(result)
         finally:
-            self._running_images = 0
-            self._running = []
+            self._running_images -= images
+            self._running.remove(batch)
 
     @staticmethod
     def _settle(batch: list[Job], error: BaseException) -> None:
@@ -328,15 +353,17 @@ class ModelScheduler:
         """Refuse running work now; its pipeline call stops at its next step."""
         self.drain()
         self._stopping.set()
-        self._settle(self._running, error=Draining())
+        for batch in self._running:
+            self._settle(batch, error=Draining())
 
     async def stop(self) -> None:
         """Stop the worker; a batch still running stops at its next step."""
         self.abort()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in [self._task, *self._calls]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
 
 def preview_step(index: int, previews: int, total: int) -> int:
