@@ -182,6 +182,7 @@ def test_workers_draw_side_by_side_on_their_share_of_the_cores(
     lanes = [backend._lanes.get() for _ in range(2)]
     assert lanes[0].pipeline is not lanes[1].pipeline
     assert lanes[0].pipeline.unet is lanes[1].pipeline.unet
+    assert lanes[0].pipeline.tokenizer is not lanes[1].pipeline.tokenizer
     assert set(lanes[1].editors) == set(lanes[0].editors) == {"image", "inpaint"}
     everything = torch.get_num_threads()
     inside = threading.Barrier(2, timeout=30)

@@ -340,6 +340,11 @@ class DiffusersBackend(Backend):
         lanes = [Lane(pipeline, self._editors)]
         for _ in range(workers - 1):
             twin = copy.copy(pipeline)
+            # A fast tokenizer is not safe to use from two threads at once (its padding
+            # settings change per call): each lane encodes with a copy of its own.
+            for name in ("tokenizer", "tokenizer_2", "tokenizer_3"):
+                if getattr(pipeline, name, None) is not None:
+                    setattr(twin, name, copy.deepcopy(getattr(pipeline, name)))
             lanes.append(Lane(twin, self._edit_pipelines(twin)))
         if workers > 1:
             started = time.perf_counter()
