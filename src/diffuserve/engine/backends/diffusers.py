@@ -355,6 +355,7 @@ class DiffusersBackend(Backend):
                 "model": self.spec.name, "workers": workers, "threads_alone": self._threads,
                 "threads_side_by_side": self._shared_threads,
                 "seconds": round(time.perf_counter() - started, 1)}})
+        self._lanes = queue.SimpleQueue()  # a load again starts afresh
         for lane in lanes:
             self._lanes.put(lane)
 
