@@ -163,6 +163,9 @@ class OnnxUNet:
 
     def session_for(self, threads: int) -> Any:
         """The session that runs on ``threads`` threads, opened if it is not yet."""
+        session = self._sessions.get(threads)  # every step asks: no lock once it is open
+        if session is not None:
+            return session
         with self._lock:
             session = self._sessions.get(threads)
             if session is None:

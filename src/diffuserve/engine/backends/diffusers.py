@@ -119,6 +119,16 @@ def _load_error(spec: ModelSpec, exc: BaseException) -> ModelLoadFailed:
     return ModelLoadFailed(f"Could not load {where}: {advice}")
 
 
+def _use_threads(count: int) -> None:
+    """PyTorch's CPU threads for this thread's work from now on. A thread's first use
+    of PyTorch sets its count to the one set last on any thread, so that use comes
+    first here, and the count set next is the one kept."""
+    import torch
+
+    torch.get_num_threads()
+    torch.set_num_threads(count)
+
+
 @dataclass
 class Lane:
     """What one pipeline call at a time uses: the pipeline and its edit variants. A
@@ -360,37 +370,26 @@ class DiffusersBackend(Backend):
             self._lanes.put(lane)
 
     def _warm_shared(self, pipeline: Any, side: int) -> None:
-        import torch
-
-        torch.get_num_threads()  # see _enter
-        torch.set_num_threads(self._shared_threads)
+        _use_threads(self._shared_threads)
         try:
             self._probe_call(pipeline, 1, side, side)
         finally:
-            # A thread's count is also what threads started after it begin with.
-            torch.set_num_threads(self._threads)
+            _use_threads(self._threads)
 
     def _enter(self) -> None:
         """A call begins on this thread: with every thread when no other call of this
         model runs, else with its share, so that calls side by side do not oversubscribe
         the cores (a call alone keeps its latency)."""
-        import torch
-
         with self._busy_lock:
             self._busy += 1
             alone = self._busy == 1
-        # A thread's first use of PyTorch sets its count to the one set last on any
-        # thread: that happens first here, so that the count set next is the one kept.
-        torch.get_num_threads()
-        torch.set_num_threads(self._threads if alone else self._shared_threads)
+        _use_threads(self._threads if alone else self._shared_threads)
 
     def _leave(self) -> None:
-        import torch
-
         with self._busy_lock:
             self._busy -= 1
         # The count set last is also what new threads start with: all of them.
-        torch.set_num_threads(self._threads)
+        _use_threads(self._threads)
 
     def _compile(self, pipeline: Any, device: str) -> None:
         """Compile, then draw every size to be warmed at every batch size up to a full

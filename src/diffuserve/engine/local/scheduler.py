@@ -87,7 +87,6 @@ class ModelScheduler:
         self._queues: OrderedDict[str, deque[Job]] = OrderedDict()
         self._queued = 0
         self._queued_images = 0
-        self._running_images = 0
         self._wakeup = asyncio.Event()
         self._draining = False
         self._stopping = threading.Event()
@@ -110,7 +109,8 @@ class ModelScheduler:
         """Seconds until the work ahead of a new request is likely done."""
         # Calls side by side (``workers``) each take longer, but finish together.
         per_image = (self._seconds_per_image or 1.0) / max(1, self.backend.workers)
-        backlog = self._queued_images + self._running_images
+        backlog = self._queued_images + sum(job.params.n for batch in self._running
+                                            for job in batch)
         return max(1, min(600, math.ceil(backlog * per_image)))
 
     def submit(self, params: GenerationParams, client: str, deadline: float,
@@ -230,7 +230,6 @@ class ModelScheduler:
             job.batch_images = images
             self.metrics.queue_wait.labels(self.name).observe(now - job.enqueued)
         self.metrics.batch_images.labels(self.name).observe(images)
-        self._running_images += images
         self._running.append(batch)
         loop = asyncio.get_running_loop()
         try:
@@ -270,7 +269,6 @@ class ModelScheduler:
                 else:
                     job.future.set_result(result)
         finally:
-            self._running_images -= images
             self._running.remove(batch)
 
     @staticmethod
