@@ -168,3 +168,59 @@ def test_a_stream_shows_real_previews_and_stops_when_its_client_leaves(
     while server.log().count("batch stopped: nobody waits for it") == stopped_before:
         assert time.monotonic() < deadline, "the stream's work went on without its client"
         time.sleep(0.05)
+
+
+def test_workers_draw_side_by_side_and_each_seed_draws_its_own_image(
+        tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """``workers = 2`` on the live server, through the official SDK: concurrent requests
+    run as calls that overlap in time, and every image is what its seed draws alone."""
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    import openai
+
+    models = tmp_path / "models.toml"
+    models.write_text(f'[[models]]\nname = "tiny"\nsource = "{tiny_models["sd"]}"\n'
+                      'max_batch_size = 1\nworkers = 2\ndevice = "cpu"\n')
+    live = start_server(["--models-file", str(models)], tmp_path)
+    try:
+        client = openai.OpenAI(base_url=f"{live.base_url}/v1", api_key="x", max_retries=0)
+
+        def draw(seed: int) -> bytes:
+            answer = client.images.generate(
+                model="tiny", prompt="a red apple", size="256x256",
+                response_format="b64_json",
+                extra_body={"seed": seed, "num_inference_steps": 30})
+            return base64.b64decode(answer.data[0].b64_json or "")
+
+        with ThreadPoolExecutor(6) as pool:
+            together = list(pool.map(draw, range(6)))
+        alone = [draw(seed) for seed in range(6)]
+        log = live.log()
+    finally:
+        live.stop()
+    for a, b in zip(together, alone, strict=True):
+        assert largest_difference(a, b) <= 2  # one seed, one picture (±1 rounding step)
+    assert '"workers": 2' in log
+    calls = [json.loads(line) for line in log.splitlines()
+             if '"message": "generation"' in line]
+    assert len(calls) == 12
+    # Each call's span on the clock: some of the concurrent ones overlapped.
+    from datetime import datetime
+
+    spans = sorted((datetime.fromisoformat(c["ts"].replace("Z", "+00:00")).timestamp()
+                    - c["generation_seconds"],
+                    datetime.fromisoformat(c["ts"].replace("Z", "+00:00")).timestamp())
+                   for c in calls[:6])
+    shortest = min(end - start for start, end in spans)
+    # Overlapping by half a call: more than any delay in logging could make up.
+    assert any(later[0] < earlier[1] - shortest / 2
+               for earlier, later in zip(spans, spans[1:], strict=False))
+
+
+def largest_difference(a: bytes, b: bytes) -> int:
+    import numpy as np
+
+    first = np.asarray(Image.open(io.BytesIO(a)).convert("RGB"), np.int16)
+    second = np.asarray(Image.open(io.BytesIO(b)).convert("RGB"), np.int16)
+    return int(np.abs(first - second).max())
