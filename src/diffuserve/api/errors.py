@@ -108,6 +108,14 @@ class RequestTooLargeError(APIError):
     error_type = "invalid_request_error"
 
 
+class RangeNotSatisfiableError(APIError):
+    """416: a Range header asks for bytes the file does not have; ``Content-Range``
+    (``bytes */SIZE``) tells the client how many it does."""
+
+    status_code = 416
+    error_type = "invalid_request_error"
+
+
 class RateLimitError(APIError):
     status_code = 429
     error_type = "requests"
