@@ -15,6 +15,7 @@ from pydantic_settings import CliSettingsSource
 
 from diffuserve import __version__
 from diffuserve.config import ModelSelection, ModelSpec, Settings, parse_model_flag, settings_cli
+from diffuserve.storage.signing import SigningKeyUnusable
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -339,6 +340,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "ray-config":
             return cmd_ray_config(args, source)
         return cmd_models(args, source)
+    except SigningKeyUnusable as exc:
+        # Not a usage error but a file to look at: one paragraph and status 1, as for a
+        # model that cannot load.
+        return _fail(f"diffuserve: {exc.reason}", 1)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import errno
+import multiprocessing
 import os
 import re
+import secrets
 import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from diffuserve.storage.base import ImageGone, LinkExpired, LinkInvalid
 from diffuserve.storage.local import LocalImageStore
-from diffuserve.storage.signing import SECRET_FILE, UrlSigner, load_or_create_secret
+from diffuserve.storage.signing import (
+    SECRET_FILE,
+    SigningKeyUnusable,
+    UrlSigner,
+    load_or_create_secret,
+)
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 NAME = "img_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA.png"
@@ -182,13 +191,99 @@ def test_each_storage_folder_gets_its_own_secret(tmp_path: Path) -> None:
     assert load_or_create_secret(tmp_path / "a") != load_or_create_secret(tmp_path / "b")
 
 
-def test_too_short_secret_file_is_replaced(tmp_path: Path) -> None:
-    (tmp_path / SECRET_FILE).write_bytes(b"weak\n")
+@pytest.mark.parametrize("content", [b"", b"\n", b"weak\n", b"x" * 31])
+def test_a_too_short_key_file_is_refused_and_kept(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / SECRET_FILE).write_bytes(content)
+
+    with pytest.raises(SigningKeyUnusable) as info:
+        load_or_create_secret(tmp_path)
+
+    # Replacing it would void every link given out: the operator decides.
+    assert (tmp_path / SECRET_FILE).read_bytes() == content
+    message = info.value.reason
+    assert str(tmp_path / SECRET_FILE) in message
+    assert "delete the file" in message and "at least 32 bytes" in message
+
+
+def test_a_key_file_of_32_bytes_is_used_as_it_is(tmp_path: Path) -> None:
+    (tmp_path / SECRET_FILE).write_bytes(b"k" * 32 + b"\n")
+
+    assert load_or_create_secret(tmp_path) == b"k" * 32
+
+
+def test_an_unreadable_key_file_is_refused_and_kept(tmp_path: Path) -> None:
+    (tmp_path / SECRET_FILE).mkdir()  # unreadable as a file, even for root
+
+    with pytest.raises(SigningKeyUnusable, match="cannot be read") as info:
+        load_or_create_secret(tmp_path)
+
+    assert str(tmp_path / SECRET_FILE) in info.value.reason
+    assert (tmp_path / SECRET_FILE).is_dir()
+
+
+def test_a_key_another_process_made_first_is_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    theirs = b"t" * 64
+    make_key = secrets.token_hex
+
+    def made_elsewhere_meanwhile(nbytes: int) -> str:
+        # Between finding no key and writing one, another process writes its own.
+        if not (tmp_path / SECRET_FILE).exists():
+            (tmp_path / SECRET_FILE).write_bytes(theirs)
+        return make_key(nbytes)
+
+    monkeypatch.setattr(secrets, "token_hex", made_elsewhere_meanwhile)
+
+    assert load_or_create_secret(tmp_path) == theirs
+    assert (tmp_path / SECRET_FILE).read_bytes() == theirs
+    assert [p.name for p in tmp_path.iterdir()] == [SECRET_FILE]
+
+
+def _keys_made_at_once(folders: list[Path], barrier: Any, results: Any) -> None:
+    keys = []
+    for folder in folders:
+        barrier.wait()
+        keys.append(load_or_create_secret(folder))
+    results.put(keys)
+
+
+def test_processes_starting_at_once_agree_on_one_key(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    folders = [tmp_path / f"images-{i}" for i in range(30)]
+    processes = 6
+    barrier = context.Barrier(processes)
+    results = context.Queue()
+    workers = [context.Process(target=_keys_made_at_once, args=(folders, barrier, results))
+               for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    answers = [results.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=30)
+        assert worker.exitcode == 0
+
+    for index, folder in enumerate(folders):
+        on_disk = (folder / SECRET_FILE).read_bytes()
+        assert {keys[index] for keys in answers} == {on_disk}
+        assert [p.name for p in folder.iterdir()] == [SECRET_FILE]
+
+
+def test_a_file_system_without_hard_links_still_gets_a_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(source: object, target: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
 
     secret = load_or_create_secret(tmp_path)
 
     assert len(secret) >= 32
     assert (tmp_path / SECRET_FILE).read_bytes() == secret
+    assert stat.S_IMODE((tmp_path / SECRET_FILE).stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == [SECRET_FILE]
+    assert load_or_create_secret(tmp_path) == secret
 
 
 # --- LocalImageStore -------------------------------------------------------------------

@@ -2,39 +2,134 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import os
 import secrets
 from pathlib import Path
 
-from diffuserve.storage.base import LinkExpired, LinkInvalid
+from diffuserve.storage.base import LinkExpired, LinkInvalid, StorageError
 
 SECRET_FILE = ".signing-key"
+#: Fewest bytes a key file must hold: 256 bits as the hex a new one is written in is 64.
+MIN_SECRET_BYTES = 32
 #: Longest ``expires`` accepted (digits): far beyond any real time, short of abuse.
 MAX_EXPIRES_DIGITS = 12
 #: Length of a hex SHA-256 signature.
 SIG_LENGTH = 64
+#: ``os.link`` errors of file systems without hard links.
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS}
+
+_WHAT_TO_DO = (
+    "Every image link given out was signed with it, so it is never replaced on its own: "
+    "delete the file to have a new key made (links already given out stop working), or "
+    f"put a key of at least {MIN_SECRET_BYTES} bytes in it (for example the output of "
+    "`python -c 'import secrets; print(secrets.token_hex(32))'`), or set "
+    "DIFFUSERVE_SIGNING_SECRET.")
+
+
+class SigningKeyUnusable(StorageError):
+    """The signing key file exists but cannot serve as the key: too short, or unreadable.
+
+    It is never replaced on its own, since every link given out was signed with it;
+    ``reason`` (one paragraph) names the file and what the operator can do.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def load_or_create_secret(storage_dir: Path) -> bytes:
     """The signing key kept beside the images, so links survive a restart.
 
-    Created once with 256 random bits, readable by its owner only.
+    Created once with 256 random bits, readable by its owner only. Processes that start
+    at once agree on one key: each writes its own into a private temporary file and
+    hard-links it into place, which fails once the key exists; the first link wins and
+    every process then reads that one. A key file that exists but is too short or
+    unreadable raises :class:`SigningKeyUnusable` rather than being replaced.
     """
     storage_dir.mkdir(parents=True, exist_ok=True)
     path = storage_dir / SECRET_FILE
+    secret = _read_secret(path)
+    if secret is None:
+        _create_secret(path)
+        secret = _read_secret(path)
+        if secret is None:
+            raise SigningKeyUnusable(
+                f"the signing key file {path} disappeared while it was being created; "
+                "check what else deletes files in the storage folder, then start again.")
+    return secret
+
+
+def _read_secret(path: Path) -> bytes | None:
+    """The key in ``path``; None when there is no such file."""
     try:
         secret = path.read_bytes().strip()
-        if len(secret) >= 32:
-            return secret
     except FileNotFoundError:
-        pass
+        return None
+    except OSError as exc:
+        raise SigningKeyUnusable(
+            f"the signing key file {path} cannot be read ({exc.strerror or exc}). "
+            f"Give the server's user read access to it. {_WHAT_TO_DO}") from None
+    if len(secret) < MIN_SECRET_BYTES:
+        held = "is empty" if not secret else f"holds only {len(secret)} bytes"
+        raise SigningKeyUnusable(
+            f"the signing key file {path} {held}, fewer than the {MIN_SECRET_BYTES} a key "
+            f"needs. {_WHAT_TO_DO}")
+    return secret
+
+
+def _create_secret(path: Path) -> None:
+    """Put a new key at ``path`` unless another process already has; never overwrite."""
     secret = secrets.token_hex(32).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A crash between open and unlink leaves a ".part" file, which the sweeper removes.
+    temporary = path.with_name(f"{path.name}.{secrets.token_hex(8)}.part")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secret)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(temporary, path)  # whole and durable, or not there at all
+        except FileExistsError:
+            return  # another process was first: its key is the key
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            _create_secret_without_links(path, secret)
+        _sync_folder(path.parent)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _create_secret_without_links(path: Path, secret: bytes) -> None:
+    """Where the file system has no hard links: create the key file itself exclusively
+    (a process starting in the same instant may then see it before it is written)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
     with os.fdopen(fd, "wb") as fh:
         fh.write(secret)
-    return secret
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a new entry in ``folder`` survive a power cut (where folders can be synced)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _is_ascii_number(text: str) -> bool:
