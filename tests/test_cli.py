@@ -204,3 +204,27 @@ def test_serve_with_a_too_short_signing_key_file_refuses_to_start(
     assert "Traceback" not in result.stderr
     # Kept as it was: replacing it would void every link given out.
     assert (storage / ".signing-key").read_bytes() == content
+
+
+@pytest.mark.parametrize("given_by", ["flag", "environment"])
+def test_a_key_on_the_command_line_is_warned_about_without_showing_it(
+    tmp_path: Path, given_by: str
+) -> None:
+    key = "sk-secret-value-that-must-not-leak"
+    flags = ["--api-key", key] if given_by == "flag" else []
+    env = {"DIFFUSERVE_API_KEYS": key} if given_by == "environment" else {}
+
+    # A start that logs and then stops at once, before loading anything: a signing key
+    # file too short to use.
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / ".signing-key").write_bytes(b"short")
+    result = run_cli("serve", "--storage-dir", str(tmp_path / "images"), "--port", "0",
+                     "--model", f"m={tmp_path / 'model'}", *flags, env=env, timeout=60)
+
+    assert result.returncode == 1, result.stderr
+    assert '"message": "starting"' in result.stderr
+    warned = "visible to every local user in the process list" in result.stderr
+    assert warned == (given_by == "flag")
+    if warned:
+        assert "DIFFUSERVE_API_KEYS" in result.stderr and "--api-keys-file" in result.stderr
+    assert key not in result.stderr and key not in result.stdout

@@ -58,6 +58,20 @@ def _with_builtin(settings: S) -> S:
     return settings.model_copy(update={"models": (builtin.builtin_spec(),)})
 
 
+#: Logged at start-up when ``--api-key`` was used; never with the key itself.
+KEYS_ON_COMMAND_LINE_WARNING = (
+    "API keys given with --api-key are visible to every local user in the process list "
+    "(ps, /proc/PID/cmdline): set DIFFUSERVE_API_KEYS or use --api-keys-file instead")
+
+
+def _keys_on_command_line(args: argparse.Namespace) -> bool:
+    """Whether ``--api-key``/``--api-keys`` carried a key: the parsed flags hold only what
+    the command line gave (pydantic-settings suppresses their defaults), never the
+    environment's."""
+    given = getattr(args, "api_keys", None) or ()
+    return any(str(value).strip() for value in given)
+
+
 def _fail(message: str, status: int = 2) -> int:
     print(message, file=sys.stderr)
     return status
@@ -134,6 +148,8 @@ def cmd_serve(args: argparse.Namespace, source: CliSettingsSource[Any]) -> int:
     _quiet_libraries()
     logger = logging.getLogger("diffuserve.server")
     logger.info("starting", extra={"fields": settings.safe_summary()})
+    if _keys_on_command_line(args):
+        logger.warning(KEYS_ON_COMMAND_LINE_WARNING)
     if settings.ray:
         return _serve_on_ray(settings, logger)
 

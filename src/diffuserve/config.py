@@ -318,7 +318,9 @@ class Settings(ModelSelection):
     port: int = Field(default=8000, ge=0, le=65535, description="port")
 
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
-        default=(), description="accept this bearer key (repeatable)")
+        default=(), description="accept this bearer key (repeatable); as a flag it is "
+                                "visible to other local users in `ps`: prefer "
+                                "DIFFUSERVE_API_KEYS or --api-keys-file")
     api_keys_file: Path | None = Field(
         default=None, description="one key (or sha256:<hex> of it) per line, optional name "
                                   "and rpm=/ipm= limits")
