@@ -45,10 +45,11 @@ class Metrics:
         self.rate_limited = Counter(
             "diffuserve_rate_limited", "Requests refused by a per-key limit",
             registry=self.registry)
-        self.rate_limit_unchecked = Counter(
-            "diffuserve_rate_limit_unchecked",
-            "Requests admitted without a per-key limit check: the limits' storage did not "
-            "answer", registry=self.registry)
+        self.rate_limit_fallback = Counter(
+            "diffuserve_rate_limit_fallback",
+            "Requests whose per-key limits were checked in this process's memory, each "
+            "process counting alone: the shared limits' storage did not answer",
+            registry=self.registry)
 
     def count_user(self, user: str | None) -> None:
         if user is None:

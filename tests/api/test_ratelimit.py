@@ -1,8 +1,9 @@
 """Per-key moving-window limits and OpenAI's rate-limit headers, in memory and in Redis.
 
 Every behaviour test runs on both storages: the limits must not depend on where they
-are counted. Time is a fake clock (``limits`` stamps each use with ``time.time()``), set
-off the whole second so no use ever sits exactly on a window's edge.
+are counted, nor on whether Redis answers (the limits then fall back to memory). Time is
+a fake clock (``limits`` stamps each use with ``time.time()``), set off the whole second
+so no use ever sits exactly on a window's edge.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 from diffuserve.api.errors import RateLimitError
 from diffuserve.api.ratelimit import (
     STORAGE_RETRY_SECONDS,
+    Charge,
     Limits,
     RateLimiter,
     RateLimitStorageUnavailable,
@@ -46,6 +48,9 @@ class SyncLimiter:
 
     def acquire(self, client: str, name: str, limits: Limits, images: int) -> dict[str, str]:
         return self.runner.run(self.limiter.acquire(client, name, limits, images))
+
+    def charge(self, client: str, limits: Limits, images: int) -> Charge:
+        return self.runner.run(self.limiter.charge(client, client, limits, images))
 
     def refused(self, client: str, limits: Limits, images: int) -> RateLimitError:
         with pytest.raises(RateLimitError) as caught:
@@ -266,8 +271,7 @@ def test_a_password_in_the_url_never_reaches_an_error_or_a_log(
             limiter = SyncLimiter(server.url())  # the right one works
             limiter.acquire("k", "k", Limits(requests_per_minute=1), images=1)
             server.stop()
-            with pytest.raises(RateLimitStorageUnavailable):
-                limiter.acquire("k", "k", Limits(requests_per_minute=1), images=1)
+            limiter.refused("k", Limits(requests_per_minute=1), images=1)  # in memory
             limiter.close()
     finally:
         server.stop()
@@ -280,31 +284,107 @@ def test_a_password_in_the_url_never_reaches_an_error_or_a_log(
         assert secret not in logged
 
 
-def test_when_redis_goes_away_requests_go_unchecked_until_it_answers_again(
-    own_redis: RedisServer, caplog: pytest.LogCaptureFixture,
+def _outage(redis_server: RedisServer, kind: str) -> None:
+    if kind == "stopped":
+        redis_server.stop()  # connections refused
+    else:
+        redis_server.pause()  # connections accepted, nothing answered: the 1 s timeout
+
+
+def _end_outage(redis_server: RedisServer, kind: str) -> None:
+    if kind == "stopped":
+        redis_server.start()  # empty: a Redis without persistence lost its counts
+    else:
+        redis_server.resume()  # with its counts
+
+
+@pytest.mark.parametrize("outage", ["stopped", "hung"])
+def test_while_redis_does_not_answer_a_key_keeps_its_limit_in_memory(
+    own_redis: RedisServer, clock: Clock, caplog: pytest.LogCaptureFixture, outage: str,
 ) -> None:
-    limits = Limits(requests_per_minute=1)
+    limits = Limits(images_per_minute=12)
     monotonic = Clock()
     limiter = SyncLimiter(own_redis.url(), monotonic=monotonic)
     try:
-        limiter.acquire("k", "k", limits, images=1)
-        own_redis.stop()
         with caplog.at_level(logging.INFO, logger="diffuserve.ratelimit"):
-            for _ in range(3):
-                with pytest.raises(RateLimitStorageUnavailable):
-                    limiter.acquire("k", "k", limits, images=1)
-            # Logged once per outage, not once per request.
-            warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-            assert len(warnings) == 1
-            assert "admitting requests without limits" in warnings[0].getMessage()
-            own_redis.start()  # empty: a Redis without persistence lost its counts
+            _outage(own_redis, outage)
+            admitted = []
+            for _ in range(12):
+                admitted.append(limiter.charge("k", limits, images=1))
+                clock.now += 0.5
+            refused = limiter.charge("k", limits, images=1)
+            other_key = limiter.charge("other", limits, images=12)
+            _end_outage(own_redis, outage)
+            # Not asked again before the pause is over, though it answers by now.
             monotonic.now += STORAGE_RETRY_SECONDS - 0.5
-            with pytest.raises(RateLimitStorageUnavailable):
-                # Not asked yet: the storage is tried again only after the pause.
-                limiter.acquire("k", "k", limits, images=1)
+            still_in_memory = limiter.charge("k", limits, images=1)
             monotonic.now += 0.6
-            limiter.acquire("k", "k", limits, images=1)
-            limiter.refused("k", limits, images=1)  # limits apply again
-        assert "answers again" in caplog.text
+            back = limiter.charge("k", limits, images=1)
+        # Exactly the limit, the request that found Redis down included, then a 429.
+        assert [c.refusal for c in admitted] == [None] * 12
+        assert [c.headers["x-ratelimit-remaining-images"] for c in admitted] == [
+            str(left) for left in range(11, -1, -1)]
+        assert all(c.in_memory for c in [*admitted, refused, other_key, still_in_memory])
+        assert refused.refusal is not None
+        assert refused.refusal.status_code == 429
+        # The first image leaves the window 60 s after it was drawn, 6 s ago.
+        assert refused.refusal.headers["Retry-After"] == "55"
+        assert refused.refusal.headers["x-ratelimit-remaining-images"] == "0"
+        assert other_key.refusal is None  # keys are still apart
+        assert still_in_memory.refusal is not None
+        # Counted in Redis again: its count (nothing of this key) is the one that
+        # applies, not memory's full window.
+        assert (back.in_memory, back.refusal) == (False, None)
+        assert back.headers["x-ratelimit-remaining-images"] == "11"
+        with own_redis.client() as client:
+            assert client.keys("diffuserve:ratelimit/images/k/*")
+        # One warning for the outage, one line when it ends.
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1
+        assert "counted in this process's memory" in warnings[0].getMessage()
+        assert [r.getMessage() for r in caplog.records].count(
+            "rate-limit storage answers again: limits counted in it again") == 1
     finally:
         limiter.close()
+
+
+def test_an_outage_does_not_give_a_key_a_fresh_window(
+    own_redis: RedisServer, clock: Clock,
+) -> None:
+    # What this process admitted through Redis is still counted once Redis is gone.
+    limits = Limits(requests_per_minute=10, images_per_minute=12)
+    limiter = SyncLimiter(own_redis.url(), monotonic=Clock())
+    try:
+        assert limiter.acquire("k", "k", limits, images=5)[
+            "x-ratelimit-remaining-images"] == "7"
+        clock.now += 1
+        own_redis.stop()
+        during = [limiter.charge("k", limits, images=1) for _ in range(8)]
+    finally:
+        limiter.close()
+    assert all(c.in_memory for c in during)
+    assert [c.headers.get("x-ratelimit-remaining-images") for c in during[:7]] == [
+        str(left) for left in range(6, -1, -1)]
+    assert during[7].refusal is not None
+    assert during[7].refusal.headers["x-ratelimit-remaining-requests"] == "2"
+
+
+def test_concurrent_requests_while_redis_hangs_never_exceed_the_limit(
+    own_redis: RedisServer,
+) -> None:
+    limits = Limits(images_per_minute=12)
+
+    async def scenario() -> list[Charge]:
+        limiter = RateLimiter(own_redis.url())
+        await limiter.start()
+        own_redis.pause()
+        try:
+            return list(await asyncio.gather(
+                *(limiter.charge("k", "k", limits, images=1) for _ in range(20))))
+        finally:
+            own_redis.resume()
+            await limiter.stop()
+
+    charges = asyncio.run(scenario())
+    assert sum(c.refusal is None for c in charges) == 12
+    assert all(c.in_memory for c in charges)

@@ -1,7 +1,8 @@
 """--rate-limit-storage redis://…: the limits of a key hold across replicas and restarts.
 
 Each "replica" is a whole app built by build_app, in this process, over a fake backend;
-they share nothing but the Redis they are pointed at.
+they share nothing but the Redis they are pointed at. One test drives a live
+``diffuserve serve`` process through a hung Redis.
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ import logging
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from diffuserve.api.ratelimit import RateLimitStorageUnavailable
 from tests.api.test_app import AUTH, assert_envelope, generate, make_client
-from tests.conftest import FakeBackend
+from tests.conftest import FakeBackend, LiveServer
 from tests.support.redis_server import RedisServer, free_port
 
 
@@ -68,23 +71,79 @@ def test_in_memory_limits_are_per_process(tmp_path: Path) -> None:
         assert generate(a, prompt="x").status_code == 429
 
 
-def test_when_redis_goes_away_requests_are_served_unchecked_and_counted(
-    tmp_path: Path, own_redis: RedisServer, caplog: pytest.LogCaptureFixture,
+def _outage(redis_server: RedisServer, kind: str) -> None:
+    if kind == "stopped":
+        redis_server.stop()  # connections refused
+    else:
+        redis_server.pause()  # connections accepted, nothing answered: the 1 s timeout
+
+
+@pytest.mark.parametrize("outage", ["stopped", "hung"])
+def test_when_redis_goes_away_a_key_keeps_its_limit_and_requests_are_counted(
+    tmp_path: Path, own_redis: RedisServer, caplog: pytest.LogCaptureFixture, outage: str,
 ) -> None:
     backend = FakeBackend()
     with make_client(tmp_path, backend, rate_limit_storage=own_redis.url(),
-                     rate_limit_rpm=1) as client:
-        assert generate(client, prompt="before").status_code == 200
-        own_redis.stop()
+                     rate_limit_ipm=12) as client:
+        assert remaining(generate(client, prompt="before", n=2), "images") == "10"
+        _outage(own_redis, outage)
         with caplog.at_level(logging.WARNING, logger="diffuserve.ratelimit"):
-            during = [generate(client, prompt="during") for _ in range(2)]
+            during = [generate(client, prompt="during") for _ in range(11)]
         metrics = client.get("/metrics", headers=AUTH).text
-    # Fail open: served (never a 5xx), without limit headers, and counted.
-    assert [response.status_code for response in during] == [200, 200]
-    assert all("x-ratelimit-limit-requests" not in r.headers for r in during)
-    assert [call.prompt for call in backend.calls] == ["before", "during", "during"]
-    assert "diffuserve_rate_limit_unchecked_total 2.0" in metrics
-    assert "rate-limit storage unreachable" in caplog.text
+    # Counted in memory from the first request that found Redis gone, with the two
+    # images drawn before: ten more, then 429 (never a 5xx, never unchecked).
+    assert [r.status_code for r in during] == [200] * 10 + [429]
+    assert [remaining(r, "images") for r in during[:10]] == [str(n) for n in range(9, -1, -1)]
+    assert_envelope(during[10], 429, "rate_limit_exceeded")
+    assert int(during[10].headers["retry-after"]) >= 1
+    assert sum(len(call.seeds) for call in backend.calls) == 12
+    assert "diffuserve_rate_limit_fallback_total 11.0" in metrics
+    assert "diffuserve_rate_limited_total 1.0" in metrics
+    assert caplog.text.count("rate-limit storage unreachable") == 1
+
+
+@pytest.mark.e2e
+def test_a_hung_redis_does_not_lift_a_keys_limit_on_the_live_server(
+    server_factory: Callable[..., LiveServer], tiny_models: dict[str, Path],
+    own_redis: RedisServer,
+) -> None:
+    key = "sk-live-limits"
+    server = server_factory(["--model", f"tiny={tiny_models['sd']}", "--api-key", key,
+                             "--rate-limit-ipm", "12",
+                             "--rate-limit-storage", own_redis.url()])
+    headers = {"Authorization": f"Bearer {key}"}
+
+    def draw(n: int) -> httpx.Response:
+        return httpx.post(f"{server.base_url}/v1/images/generations", headers=headers,
+                          json={"prompt": "x", "n": n, "size": "256x256", "model": "tiny",
+                                "num_inference_steps": 1, "response_format": "b64_json"},
+                          timeout=120)
+
+    def images_drawn() -> str:
+        for line in httpx.get(f"{server.base_url}/metrics", headers=headers).text.splitlines():
+            if line.startswith('diffuserve_images_generated_total{model="tiny"}'):
+                return line.rsplit(" ", 1)[1]
+        return "none"
+
+    before = draw(4)
+    assert (before.status_code, remaining(before, "images")) == (200, "8")
+    own_redis.pause()
+    during = [draw(4), draw(4), draw(4), draw(1)]
+    assert [r.status_code for r in during] == [200, 200, 429, 429]
+    assert [remaining(r, "images") for r in during[:2]] == ["4", "0"]
+    assert int(during[2].headers["retry-after"]) >= 1
+    assert images_drawn() == "12.0"  # the limit, though Redis never answered
+    own_redis.resume()
+    # Once Redis is asked again (after a pause of seconds), its count applies: the four
+    # images drawn before the outage, not the twelve this process counted.
+    deadline = time.monotonic() + 120
+    while (after := draw(1)).status_code == 429:
+        assert time.monotonic() < deadline, "the limits never went back to Redis"
+        time.sleep(0.5)
+    assert (after.status_code, remaining(after, "images")) == (200, "7")
+    log = server.log()
+    assert log.count("rate-limit storage unreachable") == 1
+    assert log.count("rate-limit storage answers again") == 1
 
 
 def test_start_up_stops_when_redis_does_not_answer(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ tests with a message that says so, rather than skipping them and passing unteste
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -34,7 +35,8 @@ class RedisServer:
     """One ``redis-server`` process: no persistence, its own directory, a free port.
 
     ``stop()`` and ``start()`` again bring it back on the same port, empty, as a Redis
-    that restarted without persistence would be.
+    that restarted without persistence would be. ``pause()`` makes it hang (connections
+    are accepted, nothing is answered) and ``resume()`` brings it back with its data.
     """
 
     def __init__(self, directory: Path, password: str | None = None) -> None:
@@ -82,9 +84,19 @@ class RedisServer:
             except redis.RedisError:
                 return False
 
+    def pause(self) -> None:
+        """SIGSTOP: a hung Redis, not a gone one (the kernel still accepts connections)."""
+        assert self.process is not None, "redis-server is not running"
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None, "redis-server is not running"
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process is None:
             return
+        self.resume()  # a stopped process would not act on SIGTERM
         stop_process(self.process, timeout=10)
         self.process = None
 

@@ -5,10 +5,12 @@ counted in the metrics only after planning accepted it, so an invalid ``n`` neve
 a limit and an over-long ``user`` never becomes a label. Every request, valid or not,
 is counted by model and status when it ends.
 
-When the limits' storage (Redis) does not answer, admission fails open: the request is
-served without a limit check and counted in ``diffuserve_rate_limit_unchecked_total``
-(the limiter logs the outage once). Refusing every request would turn a Redis outage
-into an outage of the whole service.
+When the limits' shared storage (Redis) does not answer, the limits still apply: the
+limiter counts them in this process's memory, and each such request, admitted or
+refused, is counted in ``diffuserve_rate_limit_fallback_total`` (the limiter logs the
+outage once, and its end). Each process then counts on its own, so ``N`` processes admit
+up to ``N`` times a key's limit between them, never an unlimited number: neither
+refusing every request (an outage of the whole service) nor admitting them unchecked.
 """
 
 from __future__ import annotations
@@ -17,8 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 from diffuserve.api.auth import Client
-from diffuserve.api.errors import RateLimitError
-from diffuserve.api.ratelimit import RateLimiter, RateLimitStorageUnavailable
+from diffuserve.api.ratelimit import RateLimiter
 from diffuserve.metrics import Metrics
 
 
@@ -48,15 +49,14 @@ class Admission:
         """Charge a valid request; returns the ``x-ratelimit-*`` headers to send, or
         raises the 429 of the limit it hit."""
         self.metrics.count_user(user)
-        try:
-            return await self.limiter.acquire(client.id, client.name, client.limits,
-                                              images=images)
-        except RateLimitError:
+        charge = await self.limiter.charge(client.id, client.name, client.limits,
+                                           images=images)
+        if charge.in_memory:
+            self.metrics.rate_limit_fallback.inc()
+        if charge.refusal is not None:
             self.metrics.rate_limited.inc()
-            raise
-        except RateLimitStorageUnavailable:
-            self.metrics.rate_limit_unchecked.inc()
-            return {}
+            raise charge.refusal
+        return charge.headers
 
     def finish(self, record: RequestRecord) -> None:
         self.metrics.requests.labels(record.model, str(record.status)).inc()

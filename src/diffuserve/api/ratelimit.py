@@ -25,15 +25,25 @@ newest use, 60 s on every admitted request, which would tell a client nothing. A
 than 1); a request larger than its key's image limit can never fit and also gets
 ``x-should-retry: false``.
 
-If the storage stops answering, requests are admitted unchecked (fail open: a rate
-limit must not take the service down with it): the caller counts them, the first
-failure is logged as a warning, and the storage is tried again after
-:data:`STORAGE_RETRY_SECONDS` rather than on every request (a storage that stopped
-answering would otherwise add its timeout to each of them).
+If Redis stops answering (a refused connection, or no answer within
+:data:`STORAGE_TIMEOUT_SECONDS`), the limits still apply: each process counts them in its
+own memory (``limits``' ``MemoryStorage``, the same moving window, keys, headers and
+429s), the request that finds Redis down included. An outage never lifts a key's limit,
+but while it lasts each process counts **on its own**: ``N`` processes admit up to ``N``
+times a key's limit between them, never an unlimited number. So that an outage does not
+hand a key a fresh window, each process also copies into memory every use it admits
+while Redis answers: a key that has just spent its minute through a process gets
+nothing more from it in memory until those uses leave the window. The first failure is
+logged as a warning (once per outage). Redis is asked again after
+:data:`STORAGE_RETRY_SECONDS`, by one request while the others go on in memory (a hung
+Redis would otherwise add its timeout to each of them); once it answers, the counts are
+Redis's again (it does not learn of the uses counted in memory meanwhile, so in the
+minute after an outage a key may get its limit once more), and one info line says so.
 
-Keys in the storage are ``diffuserve:ratelimit/<requests|images>/<client id>/<limit>/…``:
-the client id is a digest of the API key (see :mod:`diffuserve.api.auth`), never the key.
-A key whose limit changes starts a fresh window.
+Keys in the storage are ``diffuserve:ratelimit/<requests|images>/<client id>/<limit>/…``
+(in memory, the same without ``diffuserve:``): the client id is a digest of the API key
+(see :mod:`diffuserve.api.auth`), never the key. A key whose limit changes starts a fresh
+window.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import sys
 import time
 import weakref
 from collections.abc import Callable
@@ -70,8 +81,12 @@ NAMESPACE = "ratelimit"
 #: Connecting to and each answer from the storage: a storage slower than this is
 #: treated as down rather than holding requests up.
 STORAGE_TIMEOUT_SECONDS = 1.0
-#: After a failure, requests go unchecked this long before the storage is tried again.
+#: After a failure, limits are counted in memory this long before the storage is asked
+#: again.
 STORAGE_RETRY_SECONDS = 5.0
+
+#: (kind, limit, cost) of each limit a request is charged to.
+_Wanted = list[tuple[str, int, int]]
 
 
 def format_reset(seconds: float) -> str:
@@ -89,6 +104,17 @@ class Limits:
 
     requests_per_minute: int | None = None
     images_per_minute: int | None = None
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What charging one request came to: the ``x-ratelimit-*`` headers of an admitted
+    request, or the 429 that refused it (with its own headers)."""
+
+    headers: dict[str, str]
+    refusal: RateLimitError | None = None
+    #: Counted in this process's memory because the shared storage did not answer.
+    in_memory: bool = False
 
 
 class RateLimitStorageUnavailable(Exception):
@@ -132,141 +158,53 @@ def _limits_url(url: str) -> str:
     return f"async+{url}"
 
 
-class RateLimiter:
-    """Moving-window limits per client key, in the storage that ``storage_url`` names.
+class _Counter:
+    """The moving windows of every key in one storage: test, hit, and what a 429 says.
 
-    :meth:`start` connects (and raises :class:`RateLimitStorageUnavailable`, readable and
-    without the password, if the storage does not answer); :meth:`acquire` charges a
-    request; :meth:`stop` closes the connections.
+    Not safe for two requests of one key at once: the caller holds the key's lock.
     """
 
-    def __init__(self, storage_url: str = "memory://", *,
-                 retry_seconds: float = STORAGE_RETRY_SECONDS,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.storage_url = storage_url
-        self._retry_seconds = retry_seconds
-        self._monotonic = monotonic
-        self._limits_url = _limits_url(storage_url)
-        self._storage: Storage | None = None
-        self._strategy: MovingWindowRateLimiter | None = None
-        self._errors: tuple[type[BaseException], ...] = (OSError,)
-        # One lock per key in use: test and hit are one step within this process.
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
-            weakref.WeakValueDictionary())
-        self._retry_at: float | None = None  # set while the storage is taken as down
+    def __init__(self, storage: Storage) -> None:
+        assert isinstance(storage, MovingWindowSupport)
+        self.storage = storage
+        self.strategy = MovingWindowRateLimiter(storage)
 
-    @property
-    def shown_url(self) -> str:
-        return mask_url(self.storage_url)
-
-    async def start(self) -> None:
-        # Built here, on the serving loop: an asyncio Redis client belongs to one loop.
-        options: dict[str, Any] = {}
-        if not self.storage_url.startswith("memory:"):
-            options = {"implementation": "redispy", "key_prefix": KEY_PREFIX,
-                       "socket_timeout": STORAGE_TIMEOUT_SECONDS,
-                       "socket_connect_timeout": STORAGE_TIMEOUT_SECONDS}
-        try:
-            storage = storage_from_string(self._limits_url, **options)
-        except ConfigurationError as exc:  # a driver missing: pip install diffuserve[redis]
-            raise RateLimitStorageUnavailable(
-                f"the rate-limit storage {self.shown_url} cannot be used "
-                f"({self._describe(exc)})") from None
-        assert isinstance(storage, Storage) and isinstance(storage, MovingWindowSupport)
-        self._storage = storage
-        self._strategy = MovingWindowRateLimiter(storage)
-        base = storage.base_exceptions
-        self._errors = (OSError, *(base if isinstance(base, tuple) else (base,)))
-        if isinstance(storage, MemoryStorage):
-            return
-        try:
-            # A real read: address, password, database and the scripts all checked.
-            probe = RateLimitItemPerMinute(1, namespace=NAMESPACE)
-            await storage.get_moving_window(probe.key_for("start"), 1, WINDOW_SECONDS)
-        except self._errors as exc:
-            await self.stop()
-            raise RateLimitStorageUnavailable(
-                f"the rate-limit storage {self.shown_url} does not answer "
-                f"({self._describe(exc)}); start Redis, correct "
-                "--rate-limit-storage, or use memory:// for limits kept by this process "
-                "alone") from None
-        logger.info("rate limits counted in shared storage",
-                    extra={"fields": {"rate_limit_storage": self.shown_url}})
-
-    async def stop(self) -> None:
-        storage, self._storage, self._strategy = self._storage, None, None
-        if isinstance(storage, RedisStorage) and isinstance(storage.bridge, RedispyBridge):
-            # limits has no close(): close the clients of its bridge (a Sentinel setup
-            # has a second one for the replicas).
-            for readonly in (False, True):
-                with contextlib.suppress(Exception):  # already broken: nothing to close
-                    await cast("Redis", storage.bridge.get_connection(readonly)).aclose()
-
-    async def acquire(self, client: str, name: str, limits: Limits,
-                      images: int) -> dict[str, str]:
-        """Charge a request and ``images`` images to ``client``'s limits.
-
-        Returns the ``x-ratelimit-*`` headers to send; raises :class:`RateLimitError`
-        (with the same headers and ``Retry-After``) when a limit is reached, having taken
-        nothing, or :class:`RateLimitStorageUnavailable` when the storage is down.
-        """
-        wanted = [("requests", limits.requests_per_minute, 1),
-                  ("images", limits.images_per_minute, images)]
-        active = [(kind, limit, cost) for kind, limit, cost in wanted if limit]
-        if not active:
-            return {}
-        if self._strategy is None:
-            raise RuntimeError("RateLimiter.start() was not awaited")
-        if self._retry_at is not None and self._monotonic() < self._retry_at:
-            raise RateLimitStorageUnavailable(f"{self.shown_url} is down")
-        try:
-            outcome = await self._charge(client, name, active)
-        except self._errors as exc:
-            self._storage_failed(exc)
-            raise RateLimitStorageUnavailable(f"{self.shown_url} is down") from None
-        self._storage_answered()
-        if isinstance(outcome, RateLimitError):
-            raise outcome
-        return outcome
-
-    async def _charge(self, client: str, name: str,
-                      active: list[tuple[str, int, int]]) -> dict[str, str] | RateLimitError:
+    async def charge(self, client: str, name: str,
+                     wanted: _Wanted) -> dict[str, str] | RateLimitError:
         """The headers of a charged request, or the 429 of a refused one."""
-        strategy = self._strategy
-        assert strategy is not None
-        lock = self._locks.get(client)
-        if lock is None:
-            lock = self._locks[client] = asyncio.Lock()
-        async with lock:
-            windows = [await self._read(kind, limit, cost, client)
-                       for kind, limit, cost in active]
-            if not all(window.fits for window in windows):
-                return await self._refusal(name, windows)
-            # Images first: they are the likelier to be short when another replica got
-            # there between the test and the hit.
-            for window in sorted(windows, key=lambda w: w.kind != "images"):
-                if not await strategy.hit(window.item, window.kind, client,
-                                          cost=window.cost):
-                    fresh = [await self._read(w.kind, w.limit, w.cost, client)
-                             for w in windows]
-                    return await self._refusal(name, fresh, lost=window.kind)
+        windows = [await self._read(kind, limit, cost, client) for kind, limit, cost in wanted]
+        if not all(window.fits for window in windows):
+            return await self._refusal(name, windows)
+        # Images first: they are the likelier to be short when another replica got
+        # there between the test and the hit.
+        for window in sorted(windows, key=lambda w: w.kind != "images"):
+            if not await self.strategy.hit(window.item, window.kind, client,
+                                           cost=window.cost):
+                fresh = [await self._read(w.kind, w.limit, w.cost, client) for w in windows]
+                return await self._refusal(name, fresh, lost=window.kind)
         now = time.time()
         headers: dict[str, str] = {}
         for window in windows:
             headers.update(window.headers(now, charged=True))
         return headers
 
+    async def record(self, client: str, wanted: _Wanted) -> None:
+        """Count uses admitted elsewhere, whether or not they fit here.
+
+        The copy keeps this process's every use of the last minute, even beyond the
+        limit (after an outage Redis may admit what memory already counted): at most a
+        few times the limit per key, as only admitted uses are recorded.
+        """
+        for kind, limit, cost in wanted:
+            item = RateLimitItemPerMinute(limit, namespace=NAMESPACE)
+            await self.storage.acquire_entry(item.key_for(kind, client), sys.maxsize,
+                                             item.get_expiry(), amount=cost)
+
     async def _read(self, kind: str, limit: int, cost: int, client: str) -> _Window:
         item = RateLimitItemPerMinute(limit, namespace=NAMESPACE)
         key = item.key_for(kind, client)
-        oldest, used = await self._moving_window(key, limit, WINDOW_SECONDS)
+        oldest, used = await self.storage.get_moving_window(key, limit, WINDOW_SECONDS)
         return _Window(kind, item, key, cost, used, oldest)
-
-    async def _moving_window(self, key: str, limit: int, seconds: int) -> tuple[float, int]:
-        """(time of the oldest use, uses) within the last ``seconds`` seconds."""
-        storage = self._storage
-        assert isinstance(storage, MovingWindowSupport)
-        return await storage.get_moving_window(key, limit, seconds)
 
     async def _seconds_until_fits(self, window: _Window, now: float) -> int:
         """Whole seconds until ``window`` has room for its cost, if nobody else uses it."""
@@ -281,8 +219,8 @@ class RateLimiter:
         low, high = first, WINDOW_SECONDS
         while low < high:
             middle = (low + high) // 2
-            _, used = await self._moving_window(window.key, window.limit,
-                                                WINDOW_SECONDS - middle)
+            _, used = await self.storage.get_moving_window(window.key, window.limit,
+                                                           WINDOW_SECONDS - middle)
             if used + window.cost <= window.limit:
                 high = middle
             else:
@@ -316,6 +254,132 @@ class RateLimiter:
             headers=headers,
         )
 
+
+class RateLimiter:
+    """Moving-window limits per client key, in the storage that ``storage_url`` names.
+
+    :meth:`start` connects (and raises :class:`RateLimitStorageUnavailable`, readable and
+    without the password, if the storage does not answer); :meth:`charge` charges a
+    request (:meth:`acquire`: the same, raising its 429); :meth:`stop` closes the
+    connections. A shared storage that stops answering later is stood in for by memory.
+    """
+
+    def __init__(self, storage_url: str = "memory://", *,
+                 retry_seconds: float = STORAGE_RETRY_SECONDS,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.storage_url = storage_url
+        self._retry_seconds = retry_seconds
+        self._monotonic = monotonic
+        self._limits_url = _limits_url(storage_url)
+        self._storage: Storage | None = None
+        self._counter: _Counter | None = None
+        # Memory that stands in for a shared storage while it does not answer.
+        self._fallback: _Counter | None = None
+        self._errors: tuple[type[BaseException], ...] = (OSError,)
+        # One lock per key in use: test and hit are one step within this process.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary())
+        self._down_since: float | None = None  # set while the storage is taken as down
+        self._retry_at = 0.0  # while down: when the storage is asked again
+
+    @property
+    def shown_url(self) -> str:
+        return mask_url(self.storage_url)
+
+    async def start(self) -> None:
+        # Built here, on the serving loop: an asyncio Redis client belongs to one loop.
+        options: dict[str, Any] = {}
+        if not self.storage_url.startswith("memory:"):
+            options = {"implementation": "redispy", "key_prefix": KEY_PREFIX,
+                       "socket_timeout": STORAGE_TIMEOUT_SECONDS,
+                       "socket_connect_timeout": STORAGE_TIMEOUT_SECONDS}
+        try:
+            storage = storage_from_string(self._limits_url, **options)
+        except ConfigurationError as exc:  # a driver missing: pip install diffuserve[redis]
+            raise RateLimitStorageUnavailable(
+                f"the rate-limit storage {self.shown_url} cannot be used "
+                f"({self._describe(exc)})") from None
+        assert isinstance(storage, Storage) and isinstance(storage, MovingWindowSupport)
+        self._storage = storage
+        self._counter = _Counter(storage)
+        base = storage.base_exceptions
+        self._errors = (OSError, *(base if isinstance(base, tuple) else (base,)))
+        if isinstance(storage, MemoryStorage):
+            return
+        try:
+            # A real read: address, password, database and the scripts all checked.
+            probe = RateLimitItemPerMinute(1, namespace=NAMESPACE)
+            await storage.get_moving_window(probe.key_for("start"), 1, WINDOW_SECONDS)
+        except self._errors as exc:
+            await self.stop()
+            raise RateLimitStorageUnavailable(
+                f"the rate-limit storage {self.shown_url} does not answer "
+                f"({self._describe(exc)}); start Redis, correct "
+                "--rate-limit-storage, or use memory:// for limits kept by this process "
+                "alone") from None
+        self._fallback = _Counter(MemoryStorage())
+        logger.info("rate limits counted in shared storage",
+                    extra={"fields": {"rate_limit_storage": self.shown_url}})
+
+    async def stop(self) -> None:
+        storage, self._storage, self._counter, self._fallback = self._storage, None, None, None
+        if isinstance(storage, RedisStorage) and isinstance(storage.bridge, RedispyBridge):
+            # limits has no close(): close the clients of its bridge (a Sentinel setup
+            # has a second one for the replicas).
+            for readonly in (False, True):
+                with contextlib.suppress(Exception):  # already broken: nothing to close
+                    await cast("Redis", storage.bridge.get_connection(readonly)).aclose()
+
+    async def acquire(self, client: str, name: str, limits: Limits,
+                      images: int) -> dict[str, str]:
+        """:meth:`charge`, raising its 429: the ``x-ratelimit-*`` headers to send."""
+        charge = await self.charge(client, name, limits, images)
+        if charge.refusal is not None:
+            raise charge.refusal
+        return charge.headers
+
+    async def charge(self, client: str, name: str, limits: Limits, images: int) -> Charge:
+        """Charge a request and ``images`` images to ``client``'s limits.
+
+        A refused request (its :class:`RateLimitError` carries the same headers and
+        ``Retry-After``) has taken nothing. While the shared storage does not answer,
+        the limits are counted in this process's memory (``in_memory``).
+        """
+        wanted = [("requests", limits.requests_per_minute, 1),
+                  ("images", limits.images_per_minute, images)]
+        active = [(kind, limit, cost) for kind, limit, cost in wanted if limit]
+        if not active:
+            return Charge({})
+        counter, fallback = self._counter, self._fallback
+        if counter is None:
+            raise RuntimeError("RateLimiter.start() was not awaited")
+        lock = self._locks.get(client)
+        if lock is None:
+            lock = self._locks[client] = asyncio.Lock()
+        async with lock:
+            if fallback is None:  # memory:// — nothing to fail
+                return self._outcome(await counter.charge(client, name, active), False)
+            if self._ask_storage():
+                try:
+                    outcome = await counter.charge(client, name, active)
+                except self._errors as exc:
+                    self._storage_failed(exc)
+                else:
+                    self._storage_answered()
+                    if not isinstance(outcome, RateLimitError):
+                        # So that an outage does not start this process from an empty
+                        # window.
+                        await fallback.record(client, active)
+                    return self._outcome(outcome, False)
+            # The storage is down, this request's own try included: never unchecked.
+            return self._outcome(await fallback.charge(client, name, active), True)
+
+    @staticmethod
+    def _outcome(outcome: dict[str, str] | RateLimitError, in_memory: bool) -> Charge:
+        if isinstance(outcome, RateLimitError):
+            return Charge({}, outcome, in_memory)
+        return Charge(outcome, None, in_memory)
+
     def _describe(self, exc: BaseException) -> str:
         """The error, without the URL's password should a driver ever quote it."""
         text = f"{type(exc).__name__}: {exc}"
@@ -323,18 +387,33 @@ class RateLimiter:
             text = text.replace(secret, "***")
         return text
 
+    def _ask_storage(self) -> bool:
+        """Whether this request tries the shared storage: always while it answers; once
+        it is down, one request per :data:`STORAGE_RETRY_SECONDS`, the others going on
+        in memory rather than each waiting out the timeout of a hung storage."""
+        if self._down_since is None:
+            return True
+        now = self._monotonic()
+        if now < self._retry_at:
+            return False
+        self._retry_at = now + self._retry_seconds
+        return True
+
     def _storage_failed(self, exc: BaseException) -> None:
-        if self._retry_at is None:
+        now = self._monotonic()
+        if self._down_since is None:
+            self._down_since = now
             logger.warning(
-                "rate-limit storage unreachable: admitting requests without limits until "
-                "it answers again",
+                "rate-limit storage unreachable: limits counted in this process's memory "
+                "until it answers again (each process counts alone meanwhile)",
                 extra={"fields": {"rate_limit_storage": self.shown_url,
                                   "error": self._describe(exc)}})
-        self._retry_at = self._monotonic() + self._retry_seconds
+        self._retry_at = now + self._retry_seconds
 
     def _storage_answered(self) -> None:
-        if self._retry_at is not None:
-            self._retry_at = None
-            logger.info("rate-limit storage answers again: limits apply",
-                        extra={"fields": {"rate_limit_storage": self.shown_url}})
-
+        if self._down_since is not None:
+            seconds = self._monotonic() - self._down_since
+            self._down_since = None
+            logger.info("rate-limit storage answers again: limits counted in it again",
+                        extra={"fields": {"rate_limit_storage": self.shown_url,
+                                          "outage_seconds": round(seconds, 1)}})
