@@ -336,12 +336,4 @@ def install_error_handlers(app: FastAPI) -> None:
         # The client went away while sending its body: nobody reads this answer.
         return error_response(ClientClosedRequest("The client closed the connection."))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.error(
-            "unhandled error",
-            exc_info=exc,
-            extra={"fields": {"request_id": getattr(request.state, "request_id", None)}},
-        )
-        return error_response(InternalServerError())
-
+    # Any other exception is a bug: RequestContextMiddleware answers it with a 500.

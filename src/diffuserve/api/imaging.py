@@ -4,6 +4,7 @@ answer — and count it, whatever happens."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import orjson
 from fastapi import Request
@@ -15,11 +16,23 @@ from diffuserve.api.deps import ServerParts, parts, request_id
 from diffuserve.api.disconnect import unless_client_leaves
 from diffuserve.api.errors import is_mapped, to_api_error
 from diffuserve.api.sse import event_stream
+from diffuserve.protocol.rules import ValidatedRequest
 from diffuserve.service.planning import GenerationPlan
+
+
+@dataclass(frozen=True)
+class AdmitFirst:
+    """A request valid as far as it can be known before work that costs the server
+    something outside it (fetching remote images): admitted first, then ``plan()``."""
+
+    request: ValidatedRequest
+    plan: Callable[[], Awaitable[GenerationPlan]]
+
 
 #: Reads and plans the request (raising only client errors); gets the model label of the
 #: metrics as soon as the requested name is known.
-Planner = Callable[[ServerParts, Callable[[str | None], None]], Awaitable[GenerationPlan]]
+Planner = Callable[[ServerParts, Callable[[str | None], None]],
+                   Awaitable[GenerationPlan | AdmitFirst]]
 
 
 async def answer(request: Request, client: Client, planner: Planner) -> Response:
@@ -32,11 +45,18 @@ async def answer(request: Request, client: Client, planner: Planner) -> Response
         record.model = server.service.catalog.served_name(model)
 
     try:
-        plan = await planner(server, label)
+        planned = await planner(server, label)
         rid = request_id(request)
-        await server.service.moderate(plan, rid)
-        limit_headers = await server.admission.admit(client, images=plan.images,
-                                                     user=plan.request.end_user)
+        if isinstance(planned, AdmitFirst):
+            await server.service.moderate_request(planned.request, rid)
+            limit_headers = await server.admission.admit(client, images=planned.request.n,
+                                                         user=planned.request.end_user)
+            plan = await unless_client_leaves(request, planned.plan())
+        else:
+            plan = planned
+            await server.service.moderate(plan, rid)
+            limit_headers = await server.admission.admit(client, images=plan.images,
+                                                         user=plan.request.end_user)
         if plan.request.options.stream:
             events = server.service.stream(plan, request_id=rid, client_id=client.id)
             # Until the engine accepts the work, a refusal still gets its own status.

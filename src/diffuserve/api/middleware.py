@@ -1,4 +1,5 @@
-"""ASGI middleware: request ids, access log and the request body limit."""
+"""ASGI middleware: request ids, access log, the request body limit, and the answer to a
+bug (500 with the request's id, one traceback in the log, the connection kept)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from diffuserve.api.errors import RequestTooLargeError
+from diffuserve.api.errors import APIError, InternalServerError, RequestTooLargeError
 
 logger = logging.getLogger("diffuserve.access")
+errors_logger = logging.getLogger("diffuserve.api")
 
 
 class RequestContextMiddleware:
@@ -42,10 +44,13 @@ class RequestContextMiddleware:
         limit = (self.max_upload_bytes if scope.get("path") in self.upload_paths
                  else self.max_body_bytes)
 
+        started_response = False
+
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
                 status = message["status"]
+                started_response = True
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
                 message = {**message, "headers": headers}
@@ -68,7 +73,18 @@ class RequestContextMiddleware:
                         raise HTTPException(413, _too_large_message(limit))
                 return message
 
-            await self.app(scope, limited_receive, send_with_id)
+            try:
+                await self.app(scope, limited_receive, send_with_id)
+            except Exception:
+                if started_response:
+                    raise  # half an answer: the HTTP server logs it and closes
+                # A bug, answered here (not by Starlette's outermost handler, which would
+                # answer without this request's id, then raise again for the HTTP server
+                # to log a second traceback and drop the connection).
+                errors_logger.error("unhandled error", exc_info=True,
+                             extra={"fields": {"request_id": request_id}})
+                status = 500
+                await _send_error(send_with_id, InternalServerError())
 
         logger.info(
             "request",
@@ -99,12 +115,19 @@ def _too_large_message(limit: int) -> str:
 
 
 async def _send_too_large(send: Send, limit: int) -> None:
-    error = RequestTooLargeError(_too_large_message(limit), code="request_too_large")
+    # The body is not read: the connection cannot carry another request.
+    await _send_error(send, RequestTooLargeError(_too_large_message(limit),
+                                                 code="request_too_large"), close=True)
+
+
+async def _send_error(send: Send, error: APIError, *, close: bool = False) -> None:
     body = json.dumps(error.envelope()).encode()
     headers: list[Any] = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
     ]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": error.status_code,
+                "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -5,12 +5,18 @@ and ``mask``/``mask[]``, as the SDKs send them); edits also as JSON with data UR
 fields they share with generations are checked by the same per-name rules; what is
 particular to uploads is checked here: how many images, which formats, how large, a mask
 of the same size with transparency.
+
+Reading a body (:func:`read_edit_form`, :func:`read_edit_json`,
+:func:`read_variation_form`) checks every field, the number of uploads and their headers
+(bytes, format, declared pixels) and decodes nothing; :func:`decode_edit` and
+:func:`decode_variation` then decode the pixels (CPU work, for a worker thread) and check
+what only pixels show (a mask's transparency, its size against the upright image).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from PIL import Image
@@ -22,10 +28,13 @@ from diffuserve.protocol.generations import ImageGenerationRequest
 from diffuserve.protocol.rules import ValidatedRequest, rules_for
 from diffuserve.protocol.uploads import (
     DecodedImage,
+    ProbedImage,
     Upload,
-    decode_image,
+    check_request_pixels,
+    decode_probed,
     flatten,
     mask_from_alpha,
+    probe_image,
     redraw_where_clear,
     upload_from_data_url,
 )
@@ -87,6 +96,77 @@ class EditRequest:
 class VariationRequest:
     request: ValidatedRequest
     image: Any  # PIL, RGB
+
+
+@dataclass(frozen=True)
+class RemoteImage:
+    """An http(s) ``image_url`` of the JSON form, to be fetched once the request is
+    admitted (only where the operator allows remote URLs)."""
+
+    param: str
+    url: str
+
+
+ImageSource = ProbedImage | RemoteImage
+
+
+@dataclass(frozen=True)
+class PendingEdit:
+    """An edit whose fields, number of uploads and upload headers are checked: nothing
+    is decoded yet, and remote images are not fetched yet."""
+
+    request: ValidatedRequest
+    uploads: UploadRules
+    images: tuple[ImageSource, ...]
+    mask: ImageSource | None
+    markup: ProbedImage | None
+    input_fidelity: str
+
+    @property
+    def remote(self) -> tuple[RemoteImage, ...]:
+        """The images still to fetch, mask included."""
+        return tuple(source for source in (*self.images, self.mask)
+                     if isinstance(source, RemoteImage))
+
+    @property
+    def probed(self) -> list[ProbedImage]:
+        return [source for source in (*self.images, self.mask, self.markup)
+                if isinstance(source, ProbedImage)]
+
+    @property
+    def pixels(self) -> int:
+        """Pixels the uploads declare: what decoding them will hold."""
+        return sum(image.pixels for image in self.probed)
+
+    def with_fetched(self, fetched: Mapping[str, Upload]) -> PendingEdit:
+        """The remote images replaced by their fetched bytes (URL → upload), probed and
+        checked as uploads are."""
+        def image(source: ImageSource) -> ImageSource:
+            if not isinstance(source, RemoteImage):
+                return source
+            return _probed_upload(fetched[source.url], source.param, self.uploads)
+
+        def mask(source: ImageSource | None) -> ImageSource | None:
+            if not isinstance(source, RemoteImage):
+                return source
+            return _probed_mask(fetched[source.url], source.param)
+
+        pending = replace(self, images=tuple(image(source) for source in self.images),
+                          mask=mask(self.mask))
+        _check_probed(pending)
+        return pending
+
+
+@dataclass(frozen=True)
+class PendingVariation:
+    """A variation whose fields and image header are checked; not decoded yet."""
+
+    request: ValidatedRequest
+    image: ProbedImage
+
+    @property
+    def pixels(self) -> int:
+        return self.image.pixels
 
 
 Form = Mapping[str, Sequence["str | Upload"]]
@@ -164,8 +244,8 @@ def _validated(values: Mapping[str, Any], model_default: str) -> ValidatedReques
     return rules_for(model).validate(body, model)
 
 
-def parse_edit_form(form: Form, model_default: str) -> EditRequest:
-    """An edit from a multipart form (strings and files)."""
+def read_edit_form(form: Form, model_default: str) -> PendingEdit:
+    """An edit from a multipart form (strings and files), checked but not decoded."""
     values = _fields(form, EDIT_FIELDS, ("image", "mask", "markup"))
     if "prompt" not in values:
         raise InvalidRequestError("Missing required parameter: 'prompt'.", param="prompt",
@@ -176,22 +256,10 @@ def parse_edit_form(form: Form, model_default: str) -> EditRequest:
     return _edit(values, images, masks, model_default, markups)
 
 
-def remote_image_urls(payload: Any) -> list[str]:
-    """The http(s) ``image_url``s of a JSON edit, for a caller allowed to fetch them."""
-    if not isinstance(payload, dict):
-        return []
-    entries = payload.get("images")
-    entries = [*(entries if isinstance(entries, list) else []), payload.get("mask")]
-    return [entry["image_url"] for entry in entries if isinstance(entry, dict)
-            and isinstance(entry.get("image_url"), str)
-            and entry["image_url"].startswith(("http://", "https://"))]
-
-
-def parse_edit_json(payload: Any, model_default: str,
-                    fetched: Mapping[str, Upload] | None = None) -> EditRequest:
-    """An edit from the JSON form: ``images: [{image_url}]``, ``mask: {image_url}``; remote
-    URLs only as ``fetched`` (URL → its upload) by a caller allowed to fetch them."""
-    fetched = fetched or {}
+def read_edit_json(payload: Any, model_default: str, *,
+                   remote_allowed: bool = False) -> PendingEdit:
+    """An edit from the JSON form: ``images: [{image_url}]``, ``mask: {image_url}``, data
+    URLs; http(s) URLs only where ``remote_allowed`` (left for the caller to fetch)."""
     if not isinstance(payload, dict):
         raise InvalidRequestError("Invalid type for the request body: expected an object.",
                                   code="invalid_type")
@@ -215,11 +283,72 @@ def parse_edit_json(payload: Any, model_default: str,
     if not isinstance(entries, list) or not entries:
         raise InvalidRequestError("Missing required parameter: 'images'.", param="images",
                                   code="missing_required_parameter")
-    images = [(f"images[{index}]", _json_upload(entry, f"images[{index}]", fetched))
+    images = [(f"images[{index}]", _json_upload(entry, f"images[{index}]", remote_allowed))
               for index, entry in enumerate(entries)]
     mask = payload.get("mask")
-    masks = [("mask", _json_upload(mask, "mask", fetched))] if mask is not None else []
+    masks = [("mask", _json_upload(mask, "mask", remote_allowed))] if mask is not None else []
     return _edit(values, images, masks, model_default)
+
+
+def read_variation_form(form: Form, model_default: str) -> PendingVariation:
+    """A variation from a multipart form: one image, no prompt; not decoded yet."""
+    values = _fields(form, VARIATION_FIELDS, ("image",))
+    images = _files(form, "image")
+    if not images:
+        raise InvalidRequestError("Missing required parameter: 'image'.", param="image",
+                                  code="missing_required_parameter")
+    if len(images) > 1:
+        raise InvalidRequestError("Invalid 'image': a variation takes one image.",
+                                  param="image", code="too_many_images")
+    model = values.get("model") or model_default
+    request = _validated({**values, "prompt": _NO_PROMPT}, model_default)
+    param, upload = images[0]
+    image = _probed_upload(upload, param, upload_rules_for(model))
+    check_request_pixels([image])
+    return PendingVariation(request=request, image=image)
+
+
+def decode_edit(pending: PendingEdit) -> EditRequest:
+    """The pixels of a pending edit (every remote image fetched), and the checks only
+    pixels allow. CPU work: run it off the event loop."""
+    if pending.remote:
+        raise ValueError("the edit's remote images are not fetched yet")
+    decoded = [decode_probed(source) for source in pending.images
+               if isinstance(source, ProbedImage)]
+    first = decoded[0].image
+    if pending.markup is not None:
+        first = _marked_up(first, decode_probed(pending.markup))
+        decoded[0] = DecodedImage(first, decoded[0].format, decoded[0].size_bytes)
+    if isinstance(pending.mask, ProbedImage):
+        mask = mask_from_alpha(decode_probed(pending.mask), first, pending.mask.param)
+    elif decoded[0].has_transparency:
+        mask = redraw_where_clear(first)  # dall-e-2's rule: transparency is the mask
+    else:
+        mask = None
+    return EditRequest(request=pending.request, images=tuple(flatten(d.image) for d in decoded),
+                       mask=mask, input_fidelity=pending.input_fidelity,
+                       input_size=first.size)
+
+
+def decode_variation(pending: PendingVariation) -> VariationRequest:
+    """The pixels of a pending variation. CPU work: run it off the event loop."""
+    return VariationRequest(request=pending.request,
+                            image=flatten(decode_probed(pending.image).image))
+
+
+def parse_edit_form(form: Form, model_default: str) -> EditRequest:
+    """Read and decode at once (for callers with no event loop to keep free)."""
+    return decode_edit(read_edit_form(form, model_default))
+
+
+def parse_edit_json(payload: Any, model_default: str) -> EditRequest:
+    """Read and decode a JSON edit of data URLs at once."""
+    return decode_edit(read_edit_json(payload, model_default))
+
+
+def parse_variation_form(form: Form, model_default: str) -> VariationRequest:
+    """Read and decode a variation at once."""
+    return decode_variation(read_variation_form(form, model_default))
 
 
 def _json_type_ok(value: Any, kind: type) -> bool:
@@ -234,11 +363,12 @@ def _type_name(kind: type) -> str:
     return {int: "an integer", bool: "a boolean", float: "a number"}.get(kind, "a string")
 
 
-def _json_upload(entry: Any, param: str, fetched: Mapping[str, Upload]) -> Upload:
+def _json_upload(entry: Any, param: str, remote_allowed: bool) -> Upload | RemoteImage:
     if isinstance(entry, dict) and isinstance(entry.get("image_url"), str):
-        if entry["image_url"] in fetched:
-            return fetched[entry["image_url"]]
-        return upload_from_data_url(entry["image_url"], param)
+        url = entry["image_url"]
+        if remote_allowed and url.startswith(("http://", "https://")):
+            return RemoteImage(param, url)
+        return upload_from_data_url(url, param)
     if isinstance(entry, dict) and "file_id" in entry:
         raise InvalidRequestError(f"Invalid '{param}': this server keeps no files; send "
                                   "image_url with a data URL.", param=param,
@@ -247,9 +377,10 @@ def _json_upload(entry: Any, param: str, fetched: Mapping[str, Upload]) -> Uploa
                               param=param, code="invalid_type")
 
 
-def _edit(values: dict[str, Any], images: list[tuple[str, Upload]],
-          masks: list[tuple[str, Upload]], model_default: str,
-          markups: list[tuple[str, Upload]] | None = None) -> EditRequest:
+def _edit(values: dict[str, Any], images: Sequence[tuple[str, Upload | RemoteImage]],
+          masks: Sequence[tuple[str, Upload | RemoteImage]], model_default: str,
+          markups: Sequence[tuple[str, Upload]] = ()) -> PendingEdit:
+    """Every check that needs no pixel: fields, how many uploads, their headers."""
     model = values.get("model") or model_default
     if model == "dall-e-3":
         raise InvalidRequestError("The model dall-e-3 does not support image edits.",
@@ -268,34 +399,44 @@ def _edit(values: dict[str, Any], images: list[tuple[str, Upload]],
     if not images:
         raise InvalidRequestError("Missing required parameter: 'image'.", param="image",
                                   code="missing_required_parameter")
+    # Counted before a single header is read: a request is never decoded past its limit.
     if len(images) > uploads.max_images:
         raise InvalidRequestError(
             f"Invalid 'image': {len(images)} images; {model} takes at most "
             f"{uploads.max_images}.", param="image", code="too_many_images")
-    decoded = [_checked(upload, param, uploads) for param, upload in images]
     if len(masks) > 1:
         raise InvalidRequestError("Invalid 'mask': only one mask is accepted.", param="mask",
                                   code="invalid_value")
-    first = decoded[0].image
-    if markups:
-        first = _marked_up(first, markups, masks, model)
-        decoded[0] = DecodedImage(first, decoded[0].format, decoded[0].size_bytes)
-    if masks:
-        param, upload = masks[0]
-        mask_image = decode_image(upload, param, formats=("png",), max_bytes=MASK_MAX_BYTES)
-        mask = mask_from_alpha(mask_image, first, param)
-    elif decoded[0].has_transparency:
-        mask = redraw_where_clear(first)  # dall-e-2's rule: transparency is the mask
-    else:
-        mask = None
-    return EditRequest(request=request, images=tuple(flatten(d.image) for d in decoded),
-                       mask=mask, input_fidelity=fidelity or "low", input_size=first.size)
+    markup = _markup(markups, masks, model)
+    pending = PendingEdit(
+        request=request, uploads=uploads,
+        images=tuple(_probed(source, param, uploads) for param, source in images),
+        mask=next((_probed_mask(source, param) for param, source in masks), None),
+        markup=markup, input_fidelity=fidelity or "low")
+    _check_probed(pending)
+    return pending
 
 
-def _marked_up(image: Any, markups: list[tuple[str, Upload]],
-               masks: list[tuple[str, Upload]], model: str) -> Any:
+def _check_probed(pending: PendingEdit) -> None:
+    """What the headers already show: the request's pixels, and a markup of the first
+    image's size (a mask's size is checked against the upright image, once decoded)."""
+    check_request_pixels(pending.probed)
+    first, markup = pending.images[0], pending.markup
+    if markup is not None and isinstance(first, ProbedImage) \
+            and (markup.width, markup.height) != (first.width, first.height):
+        raise InvalidRequestError(
+            f"Invalid 'markup': it is {markup.width}x{markup.height} but the image is "
+            f"{first.width}x{first.height}; they must be the same size.",
+            param="markup", code="invalid_image_size")
+
+
+def _markup(markups: Sequence[tuple[str, Upload]],
+            masks: Sequence[tuple[str, Upload | RemoteImage]],
+            model: str) -> ProbedImage | None:
     """``markup``: a transparent PNG drawn over the first image to guide the edit (an
     image-to-image edit of the two together); not with a mask, one at most."""
+    if not markups:
+        return None
     param, upload = markups[0]
     if model in ("dall-e-2", "dall-e-3"):
         raise InvalidRequestError(f"Unknown parameter: 'markup'. It is not supported for "
@@ -306,8 +447,12 @@ def _marked_up(image: Any, markups: list[tuple[str, Upload]],
     if len(markups) > 1:
         raise InvalidRequestError("Invalid 'markup': only one is accepted.", param="markup",
                                   code="invalid_value")
-    markup = decode_image(upload, param, formats=("png",), max_bytes=MASK_MAX_BYTES)
-    if markup.image.size != image.size:
+    return probe_image(upload, param, formats=("png",), max_bytes=MASK_MAX_BYTES)
+
+
+def _marked_up(image: Any, markup: DecodedImage) -> Any:
+    """The markup drawn over the (decoded) first image."""
+    if markup.image.size != image.size:  # the same headers, but one was turned by EXIF
         raise InvalidRequestError(
             f"Invalid 'markup': it is {markup.image.width}x{markup.image.height} but the "
             f"image is {image.width}x{image.height}; they must be the same size.",
@@ -320,28 +465,22 @@ def _marked_up(image: Any, markups: list[tuple[str, Upload]],
     return Image.alpha_composite(base, markup.image).convert(image.mode)
 
 
-def _checked(upload: Upload, param: str, uploads: UploadRules) -> DecodedImage:
-    decoded = decode_image(upload, param, formats=uploads.formats, max_bytes=uploads.max_bytes)
-    if uploads.square and decoded.image.width != decoded.image.height:
+def _probed(source: Upload | RemoteImage, param: str, uploads: UploadRules) -> ImageSource:
+    return source if isinstance(source, RemoteImage) else _probed_upload(source, param,
+                                                                         uploads)
+
+
+def _probed_upload(source: Upload, param: str, uploads: UploadRules) -> ProbedImage:
+    probed = probe_image(source, param, formats=uploads.formats, max_bytes=uploads.max_bytes)
+    if uploads.square and probed.width != probed.height:
+        # Square stays square however EXIF turns it: the header decides.
         raise InvalidRequestError(
             f"Invalid '{param}': the image must be square, but it is "
-            f"{decoded.image.width}x{decoded.image.height}.", param=param,
-            code="invalid_image_size")
-    return decoded
+            f"{probed.width}x{probed.height}.", param=param, code="invalid_image_size")
+    return probed
 
 
-def parse_variation_form(form: Form, model_default: str) -> VariationRequest:
-    """A variation from a multipart form: one image, no prompt."""
-    values = _fields(form, VARIATION_FIELDS, ("image",))
-    images = _files(form, "image")
-    if not images:
-        raise InvalidRequestError("Missing required parameter: 'image'.", param="image",
-                                  code="missing_required_parameter")
-    if len(images) > 1:
-        raise InvalidRequestError("Invalid 'image': a variation takes one image.",
-                                  param="image", code="too_many_images")
-    model = values.get("model") or model_default
-    request = _validated({**values, "prompt": _NO_PROMPT}, model_default)
-    param, upload = images[0]
-    decoded = _checked(upload, param, upload_rules_for(model))
-    return VariationRequest(request=request, image=flatten(decoded.image))
+def _probed_mask(source: Upload | RemoteImage, param: str) -> ImageSource:
+    if isinstance(source, RemoteImage):
+        return source
+    return probe_image(source, param, formats=("png",), max_bytes=MASK_MAX_BYTES)

@@ -18,18 +18,28 @@ from PIL import Image
 from diffuserve.engine.client import EngineClient
 from diffuserve.engine.types import Accepted, Progress, Result, Task, TaskKind
 from diffuserve.protocol.common import ImagesResponse
-from diffuserve.protocol.edits import EditRequest, VariationRequest
+from diffuserve.protocol.edits import (
+    EditRequest,
+    PendingEdit,
+    PendingVariation,
+    VariationRequest,
+    decode_edit,
+    decode_variation,
+)
 from diffuserve.protocol.generations import ImageGenerationRequest
+from diffuserve.protocol.rules import ValidatedRequest
 from diffuserve.service.catalog import ModelCatalog
 from diffuserve.service.editing import keep_unmasked
 from diffuserve.service.moderation import Moderation
 from diffuserve.service.output import PNG_COMPRESS_LEVEL, OutputWriter
 from diffuserve.service.planning import (
     GenerationPlan,
+    check_edit_images,
     plan_edit,
     plan_generation,
     plan_variation,
 )
+from diffuserve.service.uploads import UploadDecoder
 from diffuserve.service.usage import usage_for
 from diffuserve.storage.base import ImageStore
 
@@ -67,12 +77,26 @@ class ImageService:
         self.moderation = moderation or Moderation()
         self.engine = engine
         self.output = OutputWriter(store, png_compress_level=png_compress_level)
+        self.uploads = UploadDecoder()
         self.request_timeout = request_timeout
         self.clock = clock
 
     def plan(self, body: ImageGenerationRequest) -> GenerationPlan:
         """Validate and plan; raises only client errors, before anything is admitted."""
         return plan_generation(self.catalog, body)
+
+    def check_edit(self, pending: PendingEdit) -> None:
+        """What the served model takes, checked before an upload is fetched or decoded."""
+        check_edit_images(self.catalog, pending.request, len(pending.images))
+
+    async def decode_edit(self, pending: PendingEdit) -> EditRequest:
+        """The edit's uploads decoded off the event loop, within the decoding budget."""
+        self.check_edit(pending)
+        return await self.uploads.decode(pending.pixels, lambda: decode_edit(pending))
+
+    async def decode_variation(self, pending: PendingVariation) -> VariationRequest:
+        self.catalog.resolve(pending.request.model)
+        return await self.uploads.decode(pending.pixels, lambda: decode_variation(pending))
 
     def plan_edit(self, edit: EditRequest) -> GenerationPlan:
         return plan_edit(self.catalog, edit)
@@ -93,6 +117,11 @@ class ImageService:
         """The content policy's verdict on the prompt, before anything is admitted."""
         await self.moderation.check(plan.params.prompt, plan.request.options.moderation,
                                     request_id)
+
+    async def moderate_request(self, request: ValidatedRequest, request_id: str = "") -> None:
+        """The verdict on a request's prompt before it is planned (an edit whose remote
+        images are fetched only once it is admitted)."""
+        await self.moderation.check(request.prompt, request.options.moderation, request_id)
 
     def _task(self, plan: GenerationPlan, request_id: str, client_id: str,
               previews: int = 0) -> Task:

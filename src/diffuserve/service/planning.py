@@ -131,14 +131,22 @@ EDIT_STRENGTH = {("low", True): 1.0, ("high", True): 0.85,
 VARIATION_STRENGTH = 0.6
 
 
+def check_edit_images(catalog: ModelCatalog, request: ValidatedRequest,
+                      images: int) -> ModelSpec:
+    """The served model of an edit, if it takes ``images`` images; checked before any of
+    them is fetched or decoded."""
+    spec = catalog.resolve(request.model)
+    if images > 1:
+        raise InvalidRequestError(
+            f"The model {spec.name!r} edits one image at a time; {images} were "
+            "sent. Send one image.", param="image", code="too_many_images")
+    return spec
+
+
 def plan_edit(catalog: ModelCatalog, edit: EditRequest) -> GenerationPlan:
     """An edit of the first image, where the mask says (or all of it)."""
     req = edit.request
-    spec = catalog.resolve(req.model)
-    if len(edit.images) > 1:
-        raise InvalidRequestError(
-            f"The model {spec.name!r} edits one image at a time; {len(edit.images)} were "
-            "sent. Send one image.", param="image", code="too_many_images")
+    spec = check_edit_images(catalog, req, len(edit.images))
     size = (auto_size(edit.input_size, req.model) if req.size == "auto"
             else (req.width, req.height))
     params = _params(spec, req, req.prompt, size, image=edit.images[0], mask=edit.mask,

@@ -12,15 +12,15 @@ from starlette.exceptions import HTTPException
 
 from diffuserve.api.auth import Client
 from diffuserve.api.deps import ServerParts, authenticate
-from diffuserve.api.imaging import answer
+from diffuserve.api.imaging import AdmitFirst, answer
 from diffuserve.api.remote import fetch_image_url
 from diffuserve.protocol.common import load_json
 from diffuserve.protocol.edits import (
     Form,
-    parse_edit_form,
-    parse_edit_json,
-    parse_variation_form,
-    remote_image_urls,
+    PendingEdit,
+    read_edit_form,
+    read_edit_json,
+    read_variation_form,
 )
 from diffuserve.protocol.errors import InvalidRequestError
 from diffuserve.protocol.uploads import Upload
@@ -80,24 +80,33 @@ async def edit_image(
     to image without one; multipart, or JSON with data URLs."""
 
     async def planner(server: ServerParts, label: Callable[[str | None], None]
-                      ) -> GenerationPlan:
+                      ) -> GenerationPlan | AdmitFirst:
         default = server.service.catalog.request_default()
         if request.headers.get("content-type", "").startswith("application/json"):
             payload = load_json(await request.body())
             label(payload.get("model") if isinstance(payload, dict) else None)
-            fetched = {}
-            if server.allow_remote_image_urls:
-                for number, url in enumerate(remote_image_urls(payload)):
-                    fetched[url] = await fetch_image_url(url, f"image_url[{number}]",
-                                                         max_bytes=MAX_PART_BYTES)
-            edit = parse_edit_json(payload, default, fetched)
+            pending = read_edit_json(payload, default,
+                                     remote_allowed=server.allow_remote_image_urls)
         else:
             form = await read_form(request)
             label(_text(form, "model"))
-            edit = parse_edit_form(form, default)
-        return server.service.plan_edit(edit)
+            pending = read_edit_form(form, default)
+        server.service.check_edit(pending)
+        if pending.remote:
+            # Fetched only for a request that is valid and admitted, and no more of
+            # them than the images it may send.
+            return AdmitFirst(pending.request, lambda: _fetched_then_planned(server, pending))
+        return server.service.plan_edit(await server.service.decode_edit(pending))
 
     return await answer(request, client, planner)
+
+
+async def _fetched_then_planned(server: ServerParts, pending: PendingEdit) -> GenerationPlan:
+    fetched = {image.url: await fetch_image_url(image.url, image.param,
+                                                max_bytes=pending.uploads.max_bytes)
+               for image in pending.remote}
+    return server.service.plan_edit(
+        await server.service.decode_edit(pending.with_fetched(fetched)))
 
 
 @router.post("/v1/images/variations", openapi_extra={"requestBody": {
@@ -111,8 +120,8 @@ async def create_variation(
                       ) -> GenerationPlan:
         form = await read_form(request)
         label(_text(form, "model"))
-        variation = parse_variation_form(form, server.service.catalog.request_default())
-        return server.service.plan_variation(variation)
+        pending = read_variation_form(form, server.service.catalog.request_default())
+        return server.service.plan_variation(await server.service.decode_variation(pending))
 
     return await answer(request, client, planner)
 

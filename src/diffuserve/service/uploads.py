@@ -1,0 +1,98 @@
+"""Uploaded images decoded off the event loop, a bounded number at once, within a budget
+of pixels for the whole process.
+
+Reading a request checks its uploads' headers (:mod:`diffuserve.protocol.edits`), so the
+pixels a decode will hold are known before it starts. Each decode waits for its pixels
+in the process's budget, then runs on one of a few threads of its own; the budget comes
+back when the thread is done, even if its client left before (the thread cannot be
+stopped, and its memory is held until it ends).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+from diffuserve.protocol.uploads import MAX_REQUEST_PIXELS
+
+T = TypeVar("T")
+
+#: Pixels that decoding may hold in this process at once: two requests of the largest
+#: uploads (an RGBA pixel is 4 bytes: about 640 MB, and their conversions).
+MAX_DECODING_PIXELS = 2 * MAX_REQUEST_PIXELS
+
+
+class PixelBudget:
+    """A budget of pixels, first come first served: :meth:`acquire` waits for room."""
+
+    def __init__(self, pixels: int) -> None:
+        self.pixels = pixels
+        self.held = 0
+        self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    async def acquire(self, pixels: int) -> int:
+        """Wait for room and take ``pixels`` (at most the whole budget); returns what
+        was taken, for :meth:`release`."""
+        taken = min(pixels, self.pixels)
+        if not self._waiting and self.held + taken <= self.pixels:
+            self.held += taken
+            return taken
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((taken, granted))
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                self.release(taken)  # granted just as its waiter was cancelled
+            else:
+                self._wake()  # a later waiter may fit now that this one is gone
+            raise
+        return taken
+
+    def release(self, pixels: int) -> None:
+        self.held -= pixels
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiting:
+            taken, granted = self._waiting[0]
+            if granted.done():  # its waiter was cancelled
+                self._waiting.popleft()
+                continue
+            if self.held + taken > self.pixels:
+                return
+            self._waiting.popleft()
+            self.held += taken
+            granted.set_result(None)
+
+
+class UploadDecoder:
+    """Runs decodes on ``threads`` worker threads within ``max_pixels`` held at once."""
+
+    def __init__(self, *, threads: int | None = None,
+                 max_pixels: int = MAX_DECODING_PIXELS) -> None:
+        self.threads = threads or min(4, os.cpu_count() or 2)
+        self.budget = PixelBudget(max_pixels)
+        self._pool: ThreadPoolExecutor | None = None
+
+    async def decode(self, pixels: int, work: Callable[[], T]) -> T:
+        """``work()`` (a decode of uploads declaring ``pixels``) on a decoding thread."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="decode")
+        taken = await self.budget.acquire(pixels)
+        loop = asyncio.get_running_loop()
+
+        def give_back(_: Future[T]) -> None:
+            loop.call_soon_threadsafe(self.budget.release, taken)
+
+        try:
+            future = self._pool.submit(work)
+        except BaseException:
+            self.budget.release(taken)
+            raise
+        future.add_done_callback(give_back)
+        return await asyncio.wrap_future(future)
