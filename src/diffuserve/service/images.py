@@ -92,11 +92,14 @@ class ImageService:
     async def decode_edit(self, pending: PendingEdit) -> EditRequest:
         """The edit's uploads decoded off the event loop, within the decoding budget."""
         self.check_edit(pending)
-        return await self.uploads.decode(pending.pixels, lambda: decode_edit(pending))
+        return await self.uploads.decode(
+            pending.pixels, lambda: decode_edit(pending),
+            lambda edit: (*edit.images, *([edit.mask] if edit.mask is not None else [])))
 
     async def decode_variation(self, pending: PendingVariation) -> VariationRequest:
         self.catalog.resolve(pending.request.model)
-        return await self.uploads.decode(pending.pixels, lambda: decode_variation(pending))
+        return await self.uploads.decode(pending.pixels, lambda: decode_variation(pending),
+                                         lambda variation: (variation.image,))
 
     def plan_edit(self, edit: EditRequest) -> GenerationPlan:
         return plan_edit(self.catalog, edit)

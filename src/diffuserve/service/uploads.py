@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
+from diffuserve.engine.image_memory import return_free_memory, return_memory_when_freed
 from diffuserve.protocol.uploads import MAX_REQUEST_PIXELS
 
 T = TypeVar("T")
@@ -24,6 +25,8 @@ T = TypeVar("T")
 #: Pixels that decoding may hold in this process at once: two requests of the largest
 #: uploads (an RGBA pixel is 4 bytes: about 640 MB, and their conversions).
 MAX_DECODING_PIXELS = 2 * MAX_REQUEST_PIXELS
+#: Decodes of at least this many pixels hand the memory they freed back to the system.
+TRIM_AFTER_PIXELS = 4_000_000
 
 
 class PixelBudget:
@@ -79,8 +82,11 @@ class UploadDecoder:
         self.budget = PixelBudget(max_pixels)
         self._pool: ThreadPoolExecutor | None = None
 
-    async def decode(self, pixels: int, work: Callable[[], T]) -> T:
-        """``work()`` (a decode of uploads declaring ``pixels``) on a decoding thread."""
+    async def decode(self, pixels: int, work: Callable[[], T],
+                     images: Callable[[T], Sequence[object]] = lambda _: ()) -> T:
+        """``work()`` (a decode of uploads declaring ``pixels``) on a decoding thread;
+        after a large one, the memory of ``images(result)`` is handed back to the
+        system once they are freed."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="decode")
         taken = await self.budget.acquire(pixels)
@@ -89,10 +95,20 @@ class UploadDecoder:
         def give_back(_: Future[T]) -> None:
             loop.call_soon_threadsafe(self.budget.release, taken)
 
+        def decode_then_trim() -> T:
+            try:
+                return work()
+            finally:
+                if pixels >= TRIM_AFTER_PIXELS:
+                    return_free_memory()  # the conversions' copies are gone by now
+
         try:
-            future = self._pool.submit(work)
+            future = self._pool.submit(decode_then_trim)
         except BaseException:
             self.budget.release(taken)
             raise
         future.add_done_callback(give_back)
-        return await asyncio.wrap_future(future)
+        result = await asyncio.wrap_future(future)
+        if pixels >= TRIM_AFTER_PIXELS:
+            return_memory_when_freed(*images(result))
+        return result
