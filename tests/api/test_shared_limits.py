@@ -159,7 +159,6 @@ def test_start_up_stops_when_redis_does_not_answer(tmp_path: Path) -> None:
 
 def test_serve_exits_at_once_with_a_readable_message(tmp_path: Path) -> None:
     url = f"redis://:s3cret-pw@127.0.0.1:{free_port()}/0"
-    started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "diffuserve", "serve", "--port", str(free_port()),
          "--storage-dir", str(tmp_path / "images"), "--model", "fake=/nonexistent",
@@ -170,4 +169,3 @@ def test_serve_exits_at_once_with_a_readable_message(tmp_path: Path) -> None:
     assert "s3cret-pw" not in output
     assert "diffuserve: the rate-limit storage redis://:***@127.0.0.1:" in output
     assert "does not answer" in output
-    assert time.monotonic() - started < 60
