@@ -7,6 +7,7 @@ import asyncio
 import gc
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from PIL import Image
 from diffuserve.engine import image_memory
 from diffuserve.engine.types import TaskKind
 from diffuserve.protocol import edits
+from diffuserve.protocol.uploads import DecodedImage, ProbedImage
 from diffuserve.service.uploads import PixelBudget, UploadDecoder
 from tests.api.test_app import AUTH, make_client
 from tests.conftest import FakeBackend
@@ -143,3 +145,34 @@ def test_an_edit_is_decoded_on_a_decoding_thread(tmp_path: Path,
             "mask": ("m.png", mask_png().data, "image/png")})
     assert response.status_code == 200, response.text
     assert len(threads) == 2 and all(name.startswith("decode") for name in threads)
+
+
+@pytest.mark.parametrize("mask_size", [None, (32, 32)])
+def test_a_refused_edits_images_are_freed_without_waiting_for_the_garbage_collector(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mask_size: tuple[int, int] | None
+) -> None:
+    # No reference cycle may keep decoded pixels alive until a collection runs: with
+    # the collector off, they must go when the answer is sent. Refused by the engine
+    # after decoding (this fake does not edit), or while decoding (a mask's size).
+    alive: list[weakref.ref[Image.Image]] = []
+    decode = edits.decode_probed
+
+    def tracked(probed: ProbedImage) -> DecodedImage:
+        decoded = decode(probed)
+        alive.append(weakref.ref(decoded.image))
+        return decoded
+
+    monkeypatch.setattr(edits, "decode_probed", tracked)
+    files = {"image": ("a.png", png().data, "image/png")}
+    if mask_size is not None:
+        files["mask"] = ("m.png", mask_png(mask_size).data, "image/png")
+    with make_client(tmp_path, FakeBackend(), auto_aliases=True, aliases=()) as client:
+        gc.collect()
+        gc.disable()
+        try:
+            response = client.post("/v1/images/edits", headers=AUTH, files=files,
+                                   data={"prompt": "x", "model": "gpt-image-1"})
+            assert response.status_code == 400, response.text
+            assert alive and all(ref() is None for ref in alive)
+        finally:
+            gc.enable()

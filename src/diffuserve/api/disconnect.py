@@ -35,7 +35,12 @@ async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
-        return task.result()
+        try:
+            return task.result()
+        finally:
+            # The task keeps its exception, whose traceback holds this frame: without
+            # the name gone, a failed request's images would wait for the collector.
+            del task
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task

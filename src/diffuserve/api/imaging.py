@@ -76,6 +76,12 @@ async def answer(request: Request, client: Client, planner: Planner) -> Response
         if not is_mapped(exc):
             raise  # a bug: the catch-all handler logs it with its traceback
         error.headers = {**limit_headers, **error.headers}
-        raise error from exc
+        try:
+            raise error from exc
+        finally:
+            # The raised error's traceback holds this frame: a local naming it would
+            # make a cycle that keeps the request's decoded images alive until the
+            # garbage collector runs.
+            del error
     finally:
         server.admission.finish(record)

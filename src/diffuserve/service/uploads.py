@@ -108,7 +108,12 @@ class UploadDecoder:
             self.budget.release(taken)
             raise
         future.add_done_callback(give_back)
-        result = await asyncio.wrap_future(future)
+        try:
+            result = await asyncio.wrap_future(future)
+        finally:
+            # The future keeps a failed decode's exception, whose traceback holds this
+            # frame: without the name gone, its images would wait for the collector.
+            del future
         if pixels >= TRIM_AFTER_PIXELS:
             return_memory_when_freed(*images(result))
         return result
