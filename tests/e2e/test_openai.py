@@ -567,6 +567,10 @@ def _not_one_of(value: str, allowed: list[str], param: str) -> str:
 
 
 DALLE2_SIZES = ["256x256", "512x512", "1024x1024"]
+DALLE2_SIZE_MESSAGE = ("The size is not supported by this model. Supported sizes for "
+                       "dall-e-2: 256x256, 512x512, 1024x1024.")
+DALLE3_SIZE_MESSAGE = ("The size is not supported by this model. Supported sizes for "
+                       "dall-e-3: 1024x1024, 1792x1024, 1024x1792.")
 DALLE3_SIZES = ["1024x1024", "1792x1024", "1024x1792"]
 
 VALIDATION_CASES: list[tuple[str, dict[str, Any], str | None, str | None, str]] = [
@@ -580,9 +584,9 @@ VALIDATION_CASES: list[tuple[str, dict[str, Any], str | None, str | None, str]] 
     ("dall-e-2", {"n": 0}, "n", None, "0 is less than the minimum of 1 - 'n'"),
     ("dall-e-2", {"n": 11}, "n", None, "11 is greater than the maximum of 10 - 'n'"),
     ("dall-e-2", {"size": "1792x1024"}, "size", "invalid_size",
-     "The size is not supported by this model."),
+     DALLE2_SIZE_MESSAGE),
     ("dall-e-2", {"size": "1024x1792"}, "size", "invalid_size",
-     "The size is not supported by this model."),
+     DALLE2_SIZE_MESSAGE),
     ("dall-e-2", {"size": "256\u00d7256"}, "size", "invalid_size",
      _not_one_of("256\u00d7256", DALLE2_SIZES, "size")),
     ("dall-e-2", {"quality": "hd"}, "quality", "invalid_value",
@@ -597,9 +601,9 @@ VALIDATION_CASES: list[tuple[str, dict[str, Any], str | None, str | None, str]] 
      "but got a string with length 4001 instead."),
     ("dall-e-3", {"n": 2}, "n", None, "You must provide n=1 for this model."),
     ("dall-e-3", {"size": "256x256"}, "size", "invalid_size",
-     "The size is not supported by this model."),
+     DALLE3_SIZE_MESSAGE),
     ("dall-e-3", {"size": "512x512"}, "size", "invalid_size",
-     "The size is not supported by this model."),
+     DALLE3_SIZE_MESSAGE),
     ("dall-e-3", {"size": "big"}, "size", "invalid_size",
      _not_one_of("big", DALLE3_SIZES, "size")),
     ("dall-e-3", {"quality": "ultra"}, "quality", "invalid_value",

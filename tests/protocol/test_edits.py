@@ -11,6 +11,8 @@ from PIL import Image
 
 from diffuserve.protocol.edits import parse_edit_form, parse_edit_json, parse_variation_form
 from diffuserve.protocol.errors import InvalidRequestError
+from diffuserve.protocol.generations import ImageGenerationRequest
+from diffuserve.protocol.rules import rules_for
 from diffuserve.protocol.uploads import Upload
 
 
@@ -156,3 +158,100 @@ def test_dall_e_2_takes_no_markup() -> None:
     error = refused({"image": [png()], "prompt": ["x"], "markup": [markup_png()]})
 
     assert (error.param, error.code) == ("markup", "unknown_parameter")
+
+
+# --- the fields openai-python 3.63 sends on edits, as generations take them -------------
+
+
+def generation_error(model: str, fields: dict[str, Any]) -> InvalidRequestError:
+    body = ImageGenerationRequest.model_validate({"prompt": "x", "model": model, **fields})
+    with pytest.raises(InvalidRequestError) as caught:
+        rules_for(model).validate(body, model)
+    return caught.value
+
+
+def data_url(upload: Upload | None = None) -> str:
+    return "data:image/png;base64," + base64.b64encode((upload or png()).data).decode()
+
+
+#: Each case as JSON (generations, JSON edits) and as openai-python's multipart parts.
+GIF_AND_SVG_FIELDS = [
+    ({"frame_count": 4}, {"frame_count": ["4"]}),
+    ({"frame_duration_ms": 100}, {"frame_duration_ms": ["100"]}),
+    ({"svg": {"model": "m", "reasoning": {"effort": "high"}}},
+     {"svg[model]": ["m"], "svg[reasoning][effort]": ["high"]}),
+    ({"output_format": "svg", "svg": {"model": "m"}},
+     {"output_format": ["svg"], "svg[model]": ["m"]}),
+    ({"output_format": "gif", "frame_count": 4}, {"output_format": ["gif"], "frame_count": ["4"]}),
+    ({"complexity": "extreme"}, {"complexity": ["extreme"]}),
+]
+
+
+@pytest.mark.parametrize("model", ["gpt-image-2", "dall-e-2"])
+@pytest.mark.parametrize("as_json, as_form", GIF_AND_SVG_FIELDS)
+def test_gif_svg_and_complexity_fields_get_on_edits_the_400_generations_give(
+    model: str, as_json: dict[str, Any], as_form: dict[str, list[str]]
+) -> None:
+    expected = generation_error(model, as_json)
+
+    from_form = refused({"image": [png()], "prompt": ["x"], "model": [model], **as_form})
+    with pytest.raises(InvalidRequestError) as caught:
+        parse_edit_json({"images": [data_url()], "prompt": "x", "model": model, **as_json},
+                        "dall-e-2")
+    for error in (from_form, caught.value):
+        assert (error.message, error.param, error.code) == (
+            expected.message, expected.param, expected.code)
+
+
+def test_edits_take_complexity_as_generations_do() -> None:
+    edit = parse_edit_form({"image": [png()], "prompt": ["x"], "model": ["gpt-image-2"],
+                            "complexity": ["high"]}, "dall-e-2")
+
+    assert edit.request.options.complexity == "high"
+
+
+@pytest.mark.parametrize("form", [
+    {"svg": ["m"]},  # an object sent as one string
+    {"svg[reasoning]": ["x"], "svg[reasoning][effort]": ["high"]},  # a value and an object
+])
+def test_an_svg_that_is_not_an_object_is_invalid_type(form: dict[str, list[str]]) -> None:
+    error = refused({"image": [png()], "prompt": ["x"], "model": ["gpt-image-2"], **form})
+
+    assert (error.param, error.code) == ("svg", "invalid_type")
+
+
+def test_bracketed_names_of_other_fields_are_unknown() -> None:
+    error = refused({"image": [png()], "prompt": ["x"], "model": ["gpt-image-2"],
+                     "size[width]": ["64"]})
+
+    assert (error.param, error.code) == ("size[width]", "unknown_parameter")
+
+
+@pytest.mark.parametrize("images", [
+    {"images": [data_url()]},  # bare data URLs in the list
+    {"image": data_url()},  # one image as a string
+    {"image": {"image_url": data_url()}},  # one image as the spec's object
+])
+def test_json_edits_take_the_unambiguous_shapes_clients_send(images: dict[str, Any]) -> None:
+    edit = parse_edit_json({**images, "mask": data_url(mask_png()), "prompt": "x",
+                            "model": "gpt-image-2"}, "dall-e-2")
+
+    assert edit.input_size == (64, 64) and edit.mask is not None
+
+
+@pytest.mark.parametrize("images, param, code", [
+    ({"images": [data_url()], "image": data_url()}, "image", "invalid_value"),
+    ({"images": data_url()}, "images", "invalid_type"),
+    ({"images": [42]}, "images[0]", "invalid_type"),
+    ({"image": [data_url()]}, "image", "invalid_type"),
+    ({"images": []}, "images", "missing_required_parameter"),
+])
+def test_other_json_image_shapes_are_400s_showing_the_expected_one(
+    images: dict[str, Any], param: str, code: str
+) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        parse_edit_json({**images, "prompt": "x", "model": "gpt-image-2"}, "dall-e-2")
+
+    assert (caught.value.param, caught.value.code) == (param, code)
+    if code == "invalid_type":
+        assert '{"image_url": "data:image/png;base64,..."}' in caught.value.message

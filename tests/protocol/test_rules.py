@@ -16,6 +16,7 @@ from diffuserve.protocol.rules import (
     DALL_E_3,
     GENERIC,
     GPT_IMAGE_1,
+    GPT_IMAGE_2,
     MAX_GUIDANCE,
     MAX_SEED,
     MAX_STEPS,
@@ -185,11 +186,24 @@ def test_supported_size_gives_width_and_height(
         (GENERIC, "1000x1000"),
     ],
 )
-def test_well_formed_size_the_model_lacks_is_invalid_size(rules: ModelRules, size: str) -> None:
+def test_well_formed_size_the_model_lacks_is_invalid_size_naming_the_sizes_it_takes(
+    rules: ModelRules, size: str
+) -> None:
     error = rejection(rules, size=size)
 
-    assert error.message == "The size is not supported by this model."
+    # OpenAI's sentence, then the sizes of the requested name (a client that shows the
+    # message alone, as Open WebUI does, then tells its user what to pick).
+    assert error.message == ("The size is not supported by this model. Supported sizes "
+                             f"for some-model: {', '.join(rules.sizes)}.")
     assert (error.param, error.code) == ("size", "invalid_size")
+
+
+def test_a_free_size_name_says_which_free_sizes_it_takes() -> None:
+    error = rejection(GPT_IMAGE_2, size="100x100")
+
+    assert error.message.startswith(
+        "The size is not supported by this model. Supported sizes for some-model: auto, "
+        "1024x1024, 1536x1024, 1024x1536, or WIDTHxHEIGHT with both sides multiples of 16")
 
 
 def test_malformed_size_names_the_allowed_values_as_openai_does() -> None:

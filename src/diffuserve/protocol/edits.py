@@ -15,6 +15,7 @@ what only pixels show (a mask's transparency, its size against the upright image
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -46,7 +47,9 @@ EDIT_FIELDS: dict[str, type] = {
     "prompt": str, "model": str, "n": int, "size": str, "quality": str,
     "response_format": str, "user": str, "background": str, "output_format": str,
     "output_compression": int, "input_fidelity": str, "partial_images": int, "stream": bool,
-    "safety_identifier": str,
+    "safety_identifier": str, "complexity": str,
+    # Answered as on generations: GIF and SVG fields are refused with a targeted 400.
+    "frame_count": int, "frame_duration_ms": int, "svg": dict,
     # diffuserve's extensions, as on generations.
     "seed": int, "num_inference_steps": int, "guidance_scale": float, "negative_prompt": str,
 }
@@ -56,6 +59,11 @@ VARIATION_FIELDS: dict[str, type] = {
 }
 #: Generation-rule checks need a prompt; a variation has none.
 _NO_PROMPT = "variation"
+#: An object field of a multipart form, spelt as the SDKs spell it: ``svg[model]``,
+#: ``svg[reasoning][effort]`` (openai-python's "brackets" format).
+_BRACKETED = re.compile(r"^([a-z_]+)((?:\[[^\[\]]+\])+)$")
+#: What one image of the JSON form looks like, for the messages that refuse another.
+JSON_IMAGE_SHAPE = '{"image_url": "data:image/png;base64,..."} or the data URL itself'
 
 
 @dataclass(frozen=True)
@@ -180,6 +188,10 @@ def _coerce(name: str, values: Sequence[str | Upload], kind: type) -> Any:
     if isinstance(value, Upload):
         raise InvalidRequestError(f"Invalid type for '{name}': expected a string, but got a "
                                   "file instead.", param=name, code="invalid_type")
+    if kind is dict:
+        raise InvalidRequestError(
+            f"Invalid type for '{name}': expected an object, but got a string instead. "
+            f"Send its fields as {name}[field] parts.", param=name, code="invalid_type")
     if kind is int:
         text = value.strip()
         if not text.lstrip("-").isdigit() or not text.isascii():
@@ -227,11 +239,29 @@ def _fields(form: Form, allowed: Mapping[str, type], files: tuple[str, ...]) -> 
     for name, raw in form.items():
         if name in files or name.removesuffix("[]") in files:
             continue
+        bracketed = _BRACKETED.match(name)
+        if bracketed is not None and allowed.get(bracketed.group(1)) is dict:
+            field, keys = bracketed.group(1), re.findall(r"\[([^\[\]]+)\]", bracketed.group(2))
+            _put(values, field, keys, _coerce(name, raw, str), name)
+            continue
         if name not in allowed:
             raise InvalidRequestError(f"Unknown parameter: '{name}'.", param=name,
                                       code="unknown_parameter")
         values[name] = _coerce(name, raw, allowed[name])
     return values
+
+
+def _put(values: dict[str, Any], field: str, keys: list[str], value: str, name: str) -> None:
+    """``svg[reasoning][effort]=high`` → ``values["svg"]["reasoning"]["effort"] = "high"``."""
+    node: Any = values.setdefault(field, {})
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            break
+    if not isinstance(node, dict) or isinstance(node.get(keys[-1]), dict):
+        raise InvalidRequestError(f"Invalid '{name}': a field is both a value and an object.",
+                                  param=field, code="invalid_type")
+    node[keys[-1]] = value
 
 
 def _validated(values: Mapping[str, Any], model_default: str) -> ValidatedRequest:
@@ -259,14 +289,17 @@ def read_edit_form(form: Form, model_default: str) -> PendingEdit:
 def read_edit_json(payload: Any, model_default: str, *,
                    remote_allowed: bool = False) -> PendingEdit:
     """An edit from the JSON form: ``images: [{image_url}]``, ``mask: {image_url}``, data
-    URLs; http(s) URLs only where ``remote_allowed`` (left for the caller to fetch)."""
+    URLs; http(s) URLs only where ``remote_allowed`` (left for the caller to fetch).
+
+    What clients also send and cannot be mistaken is taken too: an image as its bare URL
+    (``images: ["data:…"]``, ``mask: "data:…"``) and one image as ``image``."""
     if not isinstance(payload, dict):
         raise InvalidRequestError("Invalid type for the request body: expected an object.",
                                   code="invalid_type")
     allowed = {**EDIT_FIELDS, "moderation": str}
     values: dict[str, Any] = {}
     for name, value in payload.items():
-        if name in ("images", "mask"):
+        if name in ("images", "image", "mask"):
             continue
         if name not in allowed:
             raise InvalidRequestError(f"Unknown parameter: '{name}'.", param=name,
@@ -279,15 +312,33 @@ def read_edit_json(payload: Any, model_default: str, *,
     if "prompt" not in values:
         raise InvalidRequestError("Missing required parameter: 'prompt'.", param="prompt",
                                   code="missing_required_parameter")
-    entries = payload.get("images")
-    if not isinstance(entries, list) or not entries:
-        raise InvalidRequestError("Missing required parameter: 'images'.", param="images",
-                                  code="missing_required_parameter")
-    images = [(f"images[{index}]", _json_upload(entry, f"images[{index}]", remote_allowed))
-              for index, entry in enumerate(entries)]
+    images = [(param, _json_upload(entry, param, remote_allowed))
+              for param, entry in _json_images(payload)]
     mask = payload.get("mask")
     masks = [("mask", _json_upload(mask, "mask", remote_allowed))] if mask is not None else []
     return _edit(values, images, masks, model_default)
+
+
+def _json_images(payload: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The image entries of a JSON edit, each with the param that names it."""
+    if payload.get("image") is not None and payload.get("images") is not None:
+        raise InvalidRequestError("Send the images as 'images' (a list) or one image as "
+                                  "'image', not both.", param="image", code="invalid_value")
+    if payload.get("image") is not None:
+        if isinstance(payload["image"], list):
+            raise InvalidRequestError(
+                f"Invalid 'image': expected one image, {JSON_IMAGE_SHAPE}; send a list as "
+                "'images'.", param="image", code="invalid_type")
+        return [("image", payload["image"])]
+    entries = payload.get("images")
+    if entries is None or entries == []:
+        raise InvalidRequestError("Missing required parameter: 'images'.", param="images",
+                                  code="missing_required_parameter")
+    if not isinstance(entries, list):
+        raise InvalidRequestError(
+            f"Invalid type for 'images': expected a list of images, each {JSON_IMAGE_SHAPE}.",
+            param="images", code="invalid_type")
+    return [(f"images[{index}]", entry) for index, entry in enumerate(entries)]
 
 
 def read_variation_form(form: Form, model_default: str) -> PendingVariation:
@@ -360,12 +411,13 @@ def _json_type_ok(value: Any, kind: type) -> bool:
 
 
 def _type_name(kind: type) -> str:
-    return {int: "an integer", bool: "a boolean", float: "a number"}.get(kind, "a string")
+    return {int: "an integer", bool: "a boolean", float: "a number",
+            dict: "an object"}.get(kind, "a string")
 
 
 def _json_upload(entry: Any, param: str, remote_allowed: bool) -> Upload | RemoteImage:
-    if isinstance(entry, dict) and isinstance(entry.get("image_url"), str):
-        url = entry["image_url"]
+    url = entry.get("image_url") if isinstance(entry, dict) else entry
+    if isinstance(url, str):
         if remote_allowed and url.startswith(("http://", "https://")):
             return RemoteImage(param, url)
         return upload_from_data_url(url, param)
@@ -373,7 +425,7 @@ def _json_upload(entry: Any, param: str, remote_allowed: bool) -> Upload | Remot
         raise InvalidRequestError(f"Invalid '{param}': this server keeps no files; send "
                                   "image_url with a data URL.", param=param,
                                   code="invalid_value")
-    raise InvalidRequestError(f"Invalid '{param}': expected an object with image_url.",
+    raise InvalidRequestError(f"Invalid '{param}': expected {JSON_IMAGE_SHAPE}.",
                               param=param, code="invalid_type")
 
 

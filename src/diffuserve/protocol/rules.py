@@ -122,9 +122,18 @@ FREE_SIZE_MAX_SIDE = 3840
 FREE_SIZE_MAX_PIXELS = 3840 * 2160
 FREE_SIZE_MAX_RATIO = 3
 FREE_SIZE_HINT = (
-    f" Use auto or WIDTHxHEIGHT with both sides multiples of {FREE_SIZE_MULTIPLE}, "
+    f"WIDTHxHEIGHT with both sides multiples of {FREE_SIZE_MULTIPLE}, "
     f"the longer at most {FREE_SIZE_MAX_SIDE} and at most {FREE_SIZE_MAX_RATIO} times the "
-    f"shorter, and at most {FREE_SIZE_MAX_PIXELS} pixels.")
+    f"shorter, and at most {FREE_SIZE_MAX_PIXELS} pixels")
+#: OpenAI's sentence for a well-formed size the model lacks.
+SIZE_NOT_SUPPORTED = "The size is not supported by this model."
+
+
+def size_not_supported(model: str, sizes: Sequence[str], free_size: bool) -> str:
+    """OpenAI's sentence, then what the requested name does take (a client that shows
+    only the message, as Open WebUI does, then says how to fix the request)."""
+    accepted = ", ".join(sizes) + (f", or {FREE_SIZE_HINT}" if free_size else "")
+    return f"{SIZE_NOT_SUPPORTED} Supported sizes for {model}: {accepted}."
 
 
 def _free_size_ok(size: str) -> bool:
@@ -179,10 +188,8 @@ class ModelRules:
         if size not in self.sizes and not (self.free_size and _free_size_ok(size)):
             if size == "auto" or _SIZE_RE.match(size):
                 raise InvalidRequestError(
-                    "The size is not supported by this model."
-                    + (FREE_SIZE_HINT if self.free_size else ""),
-                    param="size", code="invalid_size"
-                )
+                    size_not_supported(model, self.sizes, self.free_size),
+                    param="size", code="invalid_size")
             raise _not_one_of(size, self.sizes, "size", code="invalid_size")
         if size == "auto":
             size = "1024x1024"
