@@ -8,12 +8,22 @@ Schemathesis generates the requests from ``/openapi.json``: positive cases withi
 published bounds and negative cases that break them. Every answer must be a status the
 schema documents for its route, never a 5xx (the fake backend never fails) and never a
 422, every error OpenAI's envelope with exactly its four keys, every content type the
-documented one, and every schema-breaking request a 4xx.
+documented one, every schema-breaking request a 4xx, and every request within the
+schema a 2xx, but for the few refusals the schema cannot state (:data:`REFUSALS`).
+
+Files are real images in positive cases (schemathesis would send random bytes, which
+the server rightly refuses as ``invalid_image``): the multipart parts through a
+strategy registered for ``image/png``, the JSON form's data URLs swapped for ones of the
+same format. Negative cases keep random bytes.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import math
+import re
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,10 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import hypothesis
+import jsonschema_rs
 import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, Phase
 from hypothesis import strategies as st
+from PIL import Image
 from schemathesis import APIOperation as AnyOperation
 from schemathesis import Case as AnyCase
 from schemathesis import CheckContext, CheckFunction, GenerationMode, Response
@@ -32,12 +44,21 @@ from schemathesis.checks import (
     content_type_conformance,
     negative_data_rejection,
     not_a_server_error,
+    positive_data_acceptance,
     response_schema_conformance,
     status_code_conformance,
 )
 from schemathesis.python.asgi import shutdown_lifespans
 from schemathesis.schemas import BaseSchema
+from schemathesis.transport.serialization import serialize_binary
 
+from diffuserve.engine.types import TRANSPARENT_BACKGROUND, TaskKind
+from diffuserve.protocol.rules import (
+    FREE_SIZE_MAX_PIXELS,
+    FREE_SIZE_MAX_RATIO,
+    MAX_SEED,
+    OPENAI_MODEL_NAMES,
+)
 from tests.api.test_app import AUTH, make_client
 from tests.conftest import FakeBackend
 
@@ -48,10 +69,25 @@ Case = AnyCase[APIOperation]
 ENVELOPE_KEYS = {"message", "type", "param", "code"}
 
 
+#: The names the fuzz app serves: its model and every OpenAI name (an alias of it), so
+#: that each family of rules in the schema is reached.
+SERVED_MODELS = ("fake", *OPENAI_MODEL_NAMES)
+
+
+class FuzzBackend(FakeBackend):
+    """The fake backend, with every task and feature: what a served model cannot draw
+    (400 unsupported_value) is the model's, not the schema's."""
+
+    tasks = frozenset(TaskKind)
+    features = frozenset({TRANSPARENT_BACKGROUND})
+
+
 def build_fuzz_app(tmp: Path) -> FastAPI:
-    """The app the API tests use (fake backend, one API key), its storage under ``tmp``."""
+    """The app the API tests use (fake backend, one API key), its storage under ``tmp``,
+    serving :data:`SERVED_MODELS`."""
     # make_client's TestClient is never entered: schemathesis runs the app's lifespan.
-    return make_client(tmp, FakeBackend()).app  # type: ignore[return-value]
+    client = make_client(tmp, FuzzBackend(), auto_aliases=True)
+    return client.app  # type: ignore[return-value]
 
 
 def load_schema(app: FastAPI) -> BaseSchema:
@@ -63,6 +99,9 @@ def load_schema(app: FastAPI) -> BaseSchema:
     # Schema-breaking input must be refused as the client's fault: any 4xx, never a 5xx
     # (schemathesis' default list would let a 5xx pass).
     schema.config.checks.negative_data_rejection.expected_statuses = ["4xx"]
+    # Input within the schema must be served (its default list lets 404s, 409s and 5xxs
+    # pass); the refusals the schema cannot state are in REFUSALS.
+    schema.config.checks.positive_data_acceptance.expected_statuses = ["2xx"]
     return schema
 
 
@@ -123,22 +162,127 @@ def unauthenticated_is_401(ctx: CheckContext, response: Response, case: Case) ->
     return True
 
 
+GENERATIONS = "POST /v1/images/generations"
+EDITS = "POST /v1/images/edits"
+VARIATIONS = "POST /v1/images/variations"
+MODEL = "GET /v1/models/{model_id}"
+FILES = "GET /v1/images/files/{name}"
+#: The routes whose bodies follow the per-name rules.
+BODIES = (GENERATIONS, EDITS, VARIATIONS)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A refusal of a request within the schema, which the schema cannot state: the
+    routes, status and error code it comes with, why, and a test on the request that
+    confirms the reason (so any other refusal still fails the case)."""
+
+    labels: tuple[str, ...]
+    status: int
+    code: str
+    reason: str
+    #: Given the case and the error's param.
+    applies: Callable[[Case, str | None], bool]
+
+
+def _fields(case: Case) -> dict[str, Any]:
+    return case.body if isinstance(case.body, dict) else {}
+
+
+def _model_of(case: Case) -> str | None:
+    """The name a case asks for; None where it leaves the choice to the server."""
+    if case.operation.label == MODEL:
+        return str((case.path_parameters or {}).get("model_id"))
+    model = _fields(case).get("model")
+    if model is None or (model == "" and case.operation.label != GENERATIONS):
+        return None  # the default (an empty form field or edit name means it too)
+    return str(model)
+
+
+def _integral_float(case: Case, param: str | None) -> bool:
+    return isinstance(_fields(case).get(param or ""), float)
+
+
+def _seed_too_large(case: Case, param: str | None) -> bool:
+    fields = _fields(case)
+    seed, n = fields.get("seed"), fields.get("n")
+    return isinstance(seed, int) and seed + (n if isinstance(n, int) else 1) - 1 > MAX_SEED
+
+
+def _free_size_outside_budget(case: Case, param: str | None) -> bool:
+    size = _fields(case).get("size")
+    match = re.fullmatch(r"(\d+)x(\d+)", size) if isinstance(size, str) else None
+    if match is None:
+        return False
+    width, height = int(match.group(1)), int(match.group(2))
+    return (width * height > FREE_SIZE_MAX_PIXELS
+            or max(width, height) > FREE_SIZE_MAX_RATIO * min(width, height))
+
+
+REFUSALS = (
+    Refusal((*BODIES, MODEL), 404, "model_not_found",
+            "the schema takes any model name; only the served ones are found (GET /v1/models "
+            "lists them)", lambda case, _: _model_of(case) not in (None, *SERVED_MODELS)),
+    Refusal((FILES,), 403, "invalid_signature",
+            "a link is served only with the signature this server made for it",
+            lambda case, _: True),
+    Refusal((FILES,), 404, "expired", "a link is served only until it expires",
+            lambda case, _: True),
+    Refusal((FILES,), 404, "image_not_found", "only images this server drew are served",
+            lambda case, _: True),
+    Refusal(BODIES, 400, "invalid_type",
+            "JSON Schema's integer admits 3.0; the server wants an integer written as one, "
+            "as OpenAI's does", _integral_float),
+    Refusal((EDITS,), 400, "invalid_value",
+            "a markup cannot be combined with a mask: one more anyOf in the form's schema "
+            "would pass what schemathesis can unfold (the description says it)",
+            lambda case, param: param == "markup"
+            and {"mask", "markup"} <= set(_fields(case))),
+    Refusal(BODIES, 400, "integer_above_max_value",
+            "image i uses seed + i, so seed + n - 1 must stay within 32 bits: JSON Schema "
+            "cannot add two fields (the description says it)", _seed_too_large),
+    Refusal(BODIES, 400, "invalid_size",
+            "a free size's aspect ratio and pixel budget: a pattern cannot compare the two "
+            "sides (the description says it)", _free_size_outside_budget),
+)
+
+
+def refusal_for(case: Case, response: Response) -> Refusal | None:
+    """The documented refusal that explains ``response`` to ``case``, if one does."""
+    try:
+        error = json.loads(response.content)["error"]
+        code, param = error["code"], error["param"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return next((refusal for refusal in REFUSALS
+                 if case.operation.label in refusal.labels
+                 and (response.status_code, code) == (refusal.status, refusal.code)
+                 and refusal.applies(case, param)), None)
+
+
+def positive_data_accepted(ctx: CheckContext, response: Response, case: Case) -> bool | None:
+    """Schemathesis' positive_data_acceptance (a request within the schema gets a 2xx),
+    but for the refusals of :data:`REFUSALS`."""
+    if response.status_code >= 300 and refusal_for(case, response) is not None:
+        return True
+    return positive_data_acceptance(ctx, response, case)
+
+
 CHECKS: list[CheckFunction] = [
     not_a_server_error,
     status_code_conformance,
     content_type_conformance,
     response_schema_conformance,
     negative_data_rejection,
+    positive_data_accepted,
     openai_error_envelope,
     never_422,
 ]
-
-GENERATIONS = "POST /v1/images/generations"
-MODEL = "GET /v1/models/{model_id}"
-#: The names the fuzz app serves (see make_client): most generated model names are
-#: unknown (404), so half the valid cases of these routes name one of these instead, or
-#: the drawing and encoding path (and a found model) would rarely be reached.
-SERVED_MODELS = ("fake", "dall-e-2", "dall-e-3")
+#: Without a key nothing is served: every answer is 401 instead.
+CHECKS_WITHOUT_KEY: list[CheckFunction] = [
+    *(check for check in CHECKS if check is not positive_data_accepted),
+    unauthenticated_is_401,
+]
 
 POSITIVE, NEGATIVE = GenerationMode.POSITIVE, GenerationMode.NEGATIVE
 
@@ -150,14 +294,14 @@ POSITIVE, NEGATIVE = GenerationMode.POSITIVE, GenerationMode.NEGATIVE
 TEST_PLAN: Mapping[tuple[str, GenerationMode], int] = {
     (GENERATIONS, POSITIVE): 100,
     (GENERATIONS, NEGATIVE): 100,
-    ("GET /v1/images/files/{name}", POSITIVE): 50,
-    ("GET /v1/images/files/{name}", NEGATIVE): 50,
+    (FILES, POSITIVE): 50,
+    (FILES, NEGATIVE): 50,
     ("GET /v1/models", POSITIVE): 5,
     (MODEL, POSITIVE): 40,
-    ("POST /v1/images/edits", POSITIVE): 30,
-    ("POST /v1/images/edits", NEGATIVE): 30,
-    ("POST /v1/images/variations", POSITIVE): 20,
-    ("POST /v1/images/variations", NEGATIVE): 20,
+    (EDITS, POSITIVE): 40,
+    (EDITS, NEGATIVE): 40,
+    (VARIATIONS, POSITIVE): 30,
+    (VARIATIONS, NEGATIVE): 30,
     ("GET /health", POSITIVE): 5,
     ("GET /ready", POSITIVE): 5,
 }
@@ -169,11 +313,13 @@ class Tally:
 
     cases: Counter[str] = field(default_factory=Counter)
     statuses: dict[str, Counter[int]] = field(default_factory=dict)
+    media_types: dict[str, Counter[str | None]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
-    def record(self, label: str, status: int) -> None:
+    def record(self, label: str, status: int, media_type: str | None = None) -> None:
         self.cases[label] += 1
         self.statuses.setdefault(label, Counter())[status] += 1
+        self.media_types.setdefault(label, Counter())[media_type] += 1
 
 
 def operations(schema: BaseSchema) -> list[APIOperation]:
@@ -220,8 +366,13 @@ def fuzz_operation(
 
     With ``seed`` None the run is derandomized: the same cases every time.
     """
-    strategy = operation.as_strategy(generation_mode=mode)
-    if operation.label in (GENERATIONS, MODEL) and mode is POSITIVE:
+    strategy = operation.as_strategy(generation_mode=mode).filter(
+        lambda case: within_schema(case) in (None, mode is POSITIVE))
+    if mode is POSITIVE:
+        strategy = st.tuples(strategy, st.integers(0, 2)).map(_with_real_images)
+    if operation.label in (*BODIES, MODEL) and mode is POSITIVE:
+        # Most generated names are unknown (404): half the cases name a served model
+        # instead, or the drawing path (and a found model) would rarely be reached.
         strategy = st.one_of(strategy, st.tuples(strategy, st.sampled_from(SERVED_MODELS))
                              .map(_naming_model))
     chosen = CHECKS if checks is None else checks
@@ -236,7 +387,7 @@ def fuzz_operation(
                 tally.record(label, 500)
             raise
         if tally is not None:
-            tally.record(label, response.status_code)
+            tally.record(label, response.status_code, case.media_type)
         case.validate_response(response, checks=chosen, headers=sent)
 
     test: Callable[..., None] = hypothesis.given(strategy)(one_case)
@@ -259,12 +410,115 @@ def fuzz_operation(
 
 
 def _naming_model(drawn: tuple[Case, str]) -> Case:
+    """A served name instead of an unknown one: any for a model's page; "fake" (the one
+    served name that is no OpenAI name) in a body, whose other fields follow the rules
+    of any other name."""
     case, model = drawn
     if case.operation.label == MODEL:
         case.path_parameters = {**(case.path_parameters or {}), "model_id": model}
-    elif isinstance(case.body, dict):
-        case.body["model"] = model
+    elif isinstance(case.body, dict) and _model_of(case) not in (None, *OPENAI_MODEL_NAMES):
+        case.body["model"] = "fake"
     return case
+
+
+#: The images of the positive cases: square (as dall-e-2 wants), all of one size so
+#: that any of them masks any other, fully transparent in their top left quarter (where
+#: a mask or markup lets the image through) except the jpeg, which has no alpha.
+IMAGE_SIDE = 32
+
+
+def _picture(mode: str) -> Image.Image:
+    image = Image.new("RGBA", (IMAGE_SIDE, IMAGE_SIDE), (200, 60, 40, 255))
+    image.paste((0, 0, 0, 0), (0, 0, IMAGE_SIDE // 2, IMAGE_SIDE // 2))
+    if mode == "P":  # a palette with one transparent entry (a tRNS chunk)
+        return image.convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
+    return image.convert(mode)
+
+
+def _encoded(image: Image.Image, fmt: str) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format=fmt)
+    return out.getvalue()
+
+
+#: Three of each format; every png can be an image, a mask or a markup.
+IMAGES: dict[str, tuple[bytes, ...]] = {
+    "png": tuple(_encoded(_picture(mode), "PNG") for mode in ("RGBA", "LA", "P")),
+    "webp": tuple(_encoded(_picture(mode), "WEBP") for mode in ("RGBA", "RGB", "L")),
+    "jpeg": tuple(_encoded(_picture(mode), "JPEG") for mode in ("RGB", "L", "CMYK")),
+}
+#: The multipart file parts. A form cannot say which formats each model name takes
+#: (dall-e-2: png only), so every part is a png; the JSON form's data URLs name theirs.
+FILE_PARTS = ("image", "mask", "markup")
+_DATA_URL = re.compile(r"^data:image/(png|webp|jpeg);base64,")
+
+
+def _with_real_images(drawn: tuple[Case, int]) -> Case:
+    """A positive case's files as real images: a form's parts as pngs, the JSON edit's
+    data URLs as images of the formats they name."""
+    case, choice = drawn
+    if not isinstance(case.body, dict):
+        return case
+    if case.media_type == "multipart/form-data":
+        for name in FILE_PARTS:
+            if name in case.body:
+                case.body[name] = IMAGES["png"][choice]
+        return case
+    entries = case.body.get("images")
+    for entry in [*(entries if isinstance(entries, list) else []), case.body.get("mask")]:
+        url = entry.get("image_url") if isinstance(entry, dict) else None
+        match = _DATA_URL.match(url) if isinstance(url, str) else None
+        if match is not None:
+            data = IMAGES[match.group(1)][choice]
+            entry["image_url"] = match.group(0) + base64.b64encode(data).decode()
+    return case
+
+
+def _as_read(value: Any, schema: Any) -> Any:
+    """A form field as the server reads it: the text schemathesis sends for ``value``,
+    read as the type the schema gives the field (a file part as any string)."""
+    if not isinstance(schema, dict):
+        return value
+    if schema.get("format") == "binary":
+        return ""
+    if isinstance(value, list):  # one part per item: a single one is a plain field
+        return _as_read(value[0], schema) if len(value) == 1 else [
+            _as_read(item, schema) for item in value]
+    text = value if type(value) is str else serialize_binary(value).decode(errors="replace")
+    kind = schema.get("type")
+    if kind == "integer" and re.fullmatch(r"\s*-?[0-9]+\s*", text):
+        return int(text)
+    if kind == "number":
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+        return number if math.isfinite(number) else text
+    if kind == "boolean" and text.strip().lower() in ("true", "false"):
+        return text.strip().lower() == "true"
+    return text
+
+
+def within_schema(case: Case) -> bool | None:
+    """Whether a form's body is valid by the schema; None for other cases.
+
+    Every part of a form is text, so a value breaks the schema only if its text does:
+    an object sent for a string field is a string by the time the server reads it.
+    Schemathesis checks that its negative bodies break the schema only where they hold
+    no file, and fills in a positive form's fields one by one from the values the schema
+    names (which can break a branch of its ``anyOf``): so for forms, the fuzz keeps only
+    the cases that are what their mode says, as the server reads them.
+    """
+    if case.media_type != "multipart/form-data" or not isinstance(case.body, dict):
+        return None
+    body = case.operation.get_body_for_media_type(case.media_type)
+    if body is None:
+        return None
+    schema = body.validation_schema
+    properties = schema.get("properties", {})
+    fields = {name: _as_read(value, properties.get(name)) for name, value in case.body.items()
+              if value != []}  # no item, no part
+    return bool(jsonschema_rs.validator_for(schema).is_valid(fields))
 
 
 def labels(schema: BaseSchema) -> list[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from schemathesis import GenerationMode
+from schemathesis.checks import negative_data_rejection
 from schemathesis.python.asgi import get_client
 from schemathesis.schemas import BaseSchema
 
@@ -61,12 +62,56 @@ def test_answers_conform_to_the_schema(schema: BaseSchema, label: str,
     assert tally.cases[label] > 0
 
 
-def test_valid_generations_draw_images(schema: BaseSchema) -> None:
+@pytest.mark.parametrize("label", fuzzing.BODIES)
+def test_valid_requests_draw_images(schema: BaseSchema, label: str) -> None:
     """The valid cases reach the drawing and encoding path, not only rejections."""
     tally = fuzzing.Tally()
-    fuzzing.fuzz_operation(fuzzing.find(schema, fuzzing.GENERATIONS), fuzzing.POSITIVE,
-                           max_examples=30, tally=tally)
-    assert tally.statuses[fuzzing.GENERATIONS][200] > 0
+    fuzzing.fuzz_operation(fuzzing.find(schema, label), fuzzing.POSITIVE, max_examples=20,
+                           tally=tally)
+    assert tally.statuses[label][200] > 0
+
+
+@pytest.mark.parametrize("mode", [fuzzing.POSITIVE, fuzzing.NEGATIVE])
+def test_edits_are_fuzzed_as_forms_and_as_json(schema: BaseSchema,
+                                               mode: GenerationMode) -> None:
+    tally = fuzzing.Tally()
+    fuzzing.fuzz_operation(fuzzing.find(schema, fuzzing.EDITS), mode,
+                           max_examples=fuzzing.TEST_PLAN[fuzzing.EDITS, mode], tally=tally)
+    sent = tally.media_types[fuzzing.EDITS]
+    assert sent["multipart/form-data"] > 0 and sent["application/json"] > 0, sent
+
+
+def test_valid_requests_must_be_served() -> None:
+    assert fuzzing.positive_data_accepted in fuzzing.CHECKS
+    assert negative_data_rejection in fuzzing.CHECKS
+
+
+def test_a_refusal_for_another_reason_is_not_excused(schema: BaseSchema) -> None:
+    """A size refused for no budget of its own is not the free sizes' refusal."""
+    case = fuzzing.find(schema, fuzzing.GENERATIONS).Case(
+        body={"prompt": "a cat", "model": "fake", "size": "10x10"},
+        media_type="application/json")
+    response = fuzzing.send(case, AUTH)
+    assert response.json()["error"]["code"] == "invalid_size"
+    assert fuzzing.refusal_for(case, response) is None
+
+
+@pytest.mark.parametrize(("body", "code"), [
+    ({"prompt": "a cat", "model": "gpt-image-2", "size": "3840x1024"}, "invalid_size"),
+    ({"prompt": "a cat", "model": "fake", "n": 3, "seed": 2**32 - 2},
+     "integer_above_max_value"),
+    ({"prompt": "a cat", "model": "not-served"}, "model_not_found"),
+])
+def test_each_documented_refusal_is_what_the_server_answers(
+    schema: BaseSchema, body: dict[str, object], code: str,
+) -> None:
+    """Each refusal the schema cannot state is sent for the reason the fuzz names."""
+    case = fuzzing.find(schema, fuzzing.GENERATIONS).Case(body=body,
+                                                          media_type="application/json")
+    response = fuzzing.send(case, AUTH)
+    assert response.json()["error"]["code"] == code
+    refusal = fuzzing.refusal_for(case, response)
+    assert refusal is not None and refusal.code == code
 
 
 # Found by benchmarks/fuzz.py: hmac.compare_digest refused non-ASCII text with a TypeError.
@@ -83,8 +128,7 @@ def test_a_link_signature_with_non_ascii_text_is_refused_not_a_500(
 def test_without_a_key_protected_routes_answer_401(schema: BaseSchema, label: str) -> None:
     tally = fuzzing.Tally()
     fuzzing.fuzz_operation(fuzzing.find(schema, label), fuzzing.POSITIVE, max_examples=15,
-                           headers=None, tally=tally,
-                           checks=[*fuzzing.CHECKS, fuzzing.unauthenticated_is_401])
+                           headers=None, tally=tally, checks=fuzzing.CHECKS_WITHOUT_KEY)
     assert tally.statuses[f"{label} (no key)"][401] > 0
 
 

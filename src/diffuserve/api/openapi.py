@@ -2,44 +2,34 @@
 
 FastAPI's generated schema would list 422 responses (never sent: every validation error
 is OpenAI's 400) and no constraints (the per-model rules run after parsing). This module
-states what the server actually enforces, and serves ``/openapi.json`` and ``/docs``
-behind the API keys (or not at all, with ``--no-api-docs``).
+states what the server actually enforces: the error answers here, the request bodies
+from :mod:`diffuserve.api.request_bodies` (built from the protocol's tables, in place of
+whatever the routes declare). It serves ``/openapi.json`` and ``/docs`` (Swagger UI from
+this server's own files, :mod:`diffuserve.api.swagger`) behind the API keys, or not at
+all with ``--no-api-docs``.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI
-from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from diffuserve import __version__
+from diffuserve.api import swagger
 from diffuserve.api.auth import Client
-from diffuserve.api.deps import authenticate
-from diffuserve.protocol.generations import ImageGenerationRequest
-from diffuserve.protocol.image_options import (
-    BACKGROUNDS,
-    COMPLEXITIES,
-    MAX_PARTIAL_IMAGES,
-    MAX_SAFETY_IDENTIFIER_LENGTH,
-    MODERATION_LEVELS,
-    OUTPUT_FORMATS,
-    UNSUPPORTED_FORMATS,
+from diffuserve.api.deps import ServerParts, authenticate
+from diffuserve.api.request_bodies import (
+    components,
+    edit_form_body,
+    edit_json_body,
+    form_encoding,
+    generation_body,
+    variation_form_body,
 )
-from diffuserve.protocol.rules import (
-    DALLE_SIZES,
-    GENERIC,
-    GPT_IMAGE_SIZES,
-    MAX_GUIDANCE,
-    MAX_SEED,
-    MAX_STEPS,
-    MAX_USER_LENGTH,
-    RESPONSE_FORMATS,
-    RULES_BY_NAME,
-    STYLES,
-)
+from diffuserve.protocol.rules import DEFAULT_MODEL_NAME
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -85,68 +75,55 @@ STATUSES_BY_PATH = {
 }
 
 
-def generation_request_schema() -> dict[str, Any]:
-    """The body's schema with the widest bounds any model name accepts; each name's own
-    (smaller) rules are in the description."""
-    schema = ImageGenerationRequest.model_json_schema()
-    longest = max(rules.max_prompt_length for rules in (*RULES_BY_NAME.values(), GENERIC))
-    most = max(rules.max_n for rules in (*RULES_BY_NAME.values(), GENERIC))
-    qualities = sorted({q for rules in (*RULES_BY_NAME.values(), GENERIC)
-                        for q in rules.qualities})
-    sizes = [*dict.fromkeys((*DALLE_SIZES, *GPT_IMAGE_SIZES))]
-    bounds: dict[str, dict[str, Any]] = {
-        "prompt": {"type": "string", "minLength": 1, "maxLength": longest},
-        "model": {"type": ["string", "null"]},
-        "n": {"type": ["integer", "null"], "minimum": 1, "maximum": most},
-        # gpt-image-2 and later take any WxH within limits (see the description).
-        "size": {"anyOf": [{"enum": [*sizes, None]},
-                           {"type": "string", "pattern": r"^[1-9][0-9]{1,3}x[1-9][0-9]{1,3}$"}]},
-        "quality": {"enum": [*qualities, None]},
-        "style": {"enum": [*STYLES, None]},
-        "response_format": {"enum": [*RESPONSE_FORMATS, None]},
-        "user": {"type": ["string", "null"], "maxLength": MAX_USER_LENGTH},
-        "seed": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_SEED},
-        "num_inference_steps": {"type": ["integer", "null"], "minimum": 1,
-                                "maximum": MAX_STEPS},
-        "guidance_scale": {"type": ["number", "null"], "minimum": 0,
-                           "maximum": MAX_GUIDANCE},
-        "negative_prompt": {"type": ["string", "null"], "maxLength": longest},
-        "background": {"enum": [*BACKGROUNDS, None]},
-        "moderation": {"enum": [*MODERATION_LEVELS, None]},
-        "output_format": {"enum": [*OUTPUT_FORMATS, *UNSUPPORTED_FORMATS, None]},
-        "output_compression": {"type": ["integer", "null"], "minimum": 0, "maximum": 100},
-        "partial_images": {"type": ["integer", "null"], "minimum": 0,
-                           "maximum": MAX_PARTIAL_IMAGES},
-        "stream": {"type": ["boolean", "null"]},
-        "complexity": {"enum": [*COMPLEXITIES, None]},
-        "safety_identifier": {"type": ["string", "null"],
-                              "maxLength": MAX_SAFETY_IDENTIFIER_LENGTH},
+#: The answers of the image routes, as each route sends them.
+_IMAGES = {"application/json": {"schema": {"$ref": "#/components/schemas/ImagesResponse"}}}
+_EVENTS = {"text/event-stream": {"schema": {
+    "type": "object", "required": ["event", "data"],
+    "properties": {"event": {"type": "string"}, "data": {"type": "string"}}}}}
+IMAGE_ANSWERS = {
+    "/v1/images/generations": {
+        "description": "The images; with stream=true, Server-Sent Events "
+                       "(image_generation.partial_image, image_generation.completed)",
+        "content": {**_IMAGES, **_EVENTS}},
+    "/v1/images/edits": {
+        "description": "The images; with stream=true, Server-Sent Events "
+                       "(image_edit.partial_image, image_edit.completed)",
+        "content": {**_IMAGES, **_EVENTS}},
+    "/v1/images/variations": {"description": "The images", "content": _IMAGES},
+}
+
+
+def request_bodies(app: FastAPI) -> dict[str, dict[str, Any]]:
+    """Each route's body, as this server reads it (``requestBody.content``): built from
+    the protocol's tables, never from the routes' own declarations."""
+    parts: ServerParts | None = getattr(app.state, "parts", None)
+    default = DEFAULT_MODEL_NAME if parts is None else parts.service.catalog.request_default()
+    remote = parts is not None and parts.allow_remote_image_urls
+    edit_form, variation_form = edit_form_body(default), variation_form_body(default)
+    return {
+        "/v1/images/generations": {"application/json": {"schema": generation_body(default)}},
+        "/v1/images/edits": {
+            "multipart/form-data": {"schema": edit_form,
+                                    "encoding": form_encoding(edit_form["properties"])},
+            "application/json": {"schema": edit_json_body(default, remote_urls=remote)},
+        },
+        "/v1/images/variations": {
+            "multipart/form-data": {"schema": variation_form,
+                                    "encoding": form_encoding(variation_form["properties"])},
+        },
     }
-    for name, constraint in bounds.items():
-        field = schema["properties"][name]
-        field.pop("anyOf", None)
-        field.pop("default", None)
-        field.update(constraint)
-    per_name = "; ".join(
-        f"{name}: prompt ≤ {rules.max_prompt_length}, n ≤ {rules.max_n}, size "
-        f"{'|'.join(rules.sizes)}, quality {'|'.join(rules.qualities)}, response_format "
-        f"{'|'.join(rules.response_formats)}"
-        for name, rules in (*RULES_BY_NAME.items(), ("any other name", GENERIC)))
-    schema["description"] = (
-        "OpenAI's images.generate body. Each requested model name narrows these bounds as "
-        f"OpenAI does — {per_name}. seed, num_inference_steps, guidance_scale and "
-        "negative_prompt are diffuserve extensions; seed + n − 1 must stay ≤ 2³²−1.")
-    return schema
 
 
 def build_schema(app: FastAPI) -> dict[str, Any]:
     schema = get_openapi(title=app.title, version=__version__, summary=app.summary,
                          routes=app.routes)
-    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components_ = schema.setdefault("components", {}).setdefault("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):
-        components.pop(unused, None)
-    components["Error"] = ERROR_SCHEMA
+        components_.pop(unused, None)
+    components_["Error"] = ERROR_SCHEMA
+    components_.update(components())
     error_ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    bodies = request_bodies(app)
     for path, operations in schema.get("paths", {}).items():
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
@@ -156,9 +133,9 @@ def build_schema(app: FastAPI) -> dict[str, Any]:
                 responses[status]["description"] = ERROR_STATUSES[status]
                 if path != "/ready":  # /ready answers with its own status object
                     responses[status]["content"] = error_ref
-            if path == "/v1/images/generations":
-                operation["requestBody"]["content"]["application/json"]["schema"] = (
-                    generation_request_schema())
+            if path in bodies:
+                operation["requestBody"] = {"required": True, "content": bodies[path]}
+                responses["200"] = IMAGE_ANSWERS[path]
     return schema
 
 
@@ -180,5 +157,8 @@ def install_docs(app: FastAPI, enabled: bool) -> None:
         return JSONResponse(schema())
 
     @app.get("/docs", include_in_schema=False)
-    async def docs(client: Annotated[Client, Depends(authenticate)]) -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="diffuserve")
+    async def docs(request: Request, client: Annotated[Client, Depends(authenticate)]
+                   ) -> Response:
+        return swagger.answer(request, swagger.PAGE_ASSET)
+
+    app.include_router(swagger.assets_router(swagger.load_assets()))

@@ -1,0 +1,413 @@
+"""The published schemas of the request bodies, derived from the protocol's tables.
+
+Every field's bounds come from the per-name rules (:mod:`diffuserve.protocol.rules`), the
+GPT-image options (:mod:`diffuserve.protocol.image_options`) and the edit and variation
+field tables (:mod:`diffuserve.protocol.edits`), so the schema cannot drift from what the
+server accepts. Each body is one object schema:
+
+- ``properties``: every field the route reads, with the widest bounds any name accepts
+  (what Swagger UI shows and builds its forms from);
+- ``anyOf``: one branch per family of model names with the same rules, narrowing the
+  fields to what those names accept (a field a family refuses must be absent, or null
+  in JSON); the family of the default model also takes an omitted ``model``;
+- ``allOf``: the rules between fields (compression only for jpeg and webp, no
+  transparent jpeg, partial images only when streamed).
+
+What JSON Schema cannot say (``seed + n - 1`` within 32 bits, the free sizes' aspect
+ratio and pixel budget, that a file must hold a real image of the right size, what the
+served model itself can draw) and a mask or a markup but not both (which it could say,
+but at a size schema-driven generators give up on) is in the descriptions, and the fuzz tests
+(tests/api/fuzzing.py) name each such refusal. The routes' own declarations play no
+part: :func:`diffuserve.api.openapi.build_schema` replaces them with these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from diffuserve.protocol.edits import (
+    EDIT_FIELDS,
+    INPUT_FIDELITIES,
+    MASK_MAX_BYTES,
+    VARIATION_FIELDS,
+    UploadRules,
+    upload_rules_for,
+)
+from diffuserve.protocol.generations import ImageGenerationRequest
+from diffuserve.protocol.image_options import (
+    BACKGROUNDS,
+    COMPLEXITIES,
+    MAX_PARTIAL_IMAGES,
+    MAX_SAFETY_IDENTIFIER_LENGTH,
+    MODERATION_LEVELS,
+    OUTPUT_FORMATS,
+)
+from diffuserve.protocol.rule_tables import NO_EDIT_NAMES
+from diffuserve.protocol.rules import (
+    FREE_SIZE_MAX_PIXELS,
+    FREE_SIZE_MAX_RATIO,
+    FREE_SIZE_MAX_SIDE,
+    FREE_SIZE_MULTIPLE,
+    GENERIC,
+    MAX_GUIDANCE,
+    MAX_SEED,
+    MAX_STEPS,
+    MAX_USER_LENGTH,
+    RULES_BY_NAME,
+    STYLES,
+    ModelRules,
+)
+
+Schema = dict[str, Any]
+
+#: Images one edit takes: the service edits the first image of a request and refuses
+#: more (``too_many_images``, service/planning.py), below the per-name upload limits.
+EDITED_IMAGES = 1
+#: The fields refused with any value but null: no model here draws GIF or SVG, and these
+#: only go with those formats.
+NEVER_SET = ("frame_count", "frame_duration_ms", "svg")
+#: Side lengths of a free size, as a regular expression: every multiple within bounds.
+_SIDE = "(?:" + "|".join(str(side) for side in range(
+    FREE_SIZE_MULTIPLE, FREE_SIZE_MAX_SIDE + 1, FREE_SIZE_MULTIPLE)) + ")"
+FREE_SIZE_PATTERN = f"^{_SIDE}x{_SIDE}$"
+FREE_SIZE_REF = {"$ref": "#/components/schemas/FreeSize"}
+FREE_SIZE_NOTE = (
+    f"Any WIDTHxHEIGHT with both sides multiples of {FREE_SIZE_MULTIPLE} up to "
+    f"{FREE_SIZE_MAX_SIDE}, the longer at most {FREE_SIZE_MAX_RATIO} times the shorter and "
+    f"at most {FREE_SIZE_MAX_PIXELS} pixels in all (the pattern states the sides; the ratio "
+    "and the pixel budget cannot be written as one).")
+SEED_NOTE = f"Image i of a request uses seed + i: seed + n - 1 must stay <= {MAX_SEED}."
+#: Every format any name takes as an upload.
+IMAGE_FORMATS = tuple(dict.fromkeys(
+    fmt for name in ("", *RULES_BY_NAME) for fmt in upload_rules_for(name).formats))
+_BASE64 = "(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"
+
+
+@dataclass(frozen=True)
+class Family:
+    """Model names that one set of rules governs; no names: any other name."""
+
+    names: tuple[str, ...]
+    rules: ModelRules
+    uploads: UploadRules
+
+
+def families(refused: Iterable[str] = ()) -> list[Family]:
+    """The names of the rule table grouped by the rules they follow (for uploads too),
+    then every other name; ``refused`` names are in no family."""
+    grouped: dict[tuple[ModelRules, UploadRules], list[str]] = {}
+    for name, rules in RULES_BY_NAME.items():
+        if name not in refused:
+            grouped.setdefault((rules, upload_rules_for(name)), []).append(name)
+    found = [Family(tuple(names), rules, uploads)
+             for (rules, uploads), names in grouped.items()]
+    return [*found, Family((), GENERIC, upload_rules_for(""))]
+
+
+def _enum(values: Iterable[Any]) -> Schema:
+    return {"enum": list(dict.fromkeys(values))}
+
+
+def _size(rules: ModelRules) -> Schema:
+    if not rules.free_size:
+        return {"type": "string", **_enum(rules.sizes)}
+    return {"type": "string", "anyOf": [_enum(rules.sizes), FREE_SIZE_REF]}
+
+
+def components() -> dict[str, Schema]:
+    """The schemas the bodies refer to, for ``components/schemas``."""
+    return {"FreeSize": {"type": "string", "pattern": FREE_SIZE_PATTERN,
+                         "description": FREE_SIZE_NOTE}}
+
+
+def field_schema(name: str, family: Family) -> Schema | None:
+    """One field's schema (no null) for ``family``; None where it refuses every value."""
+    rules = family.rules
+    options = rules.image_options
+    known: dict[str, Schema | None] = {
+        "prompt": {"type": "string", "minLength": 1, "maxLength": rules.max_prompt_length},
+        "n": {"type": "integer", "minimum": 1, "maximum": rules.max_n},
+        "size": _size(rules),
+        "quality": _enum(rules.qualities),
+        # A name without styles takes either style and ignores it, as OpenAI does.
+        "style": _enum(rules.styles or STYLES),
+        "response_format": _enum(rules.response_formats),
+        "user": {"type": "string", "maxLength": MAX_USER_LENGTH},
+        "safety_identifier": {"type": "string", "maxLength": MAX_SAFETY_IDENTIFIER_LENGTH},
+        "seed": {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
+        "num_inference_steps": {"type": "integer", "minimum": 1, "maximum": MAX_STEPS},
+        "guidance_scale": {"type": "number", "minimum": 0, "maximum": MAX_GUIDANCE},
+        "negative_prompt": {"type": "string", "maxLength": rules.max_prompt_length},
+        "input_fidelity": _enum(INPUT_FIDELITIES) if family.uploads.input_fidelity else None,
+        # The GPT-image fields: only names that take them (protocol/image_options.py).
+        "background": _enum(BACKGROUNDS) if options else None,
+        "moderation": _enum(MODERATION_LEVELS) if options else None,
+        "output_format": _enum(OUTPUT_FORMATS) if options else None,
+        "output_compression": {"type": "integer", "minimum": 0, "maximum": 100}
+        if options else None,
+        "partial_images": {"type": "integer", "minimum": 0, "maximum": MAX_PARTIAL_IMAGES}
+        if options else None,
+        "stream": {"type": "boolean"} if options else None,
+        "complexity": _enum(COMPLEXITIES) if options else None,
+        **dict.fromkeys(NEVER_SET),
+    }
+    if name not in known:
+        raise KeyError(f"no published bounds for the field {name!r}")
+    return known[name]
+
+
+def _nullable(schema: Schema | None) -> Schema:
+    """JSON's form: null means "not given", as OpenAI treats it."""
+    if schema is None:
+        return {"type": "null"}
+    if "enum" in schema:
+        return {**schema, "enum": [*schema["enum"], None]}
+    if "anyOf" in schema:  # a size: the named ones, or a free one
+        return {**schema, "type": [schema["type"], "null"],
+                "anyOf": [*schema["anyOf"], {"type": "null"}]}
+    return {**schema, "type": [schema["type"], "null"]}
+
+
+def _widest(schemas: list[Schema | None]) -> Schema | None:
+    """One field's bounds over every family: what Swagger UI shows."""
+    given = [schema for schema in schemas if schema is not None]
+    if not given:
+        return None
+    widest: Schema = {}
+    for schema in given:
+        for key, value in schema.items():
+            if key in ("minimum", "minLength"):
+                widest[key] = min(widest.get(key, value), value)
+            elif key in ("maximum", "maxLength"):
+                widest[key] = max(widest.get(key, value), value)
+            elif key not in ("enum", "anyOf"):
+                widest[key] = value
+    values = [value for schema in given
+              for value in (*schema.get("enum", ()),
+                            *(v for part in schema.get("anyOf", ()) for v in part.get("enum", ())))]
+    if any(FREE_SIZE_REF in schema.get("anyOf", ()) for schema in given):
+        widest["anyOf"] = [_enum(values), FREE_SIZE_REF]  # the named sizes, or a free one
+    elif values:
+        widest.update(_enum(values))
+    return widest
+
+
+def _model_schemas(refused: tuple[str, ...], default: str, *, empty_is_default: bool,
+                   json: bool) -> list[tuple[Family, Schema, bool]]:
+    """Each family with its ``model`` schema and whether ``model`` may be omitted (the
+    family of ``default``, the name an omitted model means on this server)."""
+    found = families(refused)
+    named = [name for family in found for name in family.names]
+    if default in refused:
+        default_family = None
+    else:
+        default_family = next((family for family in found if default in family.names),
+                              found[-1])
+    # What means "the default" besides an omitted field.
+    absent: list[Any] = [*([None] if json else []), *([""] if empty_is_default else [])]
+    out = []
+    for family in found:
+        schema: Schema
+        if family.names:
+            schema = _enum(family.names)
+        else:
+            # Any other name: the served models' own names and aliases.
+            schema = {"type": "string", "not": _enum(
+                [*named, *refused, *([""] if empty_is_default else [])])}
+        omitted = family is default_family
+        if omitted and absent:
+            schema = (_enum([*schema["enum"], *absent]) if "enum" in schema
+                      else {"anyOf": [schema, _enum(absent)]})
+        out.append((family, schema, omitted))
+    return out
+
+
+def _body(fields: Iterable[str], *, json: bool, default: str, empty_is_default: bool,
+          required: tuple[str, ...] = ("prompt",), refused: tuple[str, ...] = (),
+          files: Mapping[str, Schema] | None = None,
+          files_for: Callable[[Family], Schema] | None = None) -> Schema:
+    """An object schema over ``fields`` and ``files``: the widest bounds in
+    ``properties``, each family's narrower ones in one ``anyOf`` branch, the rules
+    between fields in ``allOf``; ``required`` fields are never null."""
+    models = _model_schemas(refused, default, empty_is_default=empty_is_default, json=json)
+    names = [name for name in fields if name != "model"]
+    bounds = [{name: field_schema(name, family) for name in names}
+              for family, _, _ in models]
+
+    def published(name: str, schema: Schema | None) -> Schema | bool:
+        if name in required:
+            return schema or False
+        # A field a family refuses: null only in JSON, absent from a form.
+        return _nullable(schema) if json else (schema or False)
+
+    properties: Schema = {"model": {
+        "type": ["string", "null"] if json else "string",
+        "description": "The model name; each family of names has its own bounds (anyOf)."}}
+    for name in names:
+        widest = published(name, _widest([each[name] for each in bounds]))
+        if widest is not False:  # a form field no name takes is simply not listed
+            properties[name] = widest
+    names = [name for name in names if name in properties]
+    bounds = [{name: each[name] for name in names} for each in bounds]
+    properties.update(files or {})
+    branches = []
+    for (family, model, omitted), each in zip(models, bounds, strict=True):
+        narrowed: Schema = {"model": model}
+        narrowed.update((name, published(name, schema)) for name, schema in each.items()
+                        if published(name, schema) != properties[name])
+        narrowed.update(files_for(family) if files_for else {})
+        branch: Schema = {"title": ", ".join(family.names) or "any other model name",
+                          "properties": narrowed}
+        if not omitted:
+            branch["required"] = ["model"]
+        branches.append(branch)
+    rules = [rule for rule in _between_fields(json) if set(_mentions(rule)) <= set(properties)]
+    schema: Schema = {"type": "object", "additionalProperties": False,
+                      "properties": properties, "anyOf": branches}
+    if required:
+        schema["required"] = list(required)
+    if rules:
+        schema["allOf"] = rules
+    return schema
+
+
+def _mentions(rule: Schema) -> list[str]:
+    return [name for branch in rule["anyOf"] for name in (
+        *branch.get("properties", {}), *branch.get("required", ()))]
+
+
+def _between_fields(json: bool) -> list[Schema]:
+    """The rules between the GPT-image fields (protocol/image_options.py), each as the
+    ways to satisfy it; an absent field counts as its default."""
+    null = [None] if json else []
+    by_format = []
+    for fmt in OUTPUT_FORMATS:
+        branch: Schema
+        if fmt == "png":
+            # The default format, and lossless: output_compression only at 100.
+            branch = {"properties": {"output_format": _enum([fmt, *null]),
+                                     "output_compression": _enum([100, *null])}}
+        else:
+            branch = {"required": ["output_format"], "properties": {"output_format": _enum([fmt])}}
+        if fmt == "jpeg":  # no alpha channel: no transparent background
+            branch["properties"]["background"] = _enum(
+                [*(background for background in BACKGROUNDS if background != "transparent"),
+                 *null])
+        by_format.append(branch)
+    return [
+        {"anyOf": by_format},
+        # Partial images are streamed.
+        {"anyOf": [{"properties": {"partial_images": _enum([0, *null])}},
+                   {"required": ["stream"], "properties": {"stream": {"const": True}}}]},
+    ]
+
+
+#: What the names' rules cannot know: the served model's own abilities.
+MODEL_NOTE = ("A served model that cannot do what is asked (edit, draw variations, a "
+              "transparent background) answers 400 unsupported_value.")
+
+
+def _description(what: str, *notes: str) -> str:
+    return " ".join((what, *notes, SEED_NOTE, FREE_SIZE_NOTE, MODEL_NOTE))
+
+
+def generation_body(default: str) -> Schema:
+    """``POST /v1/images/generations``: the JSON body (``default``: the name an omitted
+    ``model`` means on this server)."""
+    schema = _body(ImageGenerationRequest.model_fields, json=True, default=default,
+                   empty_is_default=False)
+    schema["description"] = _description(
+        "OpenAI's images.generate body; each family of model names narrows the bounds as "
+        "OpenAI does (one anyOf branch each). seed, num_inference_steps, guidance_scale and "
+        "negative_prompt are diffuserve extensions.")
+    return schema
+
+
+def _data_url(formats: Iterable[str], remote: bool) -> Schema:
+    """``{"image_url": …}``: a data URL of one of ``formats`` (an http(s) URL too where
+    the operator lets the server fetch them)."""
+    types = "|".join(formats)
+    url: Schema = {"type": "string", "pattern": f"^data:image/(?:{types});base64,{_BASE64}$"}
+    if remote:
+        url = {"type": "string", "anyOf": [{"pattern": url["pattern"]},
+                                           {"pattern": "^https?://"}]}
+    return {"type": "object", "required": ["image_url"], "properties": {"image_url": url}}
+
+
+def _images(formats: Iterable[str], remote: bool) -> Schema:
+    return {"type": "array", "minItems": 1, "maxItems": EDITED_IMAGES,
+            "items": _data_url(formats, remote)}
+
+
+def _uploads_note() -> str:
+    square = [name for name in RULES_BY_NAME if upload_rules_for(name).square]
+    any_other, squares = upload_rules_for(""), upload_rules_for(square[0])
+    return (f"Images must be real images: {', '.join(any_other.formats)} below "
+            f"{any_other.max_bytes >> 20} MB ({', '.join(square)}: square "
+            f"{', '.join(squares.formats)} below {squares.max_bytes >> 20} MB); a mask or "
+            f"markup a png of the image's size with fully transparent pixels, below "
+            f"{MASK_MAX_BYTES >> 20} MB. The service edits {EDITED_IMAGES} image at a time.")
+
+
+def edit_json_body(default: str, *, remote_urls: bool = False) -> Schema:
+    """``POST /v1/images/edits`` as JSON: ``images: [{image_url}]`` (data URLs; http(s)
+    URLs too where the operator allows them) and ``mask: {image_url}``."""
+    schema = _body(
+        [*EDIT_FIELDS, "moderation"], json=True, default=default, empty_is_default=True,
+        refused=NO_EDIT_NAMES,
+        files={"images": _images(IMAGE_FORMATS, remote_urls),
+               "mask": {"anyOf": [_data_url(["png"], remote_urls), {"type": "null"}]}},
+        files_for=lambda family: {"images": _images(family.uploads.formats, remote_urls)},
+        required=("prompt", "images"))
+    schema["description"] = _description(
+        "OpenAI's images.edit body as JSON; each family of model names narrows the bounds "
+        f"(one anyOf branch each; {', '.join(NO_EDIT_NAMES)} cannot edit).", _uploads_note())
+    return schema
+
+
+def _binary() -> Schema:
+    return {"type": "string", "format": "binary"}
+
+
+#: How the SDKs may also name the file parts (one of each at most, as the schema's).
+FORM_SPELLINGS = ("Files may also be sent as image[] and mask[] (as the SDKs do for "
+                  "lists), one image and one mask in all.")
+
+
+def edit_form_body(default: str) -> Schema:
+    """``POST /v1/images/edits`` as multipart: every field a string part, the files
+    ``image``, ``mask`` and ``markup``."""
+    schema = _body(
+        EDIT_FIELDS, json=False, default=default, empty_is_default=True,
+        required=("prompt", "image"), refused=NO_EDIT_NAMES,
+        # markup: a transparent png drawn over the image to guide the edit; GPT-image
+        # names (those with the GPT-image fields) and any other name take it.
+        files={"image": _binary(), "mask": _binary(), "markup": _binary()},
+        files_for=lambda family: {} if family.rules.image_options else {"markup": False})
+    # "A mask or a markup, not both" is one more anyOf, which would double the branches
+    # past what schema-driven generators (schemathesis') can unfold: it is said in words.
+    schema["description"] = _description(
+        "OpenAI's images.edit form; each family of model names narrows the bounds (one "
+        f"anyOf branch each; {', '.join(NO_EDIT_NAMES)} cannot edit). A markup cannot be "
+        "combined with a mask.", FORM_SPELLINGS, _uploads_note())
+    return schema
+
+
+def variation_form_body(default: str) -> Schema:
+    """``POST /v1/images/variations`` as multipart: one image and the variation fields."""
+    schema = _body(VARIATION_FIELDS, json=False, default=default, empty_is_default=True,
+                   required=("image",), files={"image": _binary()})
+    schema["description"] = _description(
+        "OpenAI's images.create_variation form; each family of model names narrows the "
+        "bounds (one anyOf branch each). The image may also be sent as image[].",
+        _uploads_note())
+    return schema
+
+
+def form_encoding(fields: Iterable[str]) -> Schema:
+    """The content types of a form's file parts."""
+    images = ", ".join(f"image/{fmt}" for fmt in IMAGE_FORMATS)
+    types = {"image": images, "mask": "image/png", "markup": "image/png"}
+    return {name: {"contentType": types[name]} for name in fields if name in types}

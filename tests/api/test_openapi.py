@@ -1,0 +1,238 @@
+"""The published schema against what the server serves, and ``/docs`` without a CDN."""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from diffuserve.api.openapi import request_bodies
+from diffuserve.api.request_bodies import FREE_SIZE_PATTERN, NEVER_SET
+from diffuserve.api.routes.playground import CONTENT_SECURITY_POLICY
+from diffuserve.protocol.edits import EDIT_FIELDS, VARIATION_FIELDS
+from diffuserve.protocol.errors import InvalidRequestError
+from diffuserve.protocol.generations import ImageGenerationRequest
+from diffuserve.protocol.rule_tables import NO_EDIT_NAMES
+from diffuserve.protocol.rules import (
+    FREE_SIZE_MAX_PIXELS,
+    FREE_SIZE_MAX_RATIO,
+    OPENAI_MODEL_NAMES,
+    rules_for,
+)
+from tests.api import fuzzing
+from tests.api.test_app import AUTH, make_client
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    with make_client(tmp_path, fuzzing.FuzzBackend(), auto_aliases=True) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def schema(client: TestClient) -> dict[str, Any]:
+    served: dict[str, Any] = client.get("/openapi.json", headers=AUTH).json()
+    return served
+
+
+def body_of(schema: dict[str, Any], path: str, media_type: str) -> dict[str, Any]:
+    content: dict[str, Any] = schema["paths"][path]["post"]["requestBody"]["content"]
+    found: dict[str, Any] = content[media_type]
+    return found
+
+
+def png_data_url() -> str:
+    return "data:image/png;base64," + base64.b64encode(fuzzing.IMAGES["png"][0]).decode()
+
+
+# -- sizes ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", ["16x16", "3840x2160", "1024x1536", "3840x1280"])
+def test_the_free_size_pattern_takes_multiples_of_16_up_to_3840(size: str) -> None:
+    assert re.fullmatch(FREE_SIZE_PATTERN, size)
+
+
+@pytest.mark.parametrize("size", ["10x10", "17x16", "3856x16", "016x16", "0x16", "16x",
+                                  "1024X1024", " 16x16"])
+def test_the_free_size_pattern_refuses_what_no_name_takes(size: str) -> None:
+    assert not re.fullmatch(FREE_SIZE_PATTERN, size)
+
+
+def test_a_free_size_is_served_exactly_when_the_pattern_and_the_budget_allow_it() -> None:
+    """The pattern states the sides; the description the ratio and the pixel budget:
+    together they are the rule of every free-size name."""
+    rules = rules_for("gpt-image-2")
+    for width in range(8, 4000, 24):
+        for height in range(8, 4000, 56):
+            size = f"{width}x{height}"
+            published = bool(re.fullmatch(FREE_SIZE_PATTERN, size)) and (
+                width * height <= FREE_SIZE_MAX_PIXELS
+                and max(width, height) <= FREE_SIZE_MAX_RATIO * min(width, height))
+            try:
+                rules.validate(ImageGenerationRequest(prompt="a cat", size=size),
+                               "gpt-image-2")
+                served = True
+            except InvalidRequestError:
+                served = False
+            assert served == (published or size in rules.sizes), size
+
+
+def test_10x10_is_refused_by_every_name(client: TestClient) -> None:
+    for model in ("fake", *OPENAI_MODEL_NAMES):
+        response = client.post("/v1/images/generations", headers=AUTH,
+                               json={"prompt": "a cat", "model": model, "size": "10x10"})
+        assert response.status_code == 400, model
+
+
+# -- bodies ------------------------------------------------------------------------------
+
+
+def test_the_json_edit_body_lists_its_fields_images_and_mask(schema: dict[str, Any]) -> None:
+    body = body_of(schema, "/v1/images/edits", "application/json")["schema"]
+    assert set(body["properties"]) == {*EDIT_FIELDS, "moderation", "images", "mask"}
+    assert set(body["required"]) == {"prompt", "images"}
+    assert body["additionalProperties"] is False
+    image_url = body["properties"]["images"]["items"]["properties"]["image_url"]
+    assert re.match(image_url["pattern"], png_data_url())
+
+
+def test_the_edit_form_lists_every_field_it_reads(schema: dict[str, Any]) -> None:
+    form = body_of(schema, "/v1/images/edits", "multipart/form-data")
+    assert set(form["schema"]["properties"]) == {
+        *EDIT_FIELDS, "image", "mask", "markup"} - set(NEVER_SET)
+    assert set(form["schema"]["required"]) == {"prompt", "image"}
+    assert set(form["encoding"]) == {"image", "mask", "markup"}
+
+
+@pytest.mark.parametrize("media_type", ["multipart/form-data", "application/json"])
+def test_each_edit_field_has_the_type_the_protocol_reads(
+    schema: dict[str, Any], media_type: str,
+) -> None:
+    """Every field the protocol reads, with its type; those no name takes (the GIF and
+    SVG fields) only as null in JSON and not at all in a form."""
+    types = {str: "string", int: "integer", float: "number", bool: "boolean"}
+    properties = body_of(schema, "/v1/images/edits", media_type)["schema"]["properties"]
+    for name, kind in EDIT_FIELDS.items():
+        if name in NEVER_SET:
+            assert properties.get(name, {"type": "null"}) == {"type": "null"}, name
+            continue
+        published = properties[name]
+        declared = published.get("type") or ("string" if "enum" in published else None)
+        assert types[kind] in (declared if isinstance(declared, list) else [declared]), name
+
+
+def test_the_variation_form_lists_its_fields_and_no_mask_or_prompt(
+    schema: dict[str, Any],
+) -> None:
+    form = body_of(schema, "/v1/images/variations", "multipart/form-data")
+    assert set(form["schema"]["properties"]) == {*VARIATION_FIELDS, "image"}
+    assert {"mask", "prompt"}.isdisjoint(form["schema"]["properties"])
+
+
+def test_the_bodies_are_built_from_the_protocol_not_the_routes(
+    client: TestClient, schema: dict[str, Any],
+) -> None:
+    for path, content in request_bodies(client.app).items():  # type: ignore[arg-type]
+        assert schema["paths"][path]["post"]["requestBody"]["content"] == content
+
+
+def test_the_schema_names_the_edit_families_and_no_name_that_cannot_edit(
+    schema: dict[str, Any],
+) -> None:
+    branches = body_of(schema, "/v1/images/edits", "application/json")["schema"]["anyOf"]
+    named = {name for branch in branches
+             for name in branch["properties"]["model"].get("enum", ()) if name}
+    assert named == set(OPENAI_MODEL_NAMES) - set(NO_EDIT_NAMES)
+
+
+@pytest.mark.parametrize("model", ["fake", *OPENAI_MODEL_NAMES])
+def test_a_minimal_json_edit_is_served_exactly_for_the_names_the_schema_lists(
+    client: TestClient, model: str,
+) -> None:
+    response = client.post("/v1/images/edits", headers=AUTH, json={
+        "prompt": "a hat", "model": model, "images": [{"image_url": png_data_url()}]})
+    assert response.status_code == (400 if model in NO_EDIT_NAMES else 200), response.text
+
+
+def test_an_edit_takes_one_image_as_the_schema_says(
+    client: TestClient, schema: dict[str, Any],
+) -> None:
+    body = body_of(schema, "/v1/images/edits", "application/json")["schema"]
+    assert body["properties"]["images"]["maxItems"] == 1
+    response = client.post("/v1/images/edits", headers=AUTH, json={
+        "prompt": "a hat", "model": "gpt-image-1",
+        "images": [{"image_url": png_data_url()}, {"image_url": png_data_url()}]})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "too_many_images"
+
+
+def test_a_streamed_edit_is_documented_as_server_sent_events(schema: dict[str, Any]) -> None:
+    answers = schema["paths"]["/v1/images/edits"]["post"]["responses"]["200"]["content"]
+    assert set(answers) == {"application/json", "text/event-stream"}
+
+
+# -- /docs -------------------------------------------------------------------------------
+
+
+class _References(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+        self.inline_scripts = 0
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.urls += [value for name, value in attrs if name in ("src", "href") and value]
+        self._in_script = tag == "script"
+        if tag == "style" or any(name == "style" or name.startswith("on") for name, _ in attrs):
+            self.inline_scripts += 1
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script and data.strip():
+            self.inline_scripts += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_script = False
+
+
+def test_the_docs_page_needs_the_key(client: TestClient) -> None:
+    assert client.get("/docs").status_code == 401
+    assert client.get("/openapi.json").status_code == 401
+
+
+def test_the_docs_page_loads_only_same_origin_files_under_the_playground_policy(
+    client: TestClient,
+) -> None:
+    page = client.get("/docs", headers=AUTH)
+    assert page.status_code == 200
+    assert page.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    references = _References()
+    references.feed(page.text)
+    assert references.urls and references.inline_scripts == 0
+    for url in references.urls:
+        assert not re.match(r"^[a-z]+:|^//", url), url  # relative: this origin
+        asset = client.get("/" + url)  # public: no key
+        assert asset.status_code == 200, url
+        assert asset.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+        assert asset.headers["x-content-type-options"] == "nosniff"
+    init = client.get("/docs/swagger-init.js").text
+    assert '"openapi.json"' in init and "validatorUrl: null" in init
+
+
+def test_the_docs_files_are_revalidated_and_outside_the_schema(
+    client: TestClient, schema: dict[str, Any],
+) -> None:
+    first = client.get("/docs/swagger-ui.css")
+    again = client.get("/docs/swagger-ui.css", headers={"If-None-Match": first.headers["etag"]})
+    assert again.status_code == 304
+    assert not [path for path in schema["paths"] if path.startswith("/docs")]
+    unknown = client.get("/docs/../pyproject.toml")
+    assert unknown.status_code == 404
+    assert client.get("/docs/index.html").status_code == 404
