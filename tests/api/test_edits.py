@@ -122,11 +122,11 @@ def test_a_json_edit_with_a_data_url(client: TestClient, backend: EditingBackend
     assert backend.calls[0].strength == 0.5  # high fidelity, no mask
 
 
-@pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # the SDK's own notice
 def test_variations_draw_n_distinct_images_without_a_prompt(
     client: TestClient, backend: EditingBackend
 ) -> None:
-    with client:
+    # openai-python marks the call deprecated (upstream retired the endpoint); served here.
+    with client, pytest.warns(DeprecationWarning, match="^deprecated$"):
         result = sdk_for(client).images.create_variation(
             image=("a.png", png(Image.new("RGB", (256, 256), RED)), "image/png"), n=2,
             size="256x256", response_format="b64_json")
@@ -144,6 +144,59 @@ def test_a_streamed_edit_sends_image_edit_events(client: TestClient) -> None:
             prompt="x", stream=True, partial_images=2, extra_body={"num_inference_steps": 6}))
     assert [e.type for e in events] == ["image_edit.partial_image", "image_edit.partial_image",
                                         "image_edit.completed"]
+
+
+def test_completed_edit_events_carry_the_effective_safety_identifier(
+    client: TestClient,
+) -> None:
+    with client:
+        events = list(sdk_for(client).images.edit(
+            model="gpt-image-2", image=("a.png", png(Image.new("RGB", (64, 64), RED)),
+                                        "image/png"),
+            prompt="x", stream=True, user="bob", extra_body={"num_inference_steps": 2}))
+        response = sdk_for(client).images.edit(
+            model="gpt-image-2", image=("a.png", png(Image.new("RGB", (64, 64), RED)),
+                                        "image/png"),
+            prompt="x", user="bob", safety_identifier="hash-of-bob")
+    assert [(e.type, e.safety_identifier) for e in events] == [("image_edit.completed", "bob")]
+    assert response.safety_identifier == "hash-of-bob"
+
+
+def test_edits_take_complexity_from_the_sdk_as_generations_do(
+    client: TestClient, backend: EditingBackend
+) -> None:
+    image = ("a.png", png(Image.new("RGB", (64, 64), RED)), "image/png")
+    with client:
+        for complexity in ("low", "high"):
+            sdk_for(client).images.edit(model="gpt-image-2", image=image, prompt="x",
+                                        complexity=complexity)
+    # The model's 10 steps, scaled as on generations (service/planning.py).
+    assert [call.num_inference_steps for call in backend.calls] == [8, 12]
+
+
+@pytest.mark.parametrize("model, fields, param, code", [
+    ("gpt-image-2", {"svg": {"model": "m", "reasoning": {"effort": "high"}}}, "svg",
+     "invalid_value"),
+    ("gpt-image-2", {"frame_count": 4}, "frame_count", "invalid_value"),
+    ("gpt-image-2", {"frame_duration_ms": 200}, "frame_duration_ms", "invalid_value"),
+    ("gpt-image-2", {"output_format": "svg", "svg": {"model": "m"}}, "output_format",
+     "unsupported_value"),
+    ("dall-e-2", {"frame_count": 4}, "frame_count", "unknown_parameter"),
+])
+def test_the_sdks_gif_and_svg_fields_get_the_400_generations_give(
+    client: TestClient, backend: EditingBackend, model: str, fields: dict[str, object],
+    param: str, code: str,
+) -> None:
+    image = ("a.png", png(Image.new("RGB", (64, 64), RED)), "image/png")
+    with client:
+        sdk = sdk_for(client)
+        with pytest.raises(openai.BadRequestError) as edited:
+            sdk.images.edit(model=model, image=image, prompt="x", **fields)  # type: ignore[arg-type]
+        with pytest.raises(openai.BadRequestError) as generated:
+            sdk.images.generate(model=model, prompt="x", **fields)  # type: ignore[arg-type]
+    assert (edited.value.param, edited.value.code) == (param, code)
+    assert edited.value.message == generated.value.message
+    assert backend.calls == []
 
 
 def test_a_model_that_cannot_edit_says_so(tmp_path: Path) -> None:

@@ -108,3 +108,38 @@ def test_models_carry_shutdown_date(client: TestClient) -> None:
     assert {"gpt-image-2", "gpt-image-1-mini", "chatgpt-image-latest"} <= {
         model["id"] for model in listing["data"]}
     assert one.shutdown_date is None
+
+
+#: A request each name takes, answered in base64.
+ANSWERED_IN_BASE64 = {"gpt-image-2": {}, "dall-e-2": {"size": "256x256",
+                                                     "response_format": "b64_json"}}
+
+
+@pytest.mark.parametrize("fields, expected", [
+    ({"safety_identifier": "hash-of-alice", "user": "alice"}, "hash-of-alice"),
+    ({"user": "alice"}, "alice"),  # the deprecated field, when no identifier is given
+    ({"safety_identifier": "", "user": "alice"}, "alice"),  # empty: as if omitted
+])
+@pytest.mark.parametrize("model", ["gpt-image-2", "dall-e-2"])
+def test_responses_echo_the_effective_safety_identifier(
+    client: TestClient, model: str, fields: dict[str, str], expected: str
+) -> None:
+    with client:
+        result = sdk_for(client).images.generate(
+            model=model, prompt="a", **ANSWERED_IN_BASE64[model], **fields)  # type: ignore[arg-type]
+    assert result.safety_identifier == expected
+
+
+def test_without_an_identifier_none_is_echoed(client: TestClient) -> None:
+    with client:
+        raw = client.post("/v1/images/generations", headers=AUTH,
+                          json={"model": "gpt-image-2", "prompt": "a"}).json()
+    assert "safety_identifier" not in raw
+
+
+def test_completed_generation_events_carry_the_safety_identifier(client: TestClient) -> None:
+    with client:
+        events = list(sdk_for(client).images.generate(
+            model="gpt-image-2", prompt="a", n=2, stream=True, safety_identifier="hash-of-bob"))
+    assert [(e.type, e.safety_identifier) for e in events] == [
+        ("image_generation.completed", "hash-of-bob")] * 2

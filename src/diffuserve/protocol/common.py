@@ -47,6 +47,8 @@ class ImagesResponse(BaseModel):
     quality: str | None = None
     size: str | None = None
     usage: Usage | None = None
+    #: The effective safety identifier: ``safety_identifier``, else the deprecated ``user``.
+    safety_identifier: str | None = None
 
 
 class ModelObject(BaseModel):

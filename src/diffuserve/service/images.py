@@ -151,6 +151,9 @@ class ImageService:
         task = self._task(plan, request_id, client_id, previews=options.partial_images)
         echo = {"background": options.background, "output_format": options.output_format,
                 "quality": request.quality, "size": request.size}
+        # Completed events carry the effective safety identifier, as OpenAI's do.
+        identified = {} if request.end_user is None else {
+            "safety_identifier": request.end_user}
         events = self.engine.stream(task)
         try:
             async for event in events:
@@ -176,7 +179,7 @@ class ImageService:
                         yield StreamEvent(f"{kind}.completed", {
                             "type": f"{kind}.completed", "b64_json": b64,
                             "created_at": int(self.clock()), **echo,
-                            "usage": usage.model_dump()})
+                            "usage": usage.model_dump(), **identified})
                     self._log(plan, request_id, event, streamed=True)
         finally:
             await events.aclose()  # type: ignore[attr-defined]
@@ -199,7 +202,8 @@ class ImageService:
             revised_prompt=plan.revised_prompt, base_url=base_url, now=self.clock(),
             output_format=options.output_format, compression=options.output_compression)
         self._log(plan, request_id, result)
-        response = ImagesResponse(created=int(self.clock()), data=data)
+        response = ImagesResponse(created=int(self.clock()), data=data,
+                                  safety_identifier=request.end_user)
         if request.gpt_image:
             width, height = plan.params.width, plan.params.height
             response.background = options.resolved_background
