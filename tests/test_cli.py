@@ -99,13 +99,15 @@ def test_flags_read_back_typed_and_repeatable(tmp_path: Path) -> None:
     args = parser.parse_args([
         "serve", "--model", f"a={tmp_path}", "--model", f"b={tmp_path}", "--api-key", "sk-1",
         "--api-key", "sk-2", "--url-ttl", "90", "--no-batching", "--alias", "x=a",
-        "--rate-limit-ipm", "5"])
+        "--rate-limit-ipm", "5", "--cors-origins", "http://localhost:3000",
+        "--cors-origins", "https://app.example.com"])
     settings = _settings(sources["serve"], args, Settings)
     assert [spec.name for spec in settings.models] == ["a", "b"]
     assert [key.get_secret_value() for key in settings.api_keys] == ["sk-1", "sk-2"]
     assert (settings.url_ttl_seconds, settings.batching, settings.aliases) == (90, False,
                                                                                ("x=a",))
     assert settings.rate_limit_ipm == 5
+    assert settings.cors_origins == ("http://localhost:3000", "https://app.example.com")
 
 
 def test_invalid_configuration_is_one_readable_line(

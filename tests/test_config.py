@@ -132,6 +132,23 @@ def test_bad_trusted_proxy_is_rejected(proxy: str) -> None:
         Settings(trusted_proxies=(proxy,))
 
 
+def test_cors_origins_are_written_as_browsers_send_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().cors_origins == ()  # none by default
+    monkeypatch.setenv("DIFFUSERVE_CORS_ORIGINS",
+                       "http://localhost:3000/, HTTPS://App.Example.com,chrome-extension://abc")
+
+    assert Settings().cors_origins == ("http://localhost:3000", "https://app.example.com",
+                                       "chrome-extension://abc")
+
+
+@pytest.mark.parametrize("origin", ["*", "localhost:3000", "http://localhost:3000/app",
+                                    "https://*.example.com", "http://user@host",
+                                    "http://host?x=1"])
+def test_what_is_not_an_origin_is_rejected_saying_what_one_is(origin: str) -> None:
+    with pytest.raises(ValidationError, match="(?s)cors_origins.*scheme://host"):
+        Settings(cors_origins=(origin,))
+
+
 def test_bad_trusted_proxy_in_environment_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DIFFUSERVE_TRUSTED_PROXIES", "10.0.0.1,proxy.internal")
 

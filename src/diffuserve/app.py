@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
@@ -12,6 +13,7 @@ from fastapi import FastAPI
 from diffuserve import __version__
 from diffuserve.api.admission import Admission
 from diffuserve.api.auth import KeyEntry, KeyStore, read_keys_file
+from diffuserve.api.cors import CorsForOrigins, answer_headers
 from diffuserve.api.deps import ServerParts
 from diffuserve.api.errors import install_error_handlers
 from diffuserve.api.middleware import RequestContextMiddleware
@@ -171,9 +173,14 @@ def build_app(
     )
     app.state.parts = server
     install_error_handlers(app)
+    if settings.cors_origins:
+        # Inside the request ids (a preflight's answer carries one and is logged), outside
+        # everything else: a preflight is answered before any key is asked for.
+        app.add_middleware(CorsForOrigins, origins=settings.cors_origins)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes,
                        upload_paths=edits.UPLOAD_PATHS,
-                       max_upload_bytes=settings.max_upload_bytes)
+                       max_upload_bytes=settings.max_upload_bytes,
+                       answer_headers=functools.partial(answer_headers, settings.cors_origins))
     app.include_router(generations.router)
     app.include_router(edits.router)
     if isinstance(store, LocalImageStore):

@@ -172,6 +172,17 @@ def load_models_file(path: Path) -> list[ModelSpec]:
     return specs
 
 
+def browser_origin(text: str) -> str:
+    """``text`` as a browser writes it in ``Origin`` (``scheme://host[:port]``, lower
+    case, no trailing slash), or a ValueError that says what an origin is."""
+    parts = urllib.parse.urlsplit(text.strip())
+    if (not parts.scheme or not parts.hostname or parts.path not in ("", "/")
+            or parts.query or parts.fragment or "@" in parts.netloc or "*" in text):
+        raise ValueError(f"{text!r} is not an origin: write scheme://host[:port] as the "
+                         "browser shows it (http://localhost:3000), with no path and no *")
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
 def _split_csv(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -351,6 +362,10 @@ class Settings(ModelSelection):
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), description="IP/CIDR whose X-Forwarded-Proto/-Host/-Prefix to believe "
                                 "(repeatable)")
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="let browser apps of this origin (scheme://host[:port], "
+                                "e.g. http://localhost:3000) call the API (repeatable); "
+                                "none by default")
 
     api_docs: bool = Field(
         default=True, description="serve /openapi.json and /docs (behind the API keys)")
@@ -427,7 +442,8 @@ class Settings(ModelSelection):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="JSON logs on stderr from this level")
 
-    _split = field_validator("model", "api_keys", "trusted_proxies", mode="before")(_split_csv)
+    _split = field_validator("model", "api_keys", "trusted_proxies", "cors_origins",
+                             mode="before")(_split_csv)
 
     def _flag_models(self) -> tuple[ModelSpec, ...]:
         return tuple(parse_model_flag(item) for item in self.model)
@@ -461,6 +477,11 @@ class Settings(ModelSelection):
             ipaddress.ip_network(item, strict=False)
         return value
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(browser_origin(item) for item in value))
+
     def is_loopback(self) -> bool:
         if self.host in ("localhost", "ip6-localhost"):
             return True
@@ -485,6 +506,7 @@ class Settings(ModelSelection):
             "storage_url": self.storage_url,
             "storage_sweep": self.storage_sweep,
             "trusted_proxies": list(self.trusted_proxies),
+            "cors_origins": list(self.cors_origins),
             "max_queue": self.max_queue,
             "batching": self.batching,
             "request_timeout_seconds": self.request_timeout_seconds,

@@ -286,7 +286,30 @@ def is_mapped(exc: Exception) -> bool:
     return isinstance(exc, (APIError, ClientError, engine.EngineError, storage.StorageError))
 
 
-def error_response(error: APIError) -> JSONResponse:
+#: Where the answered error waits for the request's one log line (the access log of
+#: api/middleware.py), under the request's state.
+ERROR_STATE = "answered_error"
+#: A message is logged up to this many characters (some echo a value the client sent).
+MAX_LOGGED_MESSAGE = 500
+
+
+def logged_fields(error: APIError) -> dict[str, str | None]:
+    """What the request's log line says of its error: what the client was told, never
+    more (a key appears only masked, as in the message)."""
+    return {"error_type": error.error_type, "error_code": error.code,
+            "error_param": error.param, "error_message": error.message[:MAX_LOGGED_MESSAGE]}
+
+
+def note_error(state: dict[str, object], error: APIError) -> None:
+    """Keep ``error``'s fields (plain strings: no exception, no traceback kept alive) for
+    the request's log line."""
+    state[ERROR_STATE] = logged_fields(error)
+
+
+def error_response(error: APIError, request: Request | None = None) -> JSONResponse:
+    """The error in OpenAI's envelope; noted for the request's log line."""
+    if request is not None:
+        note_error(request.scope.setdefault("state", {}), error)
     return JSONResponse(error.envelope(), status_code=error.status_code, headers=error.headers)
 
 
@@ -318,22 +341,24 @@ def install_error_handlers(app: FastAPI) -> None:
             logger.warning("request failed", extra={"fields": {
                 "request_id": getattr(request.state, "request_id", None),
                 "error": f"{type(exc).__name__}: {exc}"}})
-        return error_response(error)
+        return error_response(error, request)
 
     for kind in (APIError, ClientError, engine.EngineError, storage.StorageError):
         app.add_exception_handler(kind, mapped)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(_client_error(translate_validation_errors(exc.errors())))
+        return error_response(_client_error(translate_validation_errors(exc.errors())),
+                              request)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(_from_http_exception(exc, request))
+        return error_response(_from_http_exception(exc, request), request)
 
     @app.exception_handler(ClientDisconnect)
     async def _client_left(request: Request, exc: ClientDisconnect) -> JSONResponse:
         # The client went away while sending its body: nobody reads this answer.
-        return error_response(ClientClosedRequest("The client closed the connection."))
+        return error_response(ClientClosedRequest("The client closed the connection."),
+                              request)
 
     # Any other exception is a bug: RequestContextMiddleware answers it with a 500.

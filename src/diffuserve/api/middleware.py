@@ -7,37 +7,51 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from diffuserve.api.errors import APIError, InternalServerError, RequestTooLargeError
+from diffuserve.api.errors import (
+    ERROR_STATE,
+    APIError,
+    InternalServerError,
+    RequestTooLargeError,
+    note_error,
+)
 
 logger = logging.getLogger("diffuserve.access")
 errors_logger = logging.getLogger("diffuserve.api")
 
 
 class RequestContextMiddleware:
-    """Gives every request an id (echoed as ``x-request-id``) and logs one line for it.
+    """Gives every request an id (echoed as ``x-request-id``) and logs one line for it,
+    with the error it was answered (type, code, param, message) where there was one.
 
     Bodies larger than ``max_body_bytes`` are refused with 413 before they are read,
     from ``Content-Length`` when given, else while streaming.
     """
 
     def __init__(self, app: ASGIApp, max_body_bytes: int,
-                 upload_paths: tuple[str, ...] = (), max_upload_bytes: int = 0) -> None:
+                 upload_paths: tuple[str, ...] = (), max_upload_bytes: int = 0,
+                 answer_headers: Callable[[Scope], list[tuple[bytes, bytes]]] | None = None,
+                 ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.upload_paths = upload_paths
         self.max_upload_bytes = max(max_upload_bytes, max_body_bytes)
+        #: Headers of the answers this middleware sends itself, which no inner
+        #: middleware sees (CORS: a browser page may read them too).
+        self.answer_headers = answer_headers or (lambda scope: [])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         request_id = f"req_{uuid.uuid4().hex}"
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
         started = time.perf_counter()
         status = 500
         # Routes that carry images take larger bodies.
@@ -58,7 +72,8 @@ class RequestContextMiddleware:
 
         declared = _content_length(scope)
         if declared is not None and declared > limit:
-            await _send_too_large(send_with_id, limit)
+            note_error(state, await _send_too_large(send_with_id, limit,
+                                                    self.answer_headers(scope)))
             status = 413
         else:
             received = 0
@@ -84,7 +99,9 @@ class RequestContextMiddleware:
                 errors_logger.error("unhandled error", exc_info=True,
                              extra={"fields": {"request_id": request_id}})
                 status = 500
-                await _send_error(send_with_id, InternalServerError())
+                error = InternalServerError()
+                note_error(state, error)
+                await _send_error(send_with_id, error, extra=self.answer_headers(scope))
 
         logger.info(
             "request",
@@ -95,6 +112,7 @@ class RequestContextMiddleware:
                     "path": scope.get("path"),
                     "status": status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    **(state.get(ERROR_STATE, {}) if status >= 400 else {}),
                 }
             },
         )
@@ -114,17 +132,21 @@ def _too_large_message(limit: int) -> str:
     return f"The request body is too large: the limit is {limit} bytes."
 
 
-async def _send_too_large(send: Send, limit: int) -> None:
+async def _send_too_large(send: Send, limit: int,
+                          extra: Sequence[tuple[bytes, bytes]]) -> APIError:
     # The body is not read: the connection cannot carry another request.
-    await _send_error(send, RequestTooLargeError(_too_large_message(limit),
-                                                 code="request_too_large"), close=True)
+    error = RequestTooLargeError(_too_large_message(limit), code="request_too_large")
+    await _send_error(send, error, close=True, extra=extra)
+    return error
 
 
-async def _send_error(send: Send, error: APIError, *, close: bool = False) -> None:
+async def _send_error(send: Send, error: APIError, *, close: bool = False,
+                      extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
     body = json.dumps(error.envelope()).encode()
     headers: list[Any] = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
+        *extra,
     ]
     if close:
         headers.append((b"connection", b"close"))
