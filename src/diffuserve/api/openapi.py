@@ -48,13 +48,14 @@ ERROR_SCHEMA: dict[str, Any] = {
 
 #: Why each status is sent; every one carries the envelope above.
 ERROR_STATUSES = {
-    "400": "The request is invalid (OpenAI's message, param and code)",
+    "400": "The request is invalid (OpenAI's message, param and code), or its Range header",
     "401": "No API key, or a wrong one",
     "403": "The image link was not signed here",
     "404": "Unknown model, route, or an expired image link",
     "405": "The route does not take this method",
     "408": "The deadline passed while the images were drawn",
     "413": "The body is larger than --max-body-bytes (--max-upload-bytes for uploads)",
+    "416": "A Range beyond the image's size (Content-Range: bytes */SIZE)",
     "429": "A per-key limit, a full queue, or a deadline passed in the queue (Retry-After)",
     "431": "Request headers larger than --max-header-bytes or too many fields",
     "500": "The pipeline failed (details only in the server's log)",
@@ -68,7 +69,7 @@ STATUSES_BY_PATH = {
     "/v1/images/generations": ("400", "401", "404", "408", "413", "429", "500", "503"),
     "/v1/images/edits": ("400", "401", "404", "408", "413", "429", "500", "503"),
     "/v1/images/variations": ("400", "401", "404", "408", "413", "429", "500", "503"),
-    "/v1/images/files/{name}": ("400", "403", "404"),
+    "/v1/images/files/{name}": ("400", "403", "404", "416"),
     "/v1/models": ("401",),
     "/v1/models/{model_id}": ("401", "404"),
     "/ready": ("503",),

@@ -36,13 +36,6 @@ MAX_FORM_FIELDS = 64
 #: The largest single part: one GPT-image upload (< 50 MB).
 MAX_PART_BYTES = 50 << 20
 
-_MULTIPART_SCHEMA = {"type": "object", "required": ["image"], "properties": {
-    "image": {"type": "string", "format": "binary"},
-    "mask": {"type": "string", "format": "binary"},
-    "prompt": {"type": "string"}, "model": {"type": "string"}, "n": {"type": "string"},
-    "size": {"type": "string"}, "response_format": {"type": "string"},
-    "user": {"type": "string"}}}
-
 
 async def read_form(request: Request) -> Form:
     """The multipart form as names → strings and uploads (python-multipart, bounded)."""
@@ -70,9 +63,8 @@ async def read_form(request: Request) -> Form:
     return values
 
 
-@router.post("/v1/images/edits", openapi_extra={"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": _MULTIPART_SCHEMA},
-    "application/json": {"schema": {"type": "object"}}}}})
+# Bodies and answers are published by diffuserve.api.openapi, from the protocol's tables.
+@router.post("/v1/images/edits")
 async def edit_image(
     request: Request, client: Annotated[Client, Depends(authenticate)]
 ) -> Response:
@@ -109,8 +101,7 @@ async def _fetched_then_planned(server: ServerParts, pending: PendingEdit) -> Ge
         await server.service.decode_edit(pending.with_fetched(fetched)))
 
 
-@router.post("/v1/images/variations", openapi_extra={"requestBody": {
-    "required": True, "content": {"multipart/form-data": {"schema": _MULTIPART_SCHEMA}}}})
+@router.post("/v1/images/variations")
 async def create_variation(
     request: Request, client: Annotated[Client, Depends(authenticate)]
 ) -> Response:

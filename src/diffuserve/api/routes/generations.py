@@ -11,31 +11,15 @@ from fastapi.responses import Response
 from diffuserve.api.auth import Client
 from diffuserve.api.deps import ServerParts, authenticate
 from diffuserve.api.imaging import answer
-from diffuserve.protocol.common import ImagesResponse
-from diffuserve.protocol.generations import ImageGenerationRequest, parse_generation_request
+from diffuserve.protocol.generations import parse_generation_request
 from diffuserve.service.planning import GenerationPlan
 
 router = APIRouter()
 
 
-@router.post(
-    "/v1/images/generations",
-    responses={200: {"model": ImagesResponse, "description": "The images; with stream=true, "
-                     "Server-Sent Events (image_generation.partial_image, "
-                     "image_generation.completed)",
-                     "content": {"text/event-stream": {"schema": {
-                         "type": "object", "required": ["event", "data"],
-                         "properties": {"event": {"type": "string"},
-                                        "data": {"type": "string"}}}}}}},
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": ImageGenerationRequest.model_json_schema()}
-            },
-        }
-    },
-)
+# The body and the answers are published by diffuserve.api.openapi (from the protocol's
+# rule tables), not declared here.
+@router.post("/v1/images/generations")
 async def create_image(
     request: Request, client: Annotated[Client, Depends(authenticate)]
 ) -> Response:
