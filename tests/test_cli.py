@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image
 
 from diffuserve.cli import _settings, build_parser, main
-from diffuserve.config import Settings
+from diffuserve.config import Settings, default_storage_dir
 from tests.conftest import LiveServer
 
 
@@ -157,6 +158,120 @@ def test_generate_rejects_a_bad_size(tiny_models: dict[str, Path], tmp_path: Pat
                    "-o", str(tmp_path / "x.png")])
     assert status == 2
     assert not (tmp_path / "x.png").exists()
+
+
+def _models_file(tmp_path: Path, source: Path) -> Path:
+    models_file = tmp_path / "models.toml"
+    models_file.write_text(f'[[models]]\nname = "tiny"\nsource = "{source}"\n'
+                           'resolution = 64\n')
+    return models_file
+
+
+@pytest.fixture
+def no_source_lookups(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name taken for a Hub id or folder fails the test: it would reach the network."""
+    def refuse(value: str) -> None:
+        raise AssertionError(f"{value!r} was taken for a Hub id or a folder")
+
+    monkeypatch.setattr("diffuserve.cli.parse_model_flag", refuse)
+
+
+@pytest.mark.usefixtures("no_source_lookups")
+def test_generate_resolves_an_openai_name_as_the_server_does(
+    tiny_models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["generate", "a red apple", "--models-file",
+            str(_models_file(tmp_path, tiny_models["sd"])), "--model", "dall-e-3",
+            "--steps", "1", "--seed", "3"]
+
+    # dall-e-3's own rules apply, as in a request: its sizes, its revised prompt.
+    assert main([*args, "--size", "256x256", "-o", str(tmp_path / "small.png")]) == 2
+    assert "Supported sizes for dall-e-3: 1024x1024" in capsys.readouterr().err
+    assert not (tmp_path / "small.png").exists()
+
+    assert main([*args, "--size", "1792x1024", "-o", str(tmp_path / "wide.png")]) == 0
+    out = capsys.readouterr().out
+    assert "model dall-e-3 (served by tiny)" in out
+    assert "revised prompt: a red apple, " in out
+    with Image.open(tmp_path / "wide.png") as image:
+        assert image.size == (1792, 1024)
+
+
+@pytest.mark.usefixtures("no_source_lookups")
+def test_generate_draws_gpt_image_1_with_the_built_in_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The issue's command: an OpenAI name with nothing configured is the built-in model."""
+    monkeypatch.delenv("DIFFUSERVE_MODELS_FILE", raising=False)
+    status = main(["generate", "a red apple", "--model", "gpt-image-1", "--steps", "1",
+                   "-o", str(tmp_path / "apple.png")])
+    assert status == 0, capsys.readouterr().err
+    assert "model gpt-image-1 (served by diffuserve-emoji)" in capsys.readouterr().out
+    with Image.open(tmp_path / "apple.png") as image:
+        assert image.size == (1024, 1024)
+
+
+@pytest.mark.usefixtures("no_source_lookups")
+def test_generate_never_takes_an_unserved_openai_name_for_a_hub_id(
+    tiny_models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    models_file = str(_models_file(tmp_path, tiny_models["sd"]))
+    assert main(["generate", "x", "--models-file", models_file, "--no-auto-aliases",
+                 "--model", "gpt-image-1", "-o", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "no model here serves 'gpt-image-1'" in err
+    assert "tiny" in err and "--alias gpt-image-1=MODEL" in err
+
+    monkeypatch.setattr("diffuserve.builtin.WEIGHTS_DIR", tmp_path / "no-weights")
+    monkeypatch.delenv("DIFFUSERVE_MODELS_FILE", raising=False)
+    assert main(["generate", "x", "--model", "dall-e-3", "-o", str(tmp_path / "x.png")]) == 2
+    assert "no model is configured" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_generate_takes_an_unserved_name_as_a_source(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing-pipeline"
+    assert main(["generate", "x", "--model", f"mine={missing}",
+                 "-o", str(tmp_path / "x.png")]) == 1
+    assert f"Could not load model 'mine' from '{missing}'" in capsys.readouterr().err
+
+
+def _help_of(command: str) -> tuple[str, dict[str, str | None]]:
+    parser, _ = build_parser()
+    subparser = parser._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
+    metavars = {flag: action.metavar for action in subparser._actions
+                for flag in action.option_strings}
+    return subparser.format_help(), metavars
+
+
+@pytest.mark.parametrize("command", ["serve", "generate", "models", "ray-config"])
+def test_help_names_values_in_words_not_python_types(command: str) -> None:
+    text, metavars = _help_of(command)
+    for python_spelling in ("tuple[", "null", "{Path", "SecretStr", "default factory",
+                            "(default: ())"):
+        assert python_spelling not in text, python_spelling
+    assert not re.search(r"\b(str|int|float|bool|Path)\b", text)
+    for flag, metavar in metavars.items():
+        # A placeholder in capitals (with its punctuation), a {choice,...} list, or none.
+        assert metavar is None or re.fullmatch(r"[A-Z0-9\[\]=/:.|x-]+|s3://BUCKET\[/PREFIX\]"
+                                               r"|\{[a-z0-9,-]+\}", metavar), (flag, metavar)
+
+
+def test_serve_help_says_what_each_value_is() -> None:
+    text, metavars = _help_of("serve")
+    assert (metavars["--models-file"], metavars["--model"], metavars["--alias"]) == (
+        "PATH", "[NAME=]SOURCE", "ALIAS=MODEL")
+    assert (metavars["--url-ttl-seconds"], metavars["--max-body-bytes"],
+            metavars["--max-queue"], metavars["--api-key"]) == ("SECONDS", "BYTES", "N", "KEY")
+    assert metavars["--log-level"] == "{debug,info,warning,error}"
+    assert metavars["--batching"] is None  # --batching / --no-batching take no value
+    # Defaults as values: the storage folder's real path, switches on or off.
+    assert str(default_storage_dir()) in "".join(text.split())
+    assert "(default: on)" in text and "(default: 3600)" in text
+    assert "25 % smaller" in text
 
 
 def test_serve_with_unloadable_model_exits_with_one_paragraph(

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from pydantic_settings import CliSettingsSource
 
 from diffuserve import __version__
-from diffuserve.config import ModelSelection, ModelSpec, Settings, parse_model_flag, settings_cli
+from diffuserve.config import ModelSelection, Settings, parse_model_flag, settings_cli
 from diffuserve.storage.signing import SigningKeyUnusable
 
 if TYPE_CHECKING:
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from diffuserve.engine.local.engine import LocalEngine
     from diffuserve.engine.types import GenerationParams
+    from diffuserve.service.catalog import ModelCatalog
 
 S = TypeVar("S", bound=ModelSelection)
 
@@ -93,18 +94,31 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, CliSettingsSource
                     "variable (--url-ttl-seconds: DIFFUSERVE_URL_TTL_SECONDS); flags win.")
     sources["serve"] = settings_cli(Settings, serve)
 
-    generate = commands.add_parser("generate", help="draw one image without a server")
+    generate = commands.add_parser(
+        "generate", help="draw one image without a server",
+        description="Draw one image with the models the server would serve: --model takes "
+                    "the names a request's `model` takes (OpenAI's names included, with "
+                    "their rules), else a Hugging Face Hub id or local folder.")
     generate.add_argument("prompt")
     generate.add_argument("--model", metavar="NAME|[NAME=]SOURCE",
-                          help="a configured model or alias, or a Hub id / local folder")
-    generate.add_argument("--size", default="1024x1024", help="WIDTHxHEIGHT (default 1024x1024)")
-    generate.add_argument("--quality", help="standard | hd (more steps)")
-    generate.add_argument("--style", help="vivid | natural")
-    generate.add_argument("--seed", type=int)
-    generate.add_argument("--steps", type=int, dest="num_inference_steps")
-    generate.add_argument("--guidance-scale", type=float)
-    generate.add_argument("--negative-prompt")
-    generate.add_argument("-o", "--output", type=Path, default=Path("image.png"))
+                          help="a served model name or alias, as in a request (dall-e-2, "
+                               "dall-e-3 and gpt-image-1 point at the default model unless "
+                               "a model claims them), else a Hub id or local folder "
+                               "(default: the default model)")
+    generate.add_argument("--size", default="1024x1024", metavar="WIDTHxHEIGHT",
+                          help="(default: 1024x1024)")
+    generate.add_argument("--quality", metavar="QUALITY",
+                          help="standard | hd, or low | medium | high for gpt-image names "
+                               "(more steps)")
+    generate.add_argument("--style", metavar="STYLE", help="vivid | natural")
+    generate.add_argument("--seed", type=int, metavar="N", help="(default: random)")
+    generate.add_argument("--steps", type=int, dest="num_inference_steps", metavar="N",
+                          help="denoising steps (default: the model's for the quality)")
+    generate.add_argument("--guidance-scale", type=float, metavar="NUMBER",
+                          help="(default: the model's for the style)")
+    generate.add_argument("--negative-prompt", metavar="TEXT")
+    generate.add_argument("-o", "--output", type=Path, default=Path("image.png"),
+                          metavar="PATH", help="PNG file to write (default: image.png)")
     sources["generate"] = settings_cli(ModelSelection, generate)
 
     listing = commands.add_parser("models", help="list configured models and their aliases")
@@ -252,17 +266,35 @@ def cmd_ray_config(args: argparse.Namespace, source: CliSettingsSource[Any]) -> 
     return 0
 
 
-def _spec_for_generate(settings: ModelSelection, wanted: str | None) -> ModelSpec:
-    """A configured model by name or alias, else ``wanted`` taken as ``[NAME=]SOURCE``."""
-    if settings.models:
-        target = wanted or settings.default_model or settings.models[0].name
-        target = dict(settings.alias_pairs()).get(target, target)
-        for spec in settings.models:
-            if target == spec.name or target in spec.aliases:
-                return spec
-    if wanted is None:
-        raise LookupError("no model")
-    return parse_model_flag(wanted)
+def _catalog_for_generate(settings: ModelSelection,
+                          wanted: str | None) -> tuple[ModelCatalog, str]:
+    """The catalog the server would build from these settings and the name to ask it for.
+
+    A served name or alias (OpenAI's names included) resolves exactly as a request's
+    ``model`` does; anything else is ``[NAME=]SOURCE``, a Hub id or a local folder, served
+    alone. An OpenAI name is never taken for a Hub id: unserved, it is a LookupError
+    whose message says what to do.
+    """
+    from diffuserve.protocol.rules import OPENAI_MODEL_NAMES
+    from diffuserve.service.catalog import ModelCatalog
+
+    if not settings.models:
+        if wanted is None or wanted in OPENAI_MODEL_NAMES:
+            raise LookupError(NO_MODEL_MESSAGE)
+    else:
+        catalog = ModelCatalog.from_settings(settings)
+        if wanted is None:
+            return catalog, catalog.default_name
+        if any(name == wanted for name, _ in catalog.names()):
+            return catalog, wanted
+        if wanted in OPENAI_MODEL_NAMES:
+            served = ", ".join(spec.name for spec in catalog.specs)
+            raise LookupError(
+                f"diffuserve: no model here serves {wanted!r}, one of OpenAI's names "
+                f"(automatic aliases are off): ask for one of {served}, or point it at one "
+                f"with --alias {wanted}=MODEL")
+    spec = parse_model_flag(wanted)
+    return ModelCatalog([spec]), spec.name
 
 
 def cmd_generate(args: argparse.Namespace, source: CliSettingsSource[Any]) -> int:
@@ -275,22 +307,24 @@ def cmd_generate(args: argparse.Namespace, source: CliSettingsSource[Any]) -> in
     from diffuserve.engine.plugins import create_backends
     from diffuserve.protocol.errors import ClientError
     from diffuserve.protocol.generations import ImageGenerationRequest
-    from diffuserve.service.catalog import ModelCatalog
     from diffuserve.service.output import encode_png
     from diffuserve.service.planning import plan_generation
 
     settings = _with_builtin(_settings(source, args, ModelSelection))
     try:
-        spec = _spec_for_generate(settings, args.model)
-    except LookupError:
-        return _fail(NO_MODEL_MESSAGE)
+        catalog, name = _catalog_for_generate(settings, args.model)
+    except LookupError as exc:
+        return _fail(str(exc))
     body = ImageGenerationRequest(
-        prompt=args.prompt, model=spec.name, size=args.size, quality=args.quality,
+        prompt=args.prompt, model=name, size=args.size, quality=args.quality,
         style=args.style, seed=args.seed, num_inference_steps=args.num_inference_steps,
         guidance_scale=args.guidance_scale, negative_prompt=args.negative_prompt,
     )
     try:
-        plan = plan_generation(ModelCatalog([spec]), body)
+        # The request's rules are those of the name asked for (dall-e-3's sizes and
+        # revised prompt); the engine loads only the model that name resolved to.
+        plan = plan_generation(catalog, body)
+        spec = plan.spec
         engine = LocalEngine([spec], create_backends((spec,)), max_queue=1)
         print(f"Loading {spec.source} ...", file=sys.stderr)
         engine.load_all()
@@ -301,8 +335,11 @@ def cmd_generate(args: argparse.Namespace, source: CliSettingsSource[Any]) -> in
         return _fail(f"diffuserve: {exc}", 1)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_bytes(encode_png(image))
-    print(f"{args.output} ({image.width}x{image.height}, model {spec.name}, "
+    served = name if name == spec.name else f"{name} (served by {spec.name})"
+    print(f"{args.output} ({image.width}x{image.height}, model {served}, "
           f"seed {plan.params.seeds[0]}, {plan.params.num_inference_steps} steps)")
+    if plan.revised_prompt is not None and plan.revised_prompt != args.prompt:
+        print(f"revised prompt: {plan.revised_prompt}")
     return 0
 
 
