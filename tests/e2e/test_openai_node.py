@@ -2,14 +2,13 @@
 fields, a parsed stream of partial images, edits with a mask (multipart, the way the SDK
 sends files and lists), a streamed edit, variations, errors as its exception classes.
 
-Needs Node.js and ``npm ci --prefix tests/e2e/node`` (``.ci/run`` does both); skipped
-where Node.js is not installed.
+Needs the test extra's Node.js and ``npm ci --prefix tests/e2e/node``: both are what
+``scripts/test-setup.sh`` installs; without them these tests fail and say so.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,25 +16,23 @@ import pytest
 
 from diffuserve.protocol.rules import OPENAI_MODEL_NAMES
 from tests.conftest import start_server
+from tests.support.node import NODE_DIR, node_binary, require_node_sdk
 
 pytestmark = pytest.mark.e2e
 
-NODE_DIR = Path(__file__).parent / "node"
 API_KEY = "sk-test-node-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
 def node_results(tiny_models: dict[str, Path],
                  tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    if shutil.which("node") is None:
-        pytest.skip("Node.js is not installed")
-    if not (NODE_DIR / "node_modules" / "openai").is_dir():
-        pytest.skip("openai-node is not installed: npm ci --prefix tests/e2e/node")
+    node = node_binary()
+    require_node_sdk()
     server = start_server(["--model", f"tiny={tiny_models['sd']}", "--api-key", API_KEY],
                           tmp_path_factory.mktemp("node"))
     try:
         done = subprocess.run(
-            ["node", str(NODE_DIR / "sdk_check.mjs"), f"{server.base_url}/v1", API_KEY],
+            [str(node), str(NODE_DIR / "sdk_check.mjs"), f"{server.base_url}/v1", API_KEY],
             capture_output=True, text=True, timeout=300, check=False)
     finally:
         server.stop()

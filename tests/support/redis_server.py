@@ -1,7 +1,8 @@
 """A real ``redis-server`` on a loopback port, for the tests of shared rate limits.
 
-Debian's ``redis-server`` binary is what CI installs; a machine without it fails these
-tests with a message that says so, rather than skipping them and passing untested.
+Debian's ``redis-server`` binary is what ``scripts/test-setup.sh`` installs; a machine
+without it fails these tests with a message that says so, rather than skipping them and
+passing untested.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from redis.retry import Retry
 from tests.support.processes import stop_process
 
 MISSING_BINARY = (
-    "redis-server is not on PATH: the tests of shared rate limits need the real server "
-    "(Debian/Ubuntu: apt-get install redis-server; CI installs it)"
+    "redis-server is not on PATH: the tests of shared rate limits need the real server; "
+    "scripts/test-setup.sh (the README's second command) installs it "
+    "(Debian/Ubuntu: apt-get install redis-server)"
 )
 
 

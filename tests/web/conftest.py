@@ -1,8 +1,8 @@
 """Fixtures of the browser tests: Debian's chromium driven by Playwright, live servers on
 the built-in model, and a folder for the screenshots of each state.
 
-Nothing is downloaded: Playwright launches ``/usr/bin/chromium`` (``.ci/run`` installs
-it; without it these tests fail, as the Redis tests do without redis-server). The
+Nothing is downloaded: Playwright launches ``/usr/bin/chromium`` (``scripts/test-setup.sh``
+installs it; without it these tests fail, as the Redis tests do without redis-server). The
 screenshots go to ``$DIFFUSERVE_SCREENSHOTS`` when set, else to a temporary folder.
 """
 
@@ -25,8 +25,9 @@ KEY = "sk-playground-right-key-0123"
 def chromium_path() -> str:
     found = shutil.which(CHROMIUM)
     if found is None:
-        pytest.fail(f"the browser tests need Chromium at {CHROMIUM} "
-                    "(apt-get install chromium, as .ci/run does)")
+        pytest.fail(f"the browser tests need Chromium at {CHROMIUM}: scripts/test-setup.sh "
+                    "(the README's second command) installs it (apt-get install chromium), "
+                    "or DIFFUSERVE_CHROMIUM names another binary")
     return found
 
 

@@ -3,7 +3,8 @@
 tests/e2e/node/node_modules served as they are): answered for an origin named by
 ``--cors-origins``, refused by the browser for any other.
 
-Needs ``npm ci --prefix tests/e2e/node`` (as the Node SDK tests do) and Chromium.
+Needs ``npm ci --prefix tests/e2e/node`` (as the Node SDK tests do) and Chromium, which
+``scripts/test-setup.sh`` installs.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import pytest
 from playwright.sync_api import Browser
 
 from tests.conftest import LiveServer, start_server
+from tests.support.node import NODE_SDK, require_node_sdk
 
-NODE_SDK = Path(__file__).parents[1] / "e2e" / "node" / "node_modules" / "openai"
 KEY = "sk-browser-app-0123456789"
 PAGE = """<!doctype html>
 <title>a browser app</title>
@@ -55,8 +56,7 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def page_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """The app's origin: its page and the SDK's modules, from a loopback port."""
-    if not (NODE_SDK / "index.mjs").is_file():
-        pytest.skip("openai-node is not installed: npm ci --prefix tests/e2e/node")
+    require_node_sdk()
     root = tmp_path_factory.mktemp("browser-app")
     (root / "index.html").write_text(PAGE)
     (root / "openai").symlink_to(NODE_SDK, target_is_directory=True)
