@@ -219,6 +219,12 @@ def _free_size_outside_budget(case: Case, param: str | None) -> bool:
             or max(width, height) > FREE_SIZE_MAX_RATIO * min(width, height))
 
 
+def _partial_images_not_streamed(case: Case, param: str | None) -> bool:
+    fields = _fields(case)
+    return (case.media_type == "application/json" and param == "partial_images"
+            and bool(fields.get("partial_images")) and fields.get("stream") is not True)
+
+
 REFUSALS = (
     Refusal((*BODIES, MODEL), 404, "model_not_found",
             "the schema takes any model name; only the served ones are found (GET /v1/models "
@@ -238,6 +244,10 @@ REFUSALS = (
             "would pass what schemathesis can unfold (the description says it)",
             lambda case, param: param == "markup"
             and {"mask", "markup"} <= set(_fields(case))),
+    Refusal((EDITS,), 400, "invalid_value",
+            "partial images only when streamed: in the JSON edit's schema that rule and "
+            "its images-or-image rule together would pass the intersections schemathesis' "
+            "canonicalizer allows (the description says it)", _partial_images_not_streamed),
     Refusal(BODIES, 400, "integer_above_max_value",
             "image i uses seed + i, so seed + n - 1 must stay within 32 bits: JSON Schema "
             "cannot add two fields (the description says it)", _seed_too_large),
@@ -464,14 +474,24 @@ def _with_real_images(drawn: tuple[Case, int]) -> Case:
             if name in case.body:
                 case.body[name] = IMAGES["png"][choice]
         return case
-    entries = case.body.get("images")
-    for entry in [*(entries if isinstance(entries, list) else []), case.body.get("mask")]:
-        url = entry.get("image_url") if isinstance(entry, dict) else None
-        match = _DATA_URL.match(url) if isinstance(url, str) else None
-        if match is not None:
-            data = IMAGES[match.group(1)][choice]
-            entry["image_url"] = match.group(0) + base64.b64encode(data).decode()
+    body, entries = case.body, case.body.get("images")
+    if isinstance(entries, list):
+        body["images"] = [_real_image(entry, choice) for entry in entries]
+    for name in ("image", "mask"):
+        if name in body:
+            body[name] = _real_image(body[name], choice)
     return case
+
+
+def _real_image(entry: Any, choice: int) -> Any:
+    """One image of the JSON form, ``{"image_url": URL}`` or the URL itself, with a data
+    URL made one of a real image of the format it names; anything else as it is."""
+    if isinstance(entry, dict) and "image_url" in entry:
+        return {**entry, "image_url": _real_image(entry["image_url"], choice)}
+    match = _DATA_URL.match(entry) if isinstance(entry, str) else None
+    if match is None:
+        return entry
+    return match.group(0) + base64.b64encode(IMAGES[match.group(1)][choice]).decode()
 
 
 def _as_read(value: Any, schema: Any) -> Any:

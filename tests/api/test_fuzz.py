@@ -7,6 +7,7 @@ backend. ``benchmarks/fuzz.py`` runs the same thing longer, seeded.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,6 +113,26 @@ def test_each_documented_refusal_is_what_the_server_answers(
     assert response.json()["error"]["code"] == code
     refusal = fuzzing.refusal_for(case, response)
     assert refusal is not None and refusal.code == code
+
+
+@pytest.mark.parametrize(("stream", "status"), [(None, 400), (False, 400), (True, 200)])
+def test_a_json_edits_partial_images_unstreamed_is_the_documented_refusal(
+    schema: BaseSchema, stream: bool | None, status: int,
+) -> None:
+    """The JSON edit's schema says "partial images are streamed" in words only (with its
+    images-or-image rule the branches would outgrow schemathesis): the fuzz excuses that
+    refusal, and only that one."""
+    image = "data:image/png;base64," + base64.b64encode(fuzzing.IMAGES["png"][0]).decode()
+    case = fuzzing.find(schema, fuzzing.EDITS).Case(
+        body={"prompt": "a hat", "model": "fake", "image": image, "partial_images": 2,
+              "stream": stream}, media_type="application/json")
+    response = fuzzing.send(case, AUTH)
+    assert response.status_code == status
+    refusal = fuzzing.refusal_for(case, response)
+    assert (refusal is not None) == (status == 400)
+    if refusal is not None:
+        assert (refusal.code, response.json()["error"]["param"]) == ("invalid_value",
+                                                                     "partial_images")
 
 
 # Found by benchmarks/fuzz.py: hmac.compare_digest refused non-ASCII text with a TypeError.

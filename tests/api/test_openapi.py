@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 import pytest
 from fastapi.testclient import TestClient
 
@@ -96,11 +97,85 @@ def test_10x10_is_refused_by_every_name(client: TestClient) -> None:
 
 def test_the_json_edit_body_lists_its_fields_images_and_mask(schema: dict[str, Any]) -> None:
     body = body_of(schema, "/v1/images/edits", "application/json")["schema"]
-    assert set(body["properties"]) == {*EDIT_FIELDS, "moderation", "images", "mask"}
-    assert set(body["required"]) == {"prompt", "images"}
+    assert set(body["properties"]) == {*EDIT_FIELDS, "moderation", "images", "image", "mask"}
+    assert set(body["required"]) == {"prompt"}
     assert body["additionalProperties"] is False
-    image_url = body["properties"]["images"]["items"]["properties"]["image_url"]
+    image_url = body["properties"]["images"]["items"]["anyOf"][0]["properties"]["image_url"]
     assert re.match(image_url["pattern"], png_data_url())
+
+
+def json_edit_validator(schema: dict[str, Any]) -> Any:
+    body = body_of(schema, "/v1/images/edits", "application/json")["schema"]
+    return jsonschema_rs.validator_for({**body, "components": schema["components"]})
+
+
+#: JSON edits by how they give their images (a png data URL stands for ``URL``).
+JSON_EDIT_IMAGES: dict[str, dict[str, Any]] = {
+    "a list of image_url objects": {"images": [{"image_url": "URL"}]},
+    "a list of bare data URLs": {"images": ["URL"]},
+    "one image as image_url": {"image": {"image_url": "URL"}},
+    "one image as its data URL": {"image": "URL"},
+    "one image, images null": {"image": "URL", "images": None},
+    "a list, image null": {"images": ["URL"], "image": None},
+    "a mask as its data URL": {"images": ["URL"], "mask": "URL"},
+    "a mask as image_url": {"image": "URL", "mask": {"image_url": "URL"}},
+    "both images and image": {"images": ["URL"], "image": "URL"},
+    "neither": {},
+    "both null": {"images": None, "image": None},
+    "an empty list": {"images": []},
+    "a list as image": {"image": ["URL"]},
+    "an object without image_url": {"image": {"file_id": "file_1"}},
+    "an object mask without image_url": {"image": "URL", "mask": {}},
+    "svg": {"image": "URL", "svg": {"model": "x"}},
+    "frame_count": {"image": "URL", "frame_count": 2},
+    "svg null": {"image": "URL", "svg": None, "frame_count": None},
+}
+
+
+def _filled(value: Any) -> Any:
+    if value == "URL":
+        return png_data_url()
+    if isinstance(value, list):
+        return [_filled(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _filled(item) for key, item in value.items()}
+    return value
+
+
+@pytest.mark.parametrize("model", ["fake", "gpt-image-1", "dall-e-2"])
+@pytest.mark.parametrize("shape", list(JSON_EDIT_IMAGES))
+def test_the_json_edit_schema_takes_exactly_the_images_the_server_takes(
+    client: TestClient, schema: dict[str, Any], shape: str, model: str,
+) -> None:
+    """However the images are given (a list or one image, an image_url object or the
+    bare data URL, the mask alike), the schema and the server agree."""
+    body = {"prompt": "a hat", "model": model, **_filled(JSON_EDIT_IMAGES[shape])}
+    published = json_edit_validator(schema).is_valid(body)
+    response = client.post("/v1/images/edits", headers=AUTH, json=body)
+    assert response.status_code == (200 if published else 400), response.text
+
+
+def test_the_json_edit_schema_narrows_one_image_to_the_formats_a_name_takes(
+    client: TestClient, schema: dict[str, Any],
+) -> None:
+    webp = "data:image/webp;base64," + base64.b64encode(fuzzing.IMAGES["webp"][0]).decode()
+    validator = json_edit_validator(schema)
+    for model, served in (("dall-e-2", False), ("gpt-image-1", True)):
+        for images in ({"image": webp}, {"images": [webp]}, {"image": {"image_url": webp}}):
+            body = {"prompt": "a hat", "model": model, **images}
+            assert validator.is_valid(body) is served, body
+            response = client.post("/v1/images/edits", headers=AUTH, json=body)
+            assert response.status_code == (200 if served else 400), response.text
+
+
+def test_the_json_edit_says_in_words_that_partial_images_are_streamed(
+    schema: dict[str, Any],
+) -> None:
+    body = body_of(schema, "/v1/images/edits", "application/json")["schema"]
+    assert "partial_images above 0 only with stream=true" in body["description"]
+    unstreamed = {"prompt": "a hat", "model": "fake", "image": png_data_url(),
+                  "partial_images": 2}
+    assert json_edit_validator(schema).is_valid(unstreamed)  # the fuzz excuses its 400
 
 
 def test_the_edit_form_lists_every_field_it_reads(schema: dict[str, Any]) -> None:

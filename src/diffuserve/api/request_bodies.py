@@ -11,14 +11,17 @@ server accepts. Each body is one object schema:
   fields to what those names accept (a field a family refuses must be absent, or null
   in JSON); the family of the default model also takes an omitted ``model``;
 - ``allOf``: the rules between fields (compression only for jpeg and webp, no
-  transparent jpeg, partial images only when streamed).
+  transparent jpeg, partial images only when streamed; a JSON edit's images as a list
+  or one image, not both).
 
 What JSON Schema cannot say (``seed + n - 1`` within 32 bits, the free sizes' aspect
 ratio and pixel budget, that a file must hold a real image of the right size, what the
-served model itself can draw) and a mask or a markup but not both (which it could say,
-but at a size schema-driven generators give up on) is in the descriptions, and the fuzz tests
-(tests/api/fuzzing.py) name each such refusal. The routes' own declarations play no
-part: :func:`diffuserve.api.openapi.build_schema` replaces them with these.
+served model itself can draw) and what it could say but only at a size schema-driven
+generators give up on (a mask or a markup but not both in the edit form; partial images
+only when streamed in the JSON edit, whose images rule doubles its branches) is in the
+descriptions, and the fuzz tests (tests/api/fuzzing.py) name each such refusal. The
+routes' own declarations play no part: :func:`diffuserve.api.openapi.build_schema`
+replaces them with these.
 """
 
 from __future__ import annotations
@@ -227,10 +230,12 @@ def _model_schemas(refused: tuple[str, ...], default: str, *, empty_is_default: 
 def _body(fields: Iterable[str], *, json: bool, default: str, empty_is_default: bool,
           required: tuple[str, ...] = ("prompt",), refused: tuple[str, ...] = (),
           files: Mapping[str, Schema] | None = None,
-          files_for: Callable[[Family], Schema] | None = None) -> Schema:
+          files_for: Callable[[Family], Schema] | None = None,
+          between_files: Iterable[Schema] = (), in_words: Iterable[str] = ()) -> Schema:
     """An object schema over ``fields`` and ``files``: the widest bounds in
     ``properties``, each family's narrower ones in one ``anyOf`` branch, the rules
-    between fields in ``allOf``; ``required`` fields are never null."""
+    between fields (but those named ``in_words``, which the description states) and
+    ``between_files`` in ``allOf``; ``required`` fields are never null."""
     models = _model_schemas(refused, default, empty_is_default=empty_is_default, json=json)
     names = [name for name in fields if name != "model"]
     bounds = [{name: field_schema(name, family) for name in names}
@@ -257,13 +262,17 @@ def _body(fields: Iterable[str], *, json: bool, default: str, empty_is_default: 
         narrowed: Schema = {"model": model}
         narrowed.update((name, published(name, schema)) for name, schema in each.items()
                         if published(name, schema) != properties[name])
-        narrowed.update(files_for(family) if files_for else {})
+        narrowed.update((name, schema) for name, schema in
+                        (files_for(family) if files_for else {}).items()
+                        if schema != properties.get(name))
         branch: Schema = {"title": ", ".join(family.names) or "any other model name",
                           "properties": narrowed}
         if not omitted:
             branch["required"] = ["model"]
         branches.append(branch)
-    rules = [rule for rule in _between_fields(json) if set(_mentions(rule)) <= set(properties)]
+    stated = [rule for name, rule in _between_fields(json).items() if name not in in_words]
+    rules = [rule for rule in (*stated, *between_files)
+             if set(_mentions(rule)) <= set(properties)]
     schema: Schema = {"type": "object", "additionalProperties": False,
                       "properties": properties, "anyOf": branches}
     if required:
@@ -278,9 +287,10 @@ def _mentions(rule: Schema) -> list[str]:
         *branch.get("properties", {}), *branch.get("required", ()))]
 
 
-def _between_fields(json: bool) -> list[Schema]:
+def _between_fields(json: bool) -> dict[str, Schema]:
     """The rules between the GPT-image fields (protocol/image_options.py), each as the
-    ways to satisfy it; an absent field counts as its default."""
+    ways to satisfy it, by the field it constrains; an absent field counts as its
+    default."""
     null = [None] if json else []
     by_format = []
     for fmt in OUTPUT_FORMATS:
@@ -296,12 +306,13 @@ def _between_fields(json: bool) -> list[Schema]:
                 [*(background for background in BACKGROUNDS if background != "transparent"),
                  *null])
         by_format.append(branch)
-    return [
-        {"anyOf": by_format},
+    return {
+        "output_format": {"anyOf": by_format},
         # Partial images are streamed.
-        {"anyOf": [{"properties": {"partial_images": _enum([0, *null])}},
-                   {"required": ["stream"], "properties": {"stream": {"const": True}}}]},
-    ]
+        "partial_images": {"anyOf": [
+            {"properties": {"partial_images": _enum([0, *null])}},
+            {"required": ["stream"], "properties": {"stream": {"const": True}}}]},
+    }
 
 
 #: What the names' rules cannot know: the served model's own abilities.
@@ -321,24 +332,56 @@ def generation_body(default: str) -> Schema:
     schema["description"] = _description(
         "OpenAI's images.generate body; each family of model names narrows the bounds as "
         "OpenAI does (one anyOf branch each). seed, num_inference_steps, guidance_scale and "
-        "negative_prompt are diffuserve extensions.")
+        "negative_prompt are diffuserve extensions.", NEVER_SET_NOTE)
     return schema
 
 
-def _data_url(formats: Iterable[str], remote: bool) -> Schema:
-    """``{"image_url": …}``: a data URL of one of ``formats`` (an http(s) URL too where
-    the operator lets the server fetch them)."""
+def _image_url(formats: Iterable[str], remote: bool) -> Schema:
+    """A data URL of one of ``formats`` (an http(s) URL too where the operator lets the
+    server fetch them)."""
     types = "|".join(formats)
     url: Schema = {"type": "string", "pattern": f"^data:image/(?:{types});base64,{_BASE64}$"}
     if remote:
         url = {"type": "string", "anyOf": [{"pattern": url["pattern"]},
                                            {"pattern": "^https?://"}]}
-    return {"type": "object", "required": ["image_url"], "properties": {"image_url": url}}
+    return url
+
+
+def _json_image(formats: Iterable[str], remote: bool, *, nullable: bool = False) -> Schema:
+    """One image of the JSON form, as ``read_edit_json`` takes it: ``{"image_url": URL}``
+    or the URL itself (null too where ``nullable``: the field is then not given)."""
+    url = _image_url(formats, remote)
+    shapes: list[Schema] = [
+        {"type": "object", "required": ["image_url"], "properties": {"image_url": url}}, url]
+    return {"anyOf": [*shapes, *([{"type": "null"}] if nullable else [])]}
 
 
 def _images(formats: Iterable[str], remote: bool) -> Schema:
-    return {"type": "array", "minItems": 1, "maxItems": EDITED_IMAGES,
-            "items": _data_url(formats, remote)}
+    """``images``: a list of images (null: not given, when one ``image`` is)."""
+    return {"type": ["array", "null"], "minItems": 1, "maxItems": EDITED_IMAGES,
+            "items": _json_image(formats, remote)}
+
+
+def _json_files(formats: Iterable[str], remote: bool) -> Schema:
+    """The images of a JSON edit whose name takes ``formats``."""
+    return {"images": _images(formats, remote),
+            "image": _json_image(formats, remote, nullable=True)}
+
+
+#: A JSON edit's images are a list (``images``) or one ``image``, exactly one of the two
+#: (``read_edit_json`` refuses both and neither); a null one is not given. With it, the
+#: rule that partial images are streamed is said in words instead: both would multiply
+#: the branches past the intersections that schemathesis' canonicalizer (jsonschema_rs)
+#: allows, and it would give up on the body.
+IMAGES_OR_IMAGE: Schema = {"anyOf": [
+    {"required": ["images"],
+     "properties": {"images": {"type": "array"}, "image": {"type": "null"}}},
+    {"required": ["image"],
+     "properties": {"image": {"type": ["object", "string"]}, "images": {"type": "null"}}},
+]}
+#: The fields of either body that no model here takes (GIF and SVG output).
+NEVER_SET_NOTE = (f"{', '.join(NEVER_SET)} (GIF and SVG output) are answered 400 with any "
+                  "value but null: no model here draws GIF or SVG.")
 
 
 def _uploads_note() -> str:
@@ -352,18 +395,22 @@ def _uploads_note() -> str:
 
 
 def edit_json_body(default: str, *, remote_urls: bool = False) -> Schema:
-    """``POST /v1/images/edits`` as JSON: ``images: [{image_url}]`` (data URLs; http(s)
-    URLs too where the operator allows them) and ``mask: {image_url}``."""
+    """``POST /v1/images/edits`` as JSON: ``images: [{image_url}]`` or one ``image``,
+    each image and the ``mask`` as ``{image_url}`` or the URL itself (data URLs; http(s)
+    URLs too where the operator allows them)."""
     schema = _body(
         [*EDIT_FIELDS, "moderation"], json=True, default=default, empty_is_default=True,
         refused=NO_EDIT_NAMES,
-        files={"images": _images(IMAGE_FORMATS, remote_urls),
-               "mask": {"anyOf": [_data_url(["png"], remote_urls), {"type": "null"}]}},
-        files_for=lambda family: {"images": _images(family.uploads.formats, remote_urls)},
-        required=("prompt", "images"))
+        files={**_json_files(IMAGE_FORMATS, remote_urls),
+               "mask": _json_image(["png"], remote_urls, nullable=True)},
+        files_for=lambda family: _json_files(family.uploads.formats, remote_urls),
+        between_files=[IMAGES_OR_IMAGE], in_words=("partial_images",))
     schema["description"] = _description(
         "OpenAI's images.edit body as JSON; each family of model names narrows the bounds "
-        f"(one anyOf branch each; {', '.join(NO_EDIT_NAMES)} cannot edit).", _uploads_note())
+        f"(one anyOf branch each; {', '.join(NO_EDIT_NAMES)} cannot edit). The images as "
+        "images (a list) or one image as image, not both; each image and the mask as "
+        '{"image_url": URL} or the URL itself. partial_images above 0 only with '
+        "stream=true.", NEVER_SET_NOTE, _uploads_note())
     return schema
 
 
@@ -391,7 +438,9 @@ def edit_form_body(default: str) -> Schema:
     schema["description"] = _description(
         "OpenAI's images.edit form; each family of model names narrows the bounds (one "
         f"anyOf branch each; {', '.join(NO_EDIT_NAMES)} cannot edit). A markup cannot be "
-        "combined with a mask.", FORM_SPELLINGS, _uploads_note())
+        "combined with a mask. frame_count, frame_duration_ms and svg[...] parts (GIF and "
+        "SVG output, which no model here draws) are answered 400.", FORM_SPELLINGS,
+        _uploads_note())
     return schema
 
 
