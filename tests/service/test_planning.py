@@ -54,6 +54,38 @@ def test_quality_picks_the_models_steps(quality: str, steps: int) -> None:
     assert steps_for(SPEC, quality) == steps
 
 
+FLOORED = ModelSpec(name="f", source="org/f", steps=8, hd_steps=16, min_steps=7)
+
+
+@pytest.mark.parametrize(("quality", "complexity", "steps"), [
+    ("low", None, 7), ("low", "low", 7), ("low", "high", 7), ("medium", "low", 7),
+    ("medium", None, 8), ("medium", "high", 10), ("high", "low", 12), ("max", None, 24)])
+def test_no_quality_or_complexity_draws_fewer_steps_than_the_models_floor(
+        quality: str, complexity: str | None, steps: int) -> None:
+    assert steps_for(FLOORED, quality, complexity) == steps
+    # Without a floor, low quality is half the standard steps, as before.
+    assert steps_for(FLOORED.model_copy(update={"min_steps": None}), "low") == 4
+
+
+def test_a_requests_own_step_count_is_drawn_as_asked_even_below_the_floor() -> None:
+    catalog = ModelCatalog.from_settings(Settings(models=(FLOORED,)))
+    planned = plan_generation(catalog, ImageGenerationRequest(  # type: ignore[call-arg]
+        model="gpt-image-1", prompt="a", quality="low", num_inference_steps=3))
+    assert planned.params.num_inference_steps == 3
+    assert plan_generation(catalog, ImageGenerationRequest(  # type: ignore[call-arg]
+        model="gpt-image-1", prompt="a", quality="low")).params.num_inference_steps == 7
+
+
+def test_the_built_in_model_draws_every_quality_at_its_floor_or_more() -> None:
+    from diffuserve.builtin import builtin_spec
+
+    spec = builtin_spec()
+    assert spec.min_steps is not None and spec.min_steps <= spec.steps
+    for quality in ("low", "medium", "auto", "standard", "hd", "high", "xhigh", "max"):
+        for complexity in (None, "low", "medium", "high"):
+            assert steps_for(spec, quality, complexity) >= spec.min_steps
+
+
 def test_a_dall_e_3_plan_uses_style_guidance_hd_steps_and_a_revised_prompt() -> None:
     planned = plan(model="dall-e-3", prompt="a lighthouse", quality="hd", style="natural",
                    seed=5)

@@ -15,6 +15,16 @@ if TYPE_CHECKING:
 BUILTIN_NAME = "diffuserve-emoji"
 #: Where the exported pipeline lives inside the package (absent until it is trained).
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+#: What the playground says of the built-in model under its model picker.
+ABOUT = "draws emoji-style pictures; serve a real model for photographs"
+#: The README's section on serving real models, which the playground links to.
+SERVING_GUIDE_URL = "https://github.com/diffuserve/diffuserve#serving-real-models"
+
+
+def playground_note() -> dict[str, str]:
+    """The built-in model as the playground describes it (name, what it draws, the link
+    to serving a real model): the same for every server, so it needs no key."""
+    return {"name": BUILTIN_NAME, "about": ABOUT, "guide": SERVING_GUIDE_URL}
 
 
 def available() -> bool:
@@ -37,6 +47,9 @@ def builtin_spec() -> ModelSpec:
         # the adherence of the 20 that uniform timesteps needed (docs/BUILTIN.md).
         steps=8,
         hd_steps=16,
+        # Fewer steps draw specks and blotches (7: a third of the images speckled, 6: most
+        # of them; benchmarks/builtin_quality.py --study knobs): quality=low draws 8 too.
+        min_steps=8,
         guidance_scale=4.0,
         vivid_guidance_scale=5.0,
         natural_guidance_scale=3.0,

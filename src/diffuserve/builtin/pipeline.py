@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -113,15 +115,102 @@ def subject_images(pixels: np.ndarray, background: str) -> list[Image.Image]:
     return subjects
 
 
-def place_on_canvas(subject: Image.Image, width: int, height: int) -> Image.Image:
-    """The square ``subject`` scaled to the shorter side, centred on a ``width``×``height``
-    canvas: filled with the colour of the subject's border, or transparent for an RGBA
-    subject (one that was :func:`cut_out`)."""
+#: Seed by seed, the subject is drawn at a scale between this and 1 of the shorter side,
+#: turned by up to FRAMING_TURN degrees and moved within the room its drawing leaves,
+#: never cut by the canvas's edge: four seeds of a subject the data shows once ("a red
+#: apple") are four framings of it. Chosen by measurement (docs/BUILTIN.md, "Variety").
+FRAMING_MIN_SCALE = 0.8
+FRAMING_TURN = 12.0
+#: Prompts that leave the subject open ("a flower", "a tree") are drawn, seed by seed, as
+#: one of the subjects the prompt index weighs within this margin of the best one.
+VARIETY_MARGIN = 0.06
+#: What the per-image random choices are drawn from besides the image's seed, so that
+#: they are independent of its noise and of each other.
+_FRAMING_STREAM, _SUBJECT_STREAM = 0x6672616D, 0x7375626A
+#: What counts as drawn when the room around a subject is measured: alpha above this, or
+#: a colour this far from the background's.
+_DRAWN_ALPHA, _DRAWN_DISTANCE = 8, 24.0
+
+
+@dataclass(frozen=True)
+class Framing:
+    """Where the subject goes in its canvas square: ``scale`` of the side, turned
+    ``turn`` degrees counter-clockwise, and moved across the room it leaves by ``shift``
+    (right and down: -1 to one edge, 1 to the other, 0 where it was drawn)."""
+
+    scale: float = 1.0
+    turn: float = 0.0
+    shift: tuple[float, float] = (0.0, 0.0)
+
+
+def framing_for(seed: int) -> Framing:
+    """The framing of the image drawn with ``seed``."""
+    rng = np.random.default_rng([seed, _FRAMING_STREAM])
+    scale = float(rng.uniform(FRAMING_MIN_SCALE, 1.0))
+    turn = float(rng.uniform(-FRAMING_TURN, FRAMING_TURN))
+    right, down = (float(v) for v in rng.uniform(-1.0, 1.0, 2))
+    return Framing(scale, turn, (right, down))
+
+
+def drawn_box(subject: Image.Image, fill: Any) -> tuple[int, int, int, int] | None:
+    """The box (left, top, right, bottom) of what is drawn in ``subject``: its alpha
+    where it has one (``RGBA``, ``RGBa``), else its colours unlike ``fill``."""
+    pixels = np.asarray(subject)
+    if subject.mode in ("RGBA", "RGBa"):
+        drawn = pixels[..., 3] > _DRAWN_ALPHA
+    else:
+        away = np.asarray(pixels, np.float32) - np.asarray(fill, np.float32)
+        drawn = np.linalg.norm(away, axis=-1) > _DRAWN_DISTANCE
+    rows, cols = np.nonzero(drawn)
+    if not len(rows):
+        return None
+    return int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1
+
+
+def frame_square(subject: Image.Image, side: int, framing: Framing, fill: Any) -> Image.Image:
+    """The square ``subject`` (``RGB`` or ``RGBa``) on a ``side`` px square of ``fill``,
+    scaled, turned and moved as ``framing`` says. What is drawn is never cut: a turn
+    that would take it past the edge is not made, and it moves only as far as the room
+    it leaves."""
+    inner = max(1, round(side * framing.scale))
+    scaled = subject.resize((inner, inner), Image.Resampling.LANCZOS)
+    placed = scaled
+    if framing.turn:
+        turned = scaled.rotate(framing.turn, Image.Resampling.BICUBIC, expand=True,
+                               fillcolor=fill)
+        box = drawn_box(turned, fill)
+        if box is not None and max(box[2] - box[0], box[3] - box[1]) <= side:
+            placed = turned
+    # Centred as drawn, then moved towards one edge by a share of the room on that side.
+    left, top = (side - placed.width) / 2, (side - placed.height) / 2
+    box = drawn_box(placed, fill)
+    if box is not None:
+        room = (left + box[0], top + box[1], side - left - box[2], side - top - box[3])
+        right, down = framing.shift
+        left += right * (room[2] if right > 0 else room[0])
+        top += down * (room[3] if down > 0 else room[1])
+        # Whatever rounding left, the drawing stays whole.
+        left = min(max(left, -box[0]), side - box[2])
+        top = min(max(top, -box[1]), side - box[3])
+    framed = Image.new(subject.mode, (side, side), fill)
+    framed.paste(placed, (round(left), round(top)))
+    return framed
+
+
+def place_on_canvas(subject: Image.Image, width: int, height: int,
+                    framing: Framing | None = None) -> Image.Image:
+    """The square ``subject`` scaled to the shorter side (framed there as ``framing``
+    says), centred on a ``width``×``height`` canvas: filled with the colour of the
+    subject's border, or transparent for an RGBA subject (one that was :func:`cut_out`)."""
     side = min(width, height)
     transparent = subject.mode == "RGBA"
     # Premultiplied while resampling, so transparent pixels' colours do not bleed in.
     working = subject.convert("RGBa") if transparent else subject
-    scaled = working.resize((side, side), Image.Resampling.LANCZOS)
+    if framing is not None and framing != Framing():
+        fill = (0, 0, 0, 0) if transparent else border_colour(subject)
+        scaled = frame_square(working, side, framing, fill)
+    else:
+        scaled = working.resize((side, side), Image.Resampling.LANCZOS)
     if transparent:
         scaled = scaled.convert("RGBA")
     if (width, height) == (side, side):
@@ -130,6 +219,15 @@ def place_on_canvas(subject: Image.Image, width: int, height: int) -> Image.Imag
               else Image.new("RGB", (width, height), border_colour(subject)))
     canvas.paste(scaled, ((width - side) // 2, (height - side) // 2))
     return canvas
+
+
+def fit_square(picture: Image.Image, width: int, height: int, mode: str) -> Image.Image:
+    """``picture`` in ``mode`` at exactly ``width``×``height`` (scaled to cover, centred)."""
+    from PIL import ImageOps
+
+    if picture.size == (width, height):
+        return picture.convert(mode)
+    return ImageOps.fit(picture.convert(mode), (width, height), Image.Resampling.LANCZOS)
 
 
 class EmojiPipeline(DiffusionPipeline):
@@ -164,6 +262,12 @@ class EmojiPipeline(DiffusionPipeline):
         self._editing = False
         #: The UNet on ONNX Runtime, once :meth:`use_onnx_runtime` set it up.
         self.onnx_unet: onnx_unet.OnnxUNet | None = None
+        #: The call under way: each image's framing (None: as drawn), and for a masked
+        #: edit drawn afresh, the picture and the mask its previews are shown on.
+        self._framings: list[Framing | None] = []
+        self._kept: tuple[Image.Image, Image.Image] | None = None
+        #: The latents of the last step of the call under way (previews name no image).
+        self._step_latents: torch.Tensor | None = None
 
     def use_onnx_runtime(self, cache_dir: Path | None = None) -> bool:
         """Denoise on ONNX Runtime from now on (:mod:`.onnx_unet`: 1.6–1.8× faster
@@ -262,7 +366,8 @@ class EmojiPipeline(DiffusionPipeline):
         if cut:
             pooled[cut] = sentence_embeddings(self.text_encoder, self.tokenizer,
                                               [prompts[i] for i in cut])
-        matches: list[Match | None] = list(self.prompt_index.match(prompts, pooled))
+        matches: list[Match | None] = list(self.prompt_index.match(prompts, pooled,
+                                                                   VARIETY_MARGIN))
         swapped = {i: m.text for i, m in enumerate(matches)
                    if m is not None and m.text != prompts[i]}
         if swapped:
@@ -323,10 +428,60 @@ class EmojiPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def decode_preview(self, latents: torch.Tensor, width: int, height: int,
-                       background: str = "opaque") -> Image.Image:
+                       background: str = "opaque", index: int | None = None) -> Image.Image:
         """One image's latents as a picture at the requested size, as the finished image
-        would be presented (for partial images while streaming)."""
-        return place_on_canvas(self._decode(latents, background)[0], width, height)
+        would be presented (for partial images while streaming): image ``index`` of the
+        call under way is framed as it will be, and a masked edit's shows the picture
+        where the mask keeps it."""
+        if index is None:
+            index = self._which(latents)
+        framing = (self._framings[index] if index is not None
+                   and 0 <= index < len(self._framings) else None)
+        shown = place_on_canvas(self._decode(latents, background)[0], width, height, framing)
+        if self._kept is not None:
+            picture, mask = self._kept
+            shown = Image.composite(shown, picture.resize(shown.size).convert(shown.mode),
+                                    mask.resize(shown.size))
+        return shown
+
+    def _which(self, latents: torch.Tensor) -> int | None:
+        """Which image of the call under way ``latents`` (one image's) are: a row of the
+        latents of its last step, or of the scheduler's latest prediction of the clean
+        ones (what servers show as previews)."""
+        outputs = getattr(self.scheduler, "model_outputs", None) or [None]
+        for rows in (self._step_latents, outputs[-1]):
+            if rows is None or rows.shape[1:] != latents.shape[1:]:
+                continue
+            for index in range(rows.shape[0]):
+                if torch.equal(rows[index], latents[0].to(rows.device, rows.dtype)):
+                    return index
+        return None
+
+    @staticmethod
+    def image_seeds(generator: torch.Generator | list[torch.Generator] | None,
+                    count: int) -> list[int]:
+        """The seed of each of ``count`` images: its generator's (one generator for all:
+        the same seed), or a random one."""
+        if isinstance(generator, list):
+            return [int(one.initial_seed()) for one in generator]
+        if generator is not None:
+            return [int(generator.initial_seed())] * count
+        return [int(torch.randint(0, 2 ** 62, ()).item()) for _ in range(count)]
+
+    def vary_prompts(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[str]:
+        """What each image is drawn from: a prompt that leaves its subject open (its
+        match has ``alternatives``) is drawn as one of them, chosen by the image's seed;
+        any other as it is (and matched when it is encoded)."""
+        varied = []
+        for prompt, found, seed in zip(prompts, self.match_prompts(list(prompts)), seeds,
+                                       strict=True):
+            options = found.alternatives if found is not None else ()
+            if options:
+                pick = np.random.default_rng([seed, _SUBJECT_STREAM]).integers(len(options))
+                varied.append(options[int(pick)])
+            else:
+                varied.append(prompt)
+        return varied
 
     def _decode(self, latents: torch.Tensor, background: str) -> list[Image.Image]:
         """Subjects of ``latents``: the detail decoder's, where the pipeline has one (on
@@ -366,11 +521,22 @@ class EmojiPipeline(DiffusionPipeline):
         mask_image: list[Image.Image] | None = None,
         strength: float = 1.0,
     ) -> Any:
-        # 1. Check inputs and embed the prompts (and the negative ones for guidance).
+        # 1. Check inputs and embed the prompts (and the negative ones for guidance); a
+        #    prompt that leaves its subject open is drawn as one of the subjects it fits,
+        #    seed by seed. A masked edit at full strength draws the prompt afresh, as a
+        #    new image would be (see step 2).
         self.check_inputs(prompt, height, width, num_inference_steps, background)
-        self._editing = image is not None
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         batch = len(prompts)
+        afresh = image is not None and mask_image is not None and strength >= 1.0
+        self._editing = image is not None and not afresh
+        seeds = self.image_seeds(generator, batch)
+        self._framings = [framing_for(seed) if image is None else None for seed in seeds]
+        self._kept = None
+        if afresh and image is not None and mask_image is not None:
+            self._kept = (fit_square(image[0], width, height, "RGB"),
+                          fit_square(mask_image[0], width, height, "L"))
+        prompts = self.vary_prompts(prompts, seeds)
         if negative_prompt is None:
             negatives = [""] * batch
         elif isinstance(negative_prompt, str):
@@ -385,7 +551,12 @@ class EmojiPipeline(DiffusionPipeline):
             mask = torch.cat([negative_mask, mask])
 
         # 2. Start from noise, one generator per image; for an edit, from the given
-        #    images' latents noised as far as `strength` says (image to image).
+        #    images' latents noised as far as `strength` says (image to image). A masked
+        #    edit at full strength is drawn from noise alone: the autoencoder's decoder
+        #    attends across the whole 16×16 latent, so a redrawn area decoded beside the
+        #    kept one takes on its colours (a green apple drawn over the top of a red one
+        #    came out orange). The service puts the kept pixels back afterwards, blended
+        #    across a few pixels past the mask's edge.
         device = self.unet.device
         shape = (batch, self.unet.config.in_channels, self.unet.config.sample_size,
                  self.unet.config.sample_size)
@@ -396,7 +567,7 @@ class EmojiPipeline(DiffusionPipeline):
         known: torch.Tensor | None = None
         keep: torch.Tensor | None = None
         skipped = 0
-        if image is not None:
+        if image is not None and not afresh:
             known = self.encode_images(image)
             skipped = min(num_inference_steps - 1, round(num_inference_steps * (1 - strength)))
             timesteps = timesteps[skipped:]
@@ -421,16 +592,22 @@ class EmojiPipeline(DiffusionPipeline):
             if known is not None and keep is not None:
                 latents = keep * self._noised(known, start_noise, skipped + index + 1) \
                     + (1.0 - keep) * latents
+            self._step_latents = latents
             if callback_on_step_end is not None:
                 result = callback_on_step_end(self, index, timestep, {"latents": latents})
                 latents = result.get("latents", latents)
 
-        # 4. Decode the square subjects and place them at the requested size.
+        # 4. Decode the square subjects and place them at the requested size, each
+        #    framed as its seed says (never an edit's or a variation's: they keep the
+        #    picture's composition).
         subjects = self._decode(latents, background)
         if output_type == "np":
             images: Any = np.stack([np.asarray(subject) for subject in subjects])
         else:
-            images = [place_on_canvas(subject, width, height) for subject in subjects]
+            images = [place_on_canvas(subject, width, height, framing)
+                      for subject, framing in zip(subjects, self._framings, strict=True)]
+        self._kept = self._step_latents = None
+        self._framings = []
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images,)

@@ -56,6 +56,11 @@ class Match:
     phrase: str | None
     caption: str | None
     similarity: float
+    #: The captions of every subject weighed within the margin :meth:`PromptIndex.match`
+    #: was given of the best one (the best first): what the prompt leaves open, e.g. "a
+    #: flower" between the white flower, the blossom and the wilted flower. Empty where
+    #: the prompt names one subject (a caption word for word) or matched none.
+    alternatives: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
@@ -110,11 +115,14 @@ class PromptIndex:
     def __len__(self) -> int:
         return len(self.phrases)
 
-    def match(self, prompts: Sequence[str], embeddings: torch.Tensor) -> list[Match]:
+    def match(self, prompts: Sequence[str], embeddings: torch.Tensor,
+              margin: float = 0.0) -> list[Match]:
         """The match of each prompt, given the prompts' unit sentence embeddings (see
         the module's description). A prompt without a letter or digit (the empty prompt
         of a variation or of unconditional guidance) asks for no subject and never
-        matches one."""
+        matches one. With a ``margin``, each match lists the subjects weighed within it
+        of the best whose nearest phrase reaches the threshold too (its
+        ``alternatives``)."""
         scores = embeddings.float().cpu() @ self._matrix.T  # (prompts, phrases)
         # Each target's nearest phrase: the highest score among its rows, and which row.
         count = len(self.targets)
@@ -141,10 +149,23 @@ class PromptIndex:
             target = int(self._rows[row])
             score = float(scores[i, row].item())
             if score >= self.threshold:
-                out.append(Match(prompt, self.phrases[row], self.targets[target], score))
+                out.append(Match(prompt, self.phrases[row], self.targets[target], score,
+                                 self._alternatives(weighed[i], nearest[i], target, margin)))
             else:
                 out.append(Match(prompt, None, None, float(scores[i].max())))
         return out
+
+    def _alternatives(self, weighed: torch.Tensor, nearest: torch.Tensor, best: int,
+                      margin: float) -> tuple[str, ...]:
+        """The captions of the subjects weighed within ``margin`` of ``best``'s weight
+        (one prompt's weights and nearest-phrase scores), ``best`` first, the rest by
+        weight; empty when only ``best`` is that near."""
+        if margin <= 0:
+            return ()
+        near = ((weighed >= weighed[best] - margin) & (nearest >= self.threshold)).nonzero()
+        others = sorted((int(t) for t in near.flatten() if int(t) != best),
+                        key=lambda t: -float(weighed[t]))
+        return (self.targets[best], *(self.targets[t] for t in others)) if others else ()
 
     def _nearest_row(self, scores: torch.Tensor, target: int) -> int:
         """The first of the target's phrases that is most alike (``scores``: one prompt's

@@ -58,6 +58,9 @@ class ModelObject(BaseModel):
     owned_by: str
     #: OpenAI announces retirements here; nothing served here is scheduled to go.
     shutdown_date: str | None = None
+    #: The served model that draws for this name (its own name for a model; the model an
+    #: alias or an OpenAI name points at), as vLLM's model cards name it. Not OpenAI's.
+    root: str | None = None
 
 
 class ModelList(BaseModel):

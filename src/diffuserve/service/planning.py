@@ -49,15 +49,17 @@ def hd_steps(spec: ModelSpec) -> int:
 
 def steps_for(spec: ModelSpec, quality: str, complexity: str | None = None) -> int:
     """Denoising steps: the model's ``steps`` or ``hd_steps`` scaled by ``quality``, then
-    by ``complexity``."""
+    by ``complexity``, never below the model's ``min_steps`` (fewer draw noise)."""
     if quality in _HD_FACTORS:
         base = hd_steps(spec) * _HD_FACTORS[quality]
     else:
         base = spec.steps * _QUALITY_STEP_FACTORS.get(quality, 1.0)
-    return max(1, round(base * COMPLEXITY_FACTORS.get(complexity or "medium", 1.0)))
+    steps = round(base * COMPLEXITY_FACTORS.get(complexity or "medium", 1.0))
+    return max(1, spec.min_steps or 1, steps)
 
 
 def guidance_for(spec: ModelSpec, style: str | None) -> float:
+    """Guidance: the model's scale for ``style`` where it has one, else its default."""
     if style == "vivid" and spec.vivid_guidance_scale is not None:
         return spec.vivid_guidance_scale
     if style == "natural" and spec.natural_guidance_scale is not None:

@@ -131,7 +131,7 @@ function updateKeyButton() {
 async function loadModels() {
   const models = await getJSON("v1/models");
   const current = $("model").value;
-  fillModels(state.doc, models.data.map((model) => model.id));
+  fillModels(state.doc, models.data);
   if (current && [...$("model").options].some((o) => o.value === current)) {
     $("model").value = current;
   }

@@ -27,22 +27,54 @@ function show(id, visible) {
 
 const SIZE_LABELS = { auto: "auto (1024×1024)" };
 
-/** Fill the model list from /v1/models: served models first, then OpenAI's names. */
-export function fillModels(doc, ids) {
+/** Fill the model list from /v1/models: served models first, then OpenAI's names, each
+ * shown with the served model that draws for it (the `root` of its entry). */
+export function fillModels(doc, models) {
   const select = $("model");
-  const own = ids.filter((id) => !(id in doc.names));
-  const openai = ids.filter((id) => id in doc.names);
-  const groups = [["Models on this server", own], ["OpenAI names (drawn by the default model)", openai]];
+  const own = models.filter((model) => !(model.id in doc.names));
+  const openai = models.filter((model) => model.id in doc.names);
+  const groups = [["Models on this server", own], ["OpenAI names", openai]];
   select.replaceChildren(...groups.filter(([, list]) => list.length).map(([label, list]) => {
     const group = document.createElement("optgroup");
     group.label = label;
-    for (const id of list) {
+    for (const model of list) {
       const option = document.createElement("option");
-      option.value = option.textContent = id;
+      const root = model.root || model.id;
+      option.value = model.id;
+      option.dataset.root = root;
+      option.textContent = root === model.id ? model.id : `${model.id} → ${root}`;
       group.append(option);
     }
     return group;
   }));
+}
+
+/** The line under the model picker: what the chosen name is drawn by, and for the
+ * built-in model what it can draw and where serving a real model is explained. */
+export function describeModel(doc) {
+  const about = $("model-about");
+  const option = $("model").selectedOptions[0];
+  const root = option?.dataset.root;
+  const builtin = doc.builtin;
+  if (!option || !root) {
+    about.hidden = true;
+    return;
+  }
+  const drawnBy = root === option.value ? [] : [`Drawn by ${root}. `];
+  if (builtin && root === builtin.name) {
+    const link = document.createElement("a");
+    link.href = builtin.guide;
+    link.target = "_blank";
+    link.rel = "noopener noreferrer";
+    link.textContent = "Serving real models";
+    const who = root === option.value ? `${root} is the built-in model`
+      : `Drawn by ${root}, the built-in model`;
+    about.replaceChildren(`${who}: it ${builtin.about} (`, link, ").");
+  } else {
+    about.replaceChildren(...drawnBy);
+  }
+  about.dataset.root = root;
+  about.hidden = about.textContent === "";
 }
 
 /** Rebuild every picker for the chosen model and mode ("generate" or "edit"). */
@@ -50,6 +82,7 @@ export function applyRules(doc, mode, { keepValues = true } = {}) {
   const model = $("model").value;
   const rules = rulesFor(doc, model);
   const keep = (value) => (keepValues ? value : null);
+  describeModel(doc);
 
   fill($("size"), rules.sizes, keep($("size").value) ?? rules.default_size, SIZE_LABELS);
   if (!keepValues || !rules.sizes.includes($("size").value)) $("size").value = rules.default_size;

@@ -17,15 +17,16 @@ OWNER = "diffuserve"
 async def list_models(request: Request) -> ModelList:
     catalog = parts(request).service.catalog
     return ModelList(
-        data=[ModelObject(id=name, created=catalog.created, owned_by=OWNER)
-              for name, _ in catalog.names()]
+        data=[ModelObject(id=name, created=catalog.created, owned_by=OWNER, root=spec.name)
+              for name, spec in catalog.names()]
     )
 
 
 @router.get("/v1/models/{model_id:path}", response_model=ModelObject)
 async def retrieve_model(model_id: str, request: Request) -> ModelObject:
     catalog = parts(request).service.catalog
-    for name, _ in catalog.names():
+    for name, spec in catalog.names():
         if name == model_id:
-            return ModelObject(id=name, created=catalog.created, owned_by=OWNER)
+            return ModelObject(id=name, created=catalog.created, owned_by=OWNER,
+                               root=spec.name)
     raise ModelNotFoundError(model_id)

@@ -2,7 +2,8 @@
 tables it builds its pickers from at ``/playground/rules.json``.
 
 No key is needed for any of these: they hold nothing but the page and OpenAI's public
-rules (and whether the server wants a key, which a 401 would tell anyway). The page
+rules (and whether the server wants a key, which a 401 would tell anyway, and what the
+built-in model draws, the same on every server). The page
 asks for the key itself and sends it only as a Bearer header to the API.
 
 Every answer carries a Content-Security-Policy that allows nothing from another origin
@@ -23,6 +24,7 @@ from importlib import resources
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from diffuserve import builtin
 from diffuserve.api.deps import parts
 from diffuserve.api.errors import NotFoundError
 from diffuserve.protocol.rule_tables import rules_document
@@ -102,7 +104,8 @@ def router_for(files: dict[str, WebFile]) -> APIRouter:
 
     @router.get(PREFIX + "/rules.json")
     async def rules(request: Request) -> Response:
-        document = {**rules_document(), "keys_required": parts(request).keys.enabled}
+        document = {**rules_document(), "keys_required": parts(request).keys.enabled,
+                    "builtin": builtin.playground_note()}
         body = json.dumps(document).encode()
         return _answer(request, WebFile(body, "application/json", _etag(body)))
 
