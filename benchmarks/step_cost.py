@@ -84,12 +84,17 @@ def write(folder: Path, **config: float) -> Path:
     return folder
 
 
+#: A folder holding an installed distribution's metadata that registers
+#: ``StepCostPipeline`` in the ``diffuserve.pipelines`` entry-point group.
+PLUGINS = Path(__file__).resolve().parent / "plugins"
+
+
 def register() -> None:
     """Make the diffusers backend load ``StepCostPipeline`` folders, as it loads the
-    project's own pipelines."""
-    from diffuserve.engine.backends import diffusers
-
-    diffusers.PROJECT_PIPELINES["StepCostPipeline"] = "benchmarks.step_cost"
+    project's own pipelines: through the entry point :data:`PLUGINS` declares, found
+    once that folder is on ``sys.path``."""
+    if str(PLUGINS) not in sys.path:
+        sys.path.append(str(PLUGINS))
 
 
 def main(argv: list[str]) -> int:

@@ -44,6 +44,16 @@ def test_engine_and_storage_know_nothing_above_them(layer: str) -> None:
         assert not bad, f"{path} imports {sorted(bad)}"
 
 
+def test_the_engine_finds_the_builtin_pipeline_through_entry_points_only() -> None:
+    # Neither an import nor a module name handed to importlib: the built-in model's
+    # pipeline is registered in the `diffuserve.pipelines` group as any other would be.
+    for path, names in imports_of("engine").items():
+        assert not {name for name in names if name.startswith("diffuserve.builtin")}, path
+    for path in (PACKAGE / "engine").rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "diffuserve.builtin" not in text, f"{path.relative_to(PACKAGE)} names it"
+
+
 @pytest.mark.parametrize("layer", ["engine", "storage"])
 def test_engine_and_storage_name_no_http_status_or_openai_model(layer: str) -> None:
     for path in (PACKAGE / layer).rglob("*.py"):

@@ -1,4 +1,5 @@
-"""Backends by name through entry points; the built-in runtime registers the same way."""
+"""Backends by name through entry points; the built-in runtime registers the same way, and
+the built-in model's pipeline class too."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ from diffuserve.config import ModelSpec
 from diffuserve.engine.backends.base import Backend
 from diffuserve.engine.backends.diffusers import DiffusersBackend
 from diffuserve.engine.errors import ModelLoadFailed
-from diffuserve.engine.plugins import backend_factory, create_backends, installed_backends
+from diffuserve.engine.plugins import (
+    backend_factory,
+    create_backends,
+    installed_backends,
+    pipeline_class,
+)
 from tests.conftest import FakeBackend
 
 
@@ -44,3 +50,15 @@ def test_explicit_factories_come_first() -> None:
 
     assert isinstance(create_backends(specs, {"fake": fake})["a"], FakeBackend)
     assert built == ["a"]
+
+
+def test_the_builtin_pipeline_class_is_registered_under_its_model_index_name() -> None:
+    import json
+
+    from diffuserve.builtin import WEIGHTS_DIR
+    from diffuserve.builtin.pipeline import EmojiPipeline
+
+    named = json.loads((WEIGHTS_DIR / "model_index.json").read_text())["_class_name"]
+    assert pipeline_class(named) is EmojiPipeline
+    # diffusers' own classes are not registered: they load through diffusers.
+    assert pipeline_class("StableDiffusionPipeline") is None

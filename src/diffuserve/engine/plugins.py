@@ -1,4 +1,5 @@
-"""Backends by name, through the ``diffuserve.backends`` entry-point group.
+"""Backends by name, through the ``diffuserve.backends`` entry-point group, and
+pipeline classes by name, through ``diffuserve.pipelines``.
 
 The built-in runtime registers itself there exactly as a third-party package does::
 
@@ -8,18 +9,26 @@ The built-in runtime registers itself there exactly as a third-party package doe
 A model's ``backend`` setting names the entry point; its object is called with the
 model's :class:`~diffuserve.config.ModelSpec` and returns a
 :class:`~diffuserve.engine.backends.base.Backend`.
+
+A pipeline class that diffusers does not know (the built-in model's among them) is
+registered under the ``_class_name`` its folders' model_index.json names::
+
+    [project.entry-points."diffuserve.pipelines"]
+    MyPipeline = "my_package.pipeline:MyPipeline"
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
+from typing import Any
 
 from diffuserve.config import ModelSpec
 from diffuserve.engine.backends.base import Backend
 from diffuserve.engine.errors import ModelLoadFailed
 
 ENTRY_POINT_GROUP = "diffuserve.backends"
+PIPELINE_ENTRY_POINT_GROUP = "diffuserve.pipelines"
 
 BackendFactory = Callable[[ModelSpec], Backend]
 
@@ -39,6 +48,14 @@ def backend_factory(name: str) -> BackendFactory:
         f"No backend named {name!r} is installed (installed: {known}). Install the package "
         f"that provides it, or set the model's `backend` to one of those."
     )
+
+
+def pipeline_class(class_name: str) -> Any:
+    """The pipeline class registered as ``class_name``; None when no installed package
+    registers one (diffusers' own classes load through diffusers)."""
+    for point in entry_points(group=PIPELINE_ENTRY_POINT_GROUP, name=class_name):
+        return point.load()
+    return None
 
 
 def create_backends(

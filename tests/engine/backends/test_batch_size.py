@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from diffuserve.config import ModelSpec
-from diffuserve.engine.backends import diffusers as backend_module
-from diffuserve.engine.backends.diffusers import MAX_AUTO_BATCH, DiffusersBackend
+from diffuserve.engine.backends.diffusers import MAX_AUTO_BATCH, DiffusersBackend, tuning
 from diffuserve.engine.local.engine import LocalEngine
 from diffuserve.engine.types import GenerationParams
 
@@ -46,7 +45,7 @@ def test_off_cuda_the_batch_after_which_images_stop_getting_cheaper(
     monkeypatch: pytest.MonkeyPatch, seconds: Any, chosen: int
 ) -> None:
     clock = Clock()
-    monkeypatch.setattr(backend_module, "time", clock)
+    monkeypatch.setattr(tuning, "time", clock)
     backend = DiffusersBackend(ModelSpec(name="m", source="/nowhere", max_batch_size="auto"))
     probed = costed(backend, clock, seconds)
     assert backend._measure_batch(object(), "cpu") == chosen

@@ -1,0 +1,138 @@
+"""A pipeline from a local folder or the Hub, on the device and in the dtype chosen.
+
+A folder whose model_index.json names a pipeline class registered in the
+``diffuserve.pipelines`` entry-point group loads through that class; any other through
+diffusers' auto pipeline, or the class the folder names. Every failure becomes one
+paragraph that tells a person what is wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from diffuserve.config import ModelSpec
+from diffuserve.engine.errors import ModelLoadFailed
+from diffuserve.engine.plugins import pipeline_class
+
+
+def pick_device(requested: str) -> str:
+    """CUDA, then Apple's MPS, then the CPU, unless the configuration names one."""
+    import torch
+
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(requested: str, device: str) -> Any:
+    """Half precision on accelerators, float32 on the CPU (half is slow or unsupported)."""
+    import torch
+
+    if requested != "auto":
+        return getattr(torch, requested)
+    return torch.float32 if device == "cpu" else torch.float16
+
+
+def looks_local(source: str) -> bool:
+    """``source`` is a folder on this machine rather than a Hub id."""
+    return source.startswith((".", "/", "~")) or os.path.isdir(source)
+
+
+def load_pipeline(spec: ModelSpec, device: str) -> Any:
+    """The pipeline ``spec`` names, in the dtype for ``device`` (not yet moved there);
+    :class:`~diffuserve.engine.errors.ModelLoadFailed` when it cannot be loaded."""
+    local = looks_local(spec.source)
+    source = str(Path(spec.source).expanduser()) if local else spec.source
+    kwargs: dict[str, Any] = {"dtype": pick_dtype(spec.dtype, device)}
+    if spec.revision:
+        kwargs["revision"] = spec.revision
+    if spec.variant:
+        kwargs["variant"] = spec.variant
+    try:
+        own_class = project_pipeline(source) if local else None
+        if own_class is not None:
+            return own_class.from_pretrained(source, **kwargs)
+        return _load_diffusers(source, kwargs)
+    except Exception as exc:  # every failure becomes one readable paragraph
+        raise load_error(spec, exc) from exc
+
+
+def project_pipeline(folder: str) -> Any:
+    """The registered pipeline class a local folder's model_index.json names, if any."""
+    index = Path(folder) / "model_index.json"
+    if not index.is_file():
+        return None
+    class_name = json.loads(index.read_text()).get("_class_name")
+    return pipeline_class(class_name) if isinstance(class_name, str) else None
+
+
+def _load_diffusers(source: str, kwargs: dict[str, Any]) -> Any:
+    from diffusers import AutoPipelineForText2Image, DiffusionPipeline
+
+    try:
+        return AutoPipelineForText2Image.from_pretrained(  # type: ignore[no-untyped-call]
+            source, **kwargs
+        )
+    except ValueError as exc:
+        # AutoPipeline knows only the families it maps; any other text-to-image
+        # pipeline still loads through its own class named in model_index.json.
+        if "AutoPipeline" not in str(exc) and "can't find a pipeline" not in str(exc):
+            raise
+        return DiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]
+            source, **kwargs
+        )
+
+
+def load_error(spec: ModelSpec, exc: BaseException) -> ModelLoadFailed:
+    """One paragraph that tells a person what is wrong and what to do."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    where = f"model {spec.name!r} from {spec.source!r}"
+    if looks_local(spec.source):
+        folder = Path(spec.source).expanduser()
+        if not folder.is_dir():
+            advice = "that folder does not exist. Check the path in the model's `source`."
+        elif not (folder / "model_index.json").is_file():
+            advice = (
+                "that folder is not a diffusers pipeline (it has no model_index.json). "
+                "Point `source` at a folder written by `pipeline.save_pretrained()` or a "
+                "downloaded Hub snapshot."
+            )
+        else:
+            advice = (
+                f"the pipeline in that folder could not be read ({type(exc).__name__}: {detail})."
+            )
+    elif os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        advice = (
+            "HF_HUB_OFFLINE is set and the weights are not in the local Hugging Face cache. "
+            f"Download them once with network access (`hf download {spec.source}`), point "
+            "`source` at a local folder, or unset HF_HUB_OFFLINE."
+        )
+    else:
+        advice = (
+            "the weights could not be downloaded from the Hugging Face Hub "
+            f"({type(exc).__name__}: {detail}). Check the model id and your network, log in "
+            "with `hf auth login` for gated models, or point `source` at a local folder."
+        )
+    return ModelLoadFailed(f"Could not load {where}: {advice}")
+
+
+def native_resolution(pipeline: Any, vae_scale: int) -> int:
+    """The side, in pixels, the pipeline's denoiser was trained to draw (512 when it
+    does not say)."""
+    sample = getattr(pipeline, "default_sample_size", None)
+    if sample is None:
+        denoiser = getattr(pipeline, "unet", None) or getattr(pipeline, "transformer", None)
+        sample = getattr(getattr(denoiser, "config", None), "sample_size", None)
+    if isinstance(sample, (list, tuple)):
+        sample = sample[0]
+    if not isinstance(sample, int) or sample <= 0:
+        return 512
+    return int(sample) * vae_scale
