@@ -1,7 +1,8 @@
 """Tiny, randomly initialised pipelines of the 2026 open model families, built offline.
 
-One builder per family: FLUX.1 (dev, schnell, Fill, Kontext), FLUX.2 (dev, klein),
-Stable Diffusion 3.5, Qwen-Image (and its Edit and Edit-Plus), Z-Image. Each writes,
+One builder per family: FLUX.1 (dev, schnell, Fill, Kontext), FLUX.2 (dev, klein and
+klein base), Stable Diffusion 3.5, Qwen-Image (and its Edit and Edit-Plus), Z-Image
+(``FAMILIES`` names them). Each writes,
 with ``save_pretrained``, a folder that ``DiffusionPipeline.from_pretrained`` loads as it
 loads the real model: the same pipeline class, the same kinds of components (text
 encoders, tokenizers and processors included), a few KB to a few MB of random weights.
@@ -9,9 +10,8 @@ encoders, tokenizers and processors included), a few KB to a few MB of random we
 The architectures keep what the server can see of the real ones (a VAE that scales by 8,
 2x2 packed latents, text encoders deep enough for the hidden-state layers each pipeline
 reads by default, the same guidance embedding, scheduler settings of the real model
-cards) and shrink everything else. Tokenizers are made here, never downloaded:
-byte-level BPEs with no merges (one token a byte) plus each family's special tokens and
-chat template, and a character-level Unigram for T5.
+cards) and shrink everything else. Tokenizers and processors are made offline, in
+``tests/support/tiny_tokenizers.py``.
 
 Like ``tests/tiny_pipelines.py``, after the configs of diffusers' own
 ``get_dummy_components()``. Seeded: the same call writes the same weights.
@@ -36,6 +36,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.support.tiny_tokenizers import (
+    QWEN2_VL_CHAT_TEMPLATE,
+    build_tiny_mistral_tokenizer,
+    build_tiny_qwen_tokenizer,
+    build_tiny_t5_tokenizer,
+    has_torchvision,
+    qwen2_vl_processor_without_video,
+    write_pixtral_processor,
+    write_qwen2_vl_processor,
+)
+from tests.tiny_pipelines import build_tiny_clip_tokenizer
+
 __all__ = [
     "FAMILIES",
     "build_tiny_flux1_dev",
@@ -44,22 +56,14 @@ __all__ = [
     "build_tiny_flux1_kontext",
     "build_tiny_flux2_dev",
     "build_tiny_flux2_klein",
+    "build_tiny_flux2_klein_base",
     "build_tiny_sd35",
     "build_tiny_qwen_image",
     "build_tiny_qwen_image_edit",
     "build_tiny_qwen_image_edit_plus",
     "build_tiny_z_image",
-    "has_torchvision",
     "load_pipeline",
-    "qwen2_vl_processor_without_video",
 ]
-
-
-def has_torchvision() -> bool:
-    """Whether transformers can build the processors that need torchvision."""
-    from transformers.utils import is_torchvision_available
-
-    return bool(is_torchvision_available())
 
 
 def load_pipeline(folder: Path, pipeline_class: Any = None, **kwargs: Any) -> Any:
@@ -96,143 +100,12 @@ def load_pipeline(folder: Path, pipeline_class: Any = None, **kwargs: Any) -> An
     return pipe
 
 
-def qwen2_vl_processor_without_video(folder: Path) -> Any:
-    """A ``Qwen2VLProcessor`` of the image processor and tokenizer in ``folder``, built
-    around the check that wants its (torchvision-only) video processor."""
-    from transformers import AutoImageProcessor, AutoTokenizer, Qwen2VLProcessor
-
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    processor = Qwen2VLProcessor.__new__(Qwen2VLProcessor)
-    processor.image_processor = AutoImageProcessor.from_pretrained(folder)
-    processor.tokenizer = tokenizer
-    processor.video_processor = None
-    processor.chat_template = tokenizer.chat_template
-    processor.image_token, processor.video_token = "<|image_pad|>", "<|video_pad|>"
-    processor.image_token_id = tokenizer.convert_tokens_to_ids(processor.image_token)
-    processor.video_token_id = tokenizer.convert_tokens_to_ids(processor.video_token)
-    return processor
-
-
-# --------------------------------------------------------------------------- tokenizers
-
-# Qwen2.5-VL's processor: 4 to 16384 patches of 28x28 pixels (after the 2x2 merge).
-_QWEN_MIN_PIXELS, _QWEN_MAX_PIXELS = 56 * 56, 28 * 28 * 16384
-
-_QWEN_SPECIALS = (
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-    "<|image_pad|>", "<|video_pad|>", "<think>", "</think>",
-)
-
-# Qwen3's template, cut to what the pipelines use: user turns, a generation prompt, and
-# the empty thinking block that ``enable_thinking=False`` asks for.
-_QWEN3_CHAT_TEMPLATE = (
-    "{%- for message in messages %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
-    "{%- if enable_thinking is defined and enable_thinking is false %}"
-    "{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}{%- endif %}"
-)
-
-# Qwen2-VL's template for contents that are lists of text and image parts.
-_QWEN2_VL_CHAT_TEMPLATE = (
-    "{%- for message in messages %}{{- '<|im_start|>' + message['role'] + '\\n' }}"
-    "{%- if message['content'] is string %}{{- message['content'] }}"
-    "{%- else %}{%- for part in message['content'] %}"
-    "{%- if part['type'] == 'image' %}{{- '<|vision_start|><|image_pad|><|vision_end|>' }}"
-    "{%- else %}{{- part['text'] }}{%- endif %}{%- endfor %}{%- endif %}"
-    "{{- '<|im_end|>\\n' }}{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
-)
-
-_MISTRAL_SPECIALS = (
-    "<unk>", "<s>", "</s>", "<pad>", "[INST]", "[/INST]", "[SYSTEM_PROMPT]",
-    "[/SYSTEM_PROMPT]", "[IMG]", "[IMG_BREAK]", "[IMG_END]",
-)
-
-# Mistral Small 3.1's template, cut to system and user turns of text (and [IMG] parts).
-_MISTRAL_CHAT_TEMPLATE = (
-    "{{- bos_token }}{%- for message in messages %}"
-    "{%- if message['role'] == 'system' %}{{- '[SYSTEM_PROMPT]' }}"
-    "{%- elif message['role'] == 'user' %}{{- '[INST]' }}{%- endif %}"
-    "{%- if message['content'] is string %}{{- message['content'] }}"
-    "{%- else %}{%- for part in message['content'] %}"
-    "{%- if part['type'] == 'image' %}{{- '[IMG]' }}{%- else %}{{- part['text'] }}{%- endif %}"
-    "{%- endfor %}{%- endif %}"
-    "{%- if message['role'] == 'system' %}{{- '[/SYSTEM_PROMPT]' }}"
-    "{%- elif message['role'] == 'user' %}{{- '[/INST]' }}"
-    "{%- else %}{{- eos_token }}{%- endif %}{%- endfor %}"
-)
-
-
 def _set_component(path: Path, name: str, library: str, class_name: str) -> None:
     """Name in ``model_index.json`` a component that was saved beside the pipeline."""
     index_file = path / "model_index.json"
     index = json.loads(index_file.read_text())
     index[name] = [library, class_name]
     index_file.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-
-
-def _byte_vocab() -> dict[str, int]:
-    """The 256 byte characters of a byte-level BPE, ids 0..255."""
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    return {c: i for i, c in enumerate(bytes_to_unicode().values())}
-
-
-def build_tiny_qwen_tokenizer(chat_template: str = _QWEN3_CHAT_TEMPLATE) -> Any:
-    """A ``Qwen2Tokenizer`` (byte-level BPE, no merges) with Qwen's special tokens.
-
-    Ids: 0..255 the bytes, then ``_QWEN_SPECIALS`` in order (256 ``<|endoftext|>``…).
-    """
-    from transformers import Qwen2Tokenizer
-
-    vocab = _byte_vocab()
-    for token in _QWEN_SPECIALS:
-        vocab[token] = len(vocab)
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], model_max_length=32768)
-    tokenizer.add_tokens(list(_QWEN_SPECIALS), special_tokens=True)
-    tokenizer.chat_template = chat_template
-    return tokenizer
-
-
-def build_tiny_mistral_tokenizer() -> Any:
-    """A byte-level BPE tokenizer (no merges) with Mistral's control tokens first."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {token: i for i, token in enumerate(_MISTRAL_SPECIALS)}
-    for c in _byte_vocab():
-        vocab[c] = len(vocab)
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    backend.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-        pad_token="<pad>", model_max_length=131072,
-    )
-    tokenizer.add_tokens(list(_MISTRAL_SPECIALS[4:]), special_tokens=True)
-    tokenizer.chat_template = _MISTRAL_CHAT_TEMPLATE
-    return tokenizer
-
-
-def build_tiny_t5_tokenizer() -> Any:
-    """A ``T5Tokenizer`` (Unigram) over printable ASCII, each with and without ``▁``.
-
-    Ids: 0 ``<pad>``, 1 ``</s>``, 2 ``<unk>``, 3 ``▁``, then the characters.
-    """
-    from transformers import T5Tokenizer
-
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
-    for code in range(33, 127):
-        pieces += [("▁" + chr(code), -3.0), (chr(code), -4.0)]
-    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=512)
-
-
-def _clip_tokenizer() -> Any:
-    from tests.tiny_pipelines import build_tiny_clip_tokenizer
-
-    return build_tiny_clip_tokenizer()
 
 
 # -------------------------------------------------------------------------- text models
@@ -368,7 +241,7 @@ def _flux1(path: Path, pipeline: str, *, guidance_embeds: bool, fill: bool = Fal
 
     latent_channels = 4
     packed = latent_channels * 4  # 2x2 patches
-    tokenizer, tokenizer_2 = _clip_tokenizer(), build_tiny_t5_tokenizer()
+    tokenizer, tokenizer_2 = build_tiny_clip_tokenizer(), build_tiny_t5_tokenizer()
     torch.manual_seed(0)
     transformer = FluxTransformer2DModel(
         patch_size=1,
@@ -430,23 +303,6 @@ def _flux2_transformer(guidance_embeds: bool, text_hidden: int) -> Any:
     )
 
 
-def _write_pixtral_processor(folder: Path, tokenizer: Any) -> None:
-    """FLUX.2 dev's ``tokenizer/`` as its model repo has it: a ``PixtralProcessor`` saved as
-    the tokenizer's files, ``preprocessor_config.json`` and ``processor_config.json``.
-
-    Written part by part: transformers builds no ``PixtralProcessor`` without torchvision.
-    """
-    from transformers import PixtralImageProcessor
-
-    tokenizer.save_pretrained(folder)
-    PixtralImageProcessor(patch_size=14, size={"longest_edge": 1540}).save_pretrained(folder)
-    processor_config = {
-        "processor_class": "PixtralProcessor", "patch_size": 14, "spatial_merge_size": 2,
-        "image_token": "[IMG]", "image_break_token": "[IMG_BREAK]", "image_end_token": "[IMG_END]",
-    }
-    (folder / "processor_config.json").write_text(json.dumps(processor_config, indent=2))
-
-
 def build_tiny_flux2_dev(path: Path) -> Path:
     """``Flux2Pipeline`` as FLUX.2 [dev]: Mistral Small 3.1 text encoder, guidance-distilled.
 
@@ -484,17 +340,12 @@ def build_tiny_flux2_dev(path: Path) -> Path:
     )
     path = Path(path)
     pipe.save_pretrained(path, safe_serialization=True)
-    _write_pixtral_processor(path / "tokenizer", tokenizer)
+    write_pixtral_processor(path / "tokenizer", tokenizer)
     _set_component(path, "tokenizer", "transformers", "PixtralProcessor")
     return path
 
 
-def build_tiny_flux2_klein(path: Path) -> Path:
-    """``Flux2KleinPipeline`` as FLUX.2 [klein] 4B base: Qwen3 text encoder, real CFG.
-
-    27 Qwen3 layers (16 wide): the pipeline stacks hidden states 9, 18 and 27. The same
-    folder serves ``Flux2KleinInpaintPipeline`` through ``from_pipe``.
-    """
+def _flux2_klein(path: Path, is_distilled: bool) -> Path:
     import torch
     from diffusers import Flux2KleinPipeline
     from transformers import Qwen3ForCausalLM
@@ -506,10 +357,25 @@ def build_tiny_flux2_klein(path: Path) -> Path:
         scheduler=_flow_match(shift=3.0, use_dynamic_shifting=True),
         vae=_vae_flux2(), text_encoder=text_encoder, tokenizer=tokenizer,
         transformer=_flux2_transformer(guidance_embeds=False, text_hidden=16),
-        is_distilled=False,
+        is_distilled=is_distilled,
     )
     pipe.save_pretrained(path, safe_serialization=True)
     return Path(path)
+
+
+def build_tiny_flux2_klein(path: Path) -> Path:
+    """``Flux2KleinPipeline`` as FLUX.2 [klein] 4B: Qwen3 text encoder, step-distilled
+    (``is_distilled``: no CFG whatever the guidance scale).
+
+    27 Qwen3 layers (16 wide): the pipeline stacks hidden states 9, 18 and 27. The same
+    folder serves ``Flux2KleinInpaintPipeline`` through ``from_pipe``.
+    """
+    return _flux2_klein(path, is_distilled=True)
+
+
+def build_tiny_flux2_klein_base(path: Path) -> Path:
+    """``Flux2KleinPipeline`` as FLUX.2 [klein] base 4B: the undistilled one, real CFG."""
+    return _flux2_klein(path, is_distilled=False)
 
 
 # ------------------------------------------------------------------- Stable Diffusion 3.5
@@ -523,7 +389,7 @@ def build_tiny_sd35(path: Path) -> Path:
     import torch
     from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
 
-    tokenizer, tokenizer_3 = _clip_tokenizer(), build_tiny_t5_tokenizer()
+    tokenizer, tokenizer_3 = build_tiny_clip_tokenizer(), build_tiny_t5_tokenizer()
     torch.manual_seed(0)
     transformer = SD3Transformer2DModel(
         sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=2,
@@ -536,7 +402,7 @@ def build_tiny_sd35(path: Path) -> Path:
         vae=_vae_kl(4, scaling_factor=1.5305, shift_factor=0.0609),
         text_encoder=_clip_text_model(tokenizer, with_projection=True), tokenizer=tokenizer,
         text_encoder_2=_clip_text_model(tokenizer, with_projection=True),
-        tokenizer_2=_clip_tokenizer(),
+        tokenizer_2=build_tiny_clip_tokenizer(),
         text_encoder_3=_t5_encoder(tokenizer_3, d_model=64), tokenizer_3=tokenizer_3,
         transformer=transformer, image_encoder=None, feature_extractor=None,
     )
@@ -567,34 +433,11 @@ def _qwen_image_scheduler() -> Any:
                        shift_terminal=0.02, time_shift_type="exponential")
 
 
-def _write_qwen_vl_processor(folder: Path) -> None:
-    """Qwen-Image-Edit's ``processor/`` as its model repo has it: the tokenizer's files,
-    ``preprocessor_config.json``, ``video_preprocessor_config.json``, the chat template.
-
-    Written part by part because transformers builds no ``Qwen2VLProcessor`` (whose
-    video processor needs torchvision) to save it whole where torchvision is missing.
-    """
-    from transformers import Qwen2VLImageProcessor
-
-    tokenizer = build_tiny_qwen_tokenizer(_QWEN2_VL_CHAT_TEMPLATE)
-    tokenizer.save_pretrained(folder)
-    image_processor = Qwen2VLImageProcessor(min_pixels=_QWEN_MIN_PIXELS,
-                                            max_pixels=_QWEN_MAX_PIXELS)
-    image_processor.save_pretrained(folder)
-    video_config = {
-        key: value for key, value in json.loads(image_processor.to_json_string()).items()
-        if key != "image_processor_type"
-    }
-    video_config["video_processor_type"] = "Qwen2VLVideoProcessor"
-    (folder / "video_preprocessor_config.json").write_text(json.dumps(video_config, indent=2))
-    (folder / "chat_template.jinja").write_text(_QWEN2_VL_CHAT_TEMPLATE)
-
-
 def _qwen_image(path: Path, pipeline: str) -> Path:
     import diffusers
 
     path = Path(path)
-    tokenizer = build_tiny_qwen_tokenizer(_QWEN2_VL_CHAT_TEMPLATE)
+    tokenizer = build_tiny_qwen_tokenizer(QWEN2_VL_CHAT_TEMPLATE)
     components: dict[str, Any] = dict(
         scheduler=_qwen_image_scheduler(), vae=_vae_qwen_image(),
         text_encoder=_qwen2_5_vl(tokenizer), tokenizer=tokenizer,
@@ -605,7 +448,7 @@ def _qwen_image(path: Path, pipeline: str) -> Path:
         components["processor"] = None
     getattr(diffusers, pipeline)(**components).save_pretrained(path, safe_serialization=True)
     if edit:
-        _write_qwen_vl_processor(path / "processor")
+        write_qwen2_vl_processor(path / "processor")
         _set_component(path, "processor", "transformers", "Qwen2VLProcessor")
     return path
 
@@ -662,6 +505,7 @@ FAMILIES: dict[str, Callable[[Path], Path]] = {
     "flux1-kontext": build_tiny_flux1_kontext,
     "flux2-dev": build_tiny_flux2_dev,
     "flux2-klein": build_tiny_flux2_klein,
+    "flux2-klein-base": build_tiny_flux2_klein_base,
     "sd35": build_tiny_sd35,
     "qwen-image": build_tiny_qwen_image,
     "qwen-image-edit": build_tiny_qwen_image_edit,

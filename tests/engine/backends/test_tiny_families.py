@@ -41,6 +41,7 @@ CASES: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
     "flux2-dev+image": ("Flux2Pipeline", lambda: {"image": [_image()]}),
     "flux2-klein": ("Flux2KleinPipeline", dict),
     "flux2-klein+image": ("Flux2KleinPipeline", lambda: {"image": [_image()]}),
+    "flux2-klein-base": ("Flux2KleinPipeline", dict),
     "sd35": ("StableDiffusion3Pipeline", dict),
     "qwen-image": ("QwenImagePipeline", lambda: {"negative_prompt": " "}),
     # Both edit pipelines resize every input image to about 1 MP for the VAE: the slow ones.
