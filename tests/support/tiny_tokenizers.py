@@ -57,9 +57,6 @@ def qwen2_vl_processor_without_video(folder: Path) -> Any:
 
 # --------------------------------------------------------------------------- tokenizers
 
-# Qwen2.5-VL's processor: 4 to 16384 patches of 28x28 pixels (after the 2x2 merge).
-_QWEN_MIN_PIXELS, _QWEN_MAX_PIXELS = 56 * 56, 28 * 28 * 16384
-
 _QWEN_SPECIALS = (
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
     "<|image_pad|>", "<|video_pad|>", "<think>", "</think>",
@@ -164,6 +161,9 @@ def build_tiny_t5_tokenizer() -> Any:
 
 
 # --------------------------------------------------------------------------- processors
+
+# Qwen2.5-VL's processor: 4 to 16384 patches of 28x28 pixels (after the 2x2 merge).
+_QWEN_MIN_PIXELS, _QWEN_MAX_PIXELS = 56 * 56, 28 * 28 * 16384
 
 def write_pixtral_processor(folder: Path, tokenizer: Any) -> None:
     """FLUX.2 dev's ``tokenizer/`` as its model repo has it: a ``PixtralProcessor`` saved as
