@@ -16,6 +16,8 @@ EXPECTED = {
     "WorkerLost": (503, "server_error", None, {"Retry-After": "3"}),
     "UnknownModel": (500, "server_error", None, {"x-should-retry": "false"}),
     "UnsupportedTask": (400, "invalid_request_error", "unsupported_value", {}),
+    "TooManyImages": (400, "invalid_request_error", "too_many_images", {}),
+    "PromptTooLong": (400, "invalid_request_error", "string_above_max_length", {}),
     "Cancelled": (503, "server_error", None, {"Retry-After": "1"}),
     "OutOfMemory": (500, "server_error", None, {"x-should-retry": "false"}),
     "ContentFlagged": (400, "invalid_request_error", "content_policy_violation", {}),
@@ -70,6 +72,19 @@ def test_a_bad_or_gone_link() -> None:
     assert (invalid.status_code, invalid.code) == (403, "invalid_signature")
     assert invalid.message == "This image link is not valid: its signature does not match."
     assert (gone.status_code, gone.code) == (404, "image_not_found")
+
+
+def test_too_many_images_and_a_long_prompt_say_the_models_limit() -> None:
+    images = to_api_error(engine.TooManyImages("qwen-edit", 3, 4))
+    one = to_api_error(engine.TooManyImages("sd", 1, 2))
+    prompt = to_api_error(engine.PromptTooLong("flux", 512, 600))
+
+    assert images.param == one.param == "image"
+    assert images.message == ("The model 'qwen-edit' takes at most 3 images in one edit; 4 "
+                              "were sent. Send at most 3.")
+    assert "'sd' edits one image at a time; 2 were sent" in one.message
+    assert prompt.param == "prompt"
+    assert "600 tokens long" in prompt.message and "'flux' reads at most 512" in prompt.message
 
 
 def test_an_unknown_exception_is_a_plain_500() -> None:

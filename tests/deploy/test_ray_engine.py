@@ -7,6 +7,7 @@ runs the real thing on a local Ray instance.
 from __future__ import annotations
 
 import asyncio
+import pickle
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -96,6 +97,9 @@ class FakeHandle:
             raise self._status
         if self._status == "hang":
             await asyncio.sleep(3600)
+        if isinstance(self._status, ModelStatus):
+            # As Ray hands it over: pickled on the replica, unpickled here.
+            return [pickle.loads(pickle.dumps(self._status))]
         return [ModelStatus("emoji", loaded=True, device="cpu")]
 
 
@@ -211,3 +215,11 @@ def test_a_model_is_ready_only_when_a_replica_says_it_is_loaded(
 
     assert [(model.name, model.loaded) for model in statuses] == [("emoji", loaded)]
     assert asyncio.run(engine.ready()) is loaded
+
+
+def test_what_a_replica_knows_of_its_loaded_model_reaches_the_service() -> None:
+    replica = ModelStatus("emoji", loaded=True, device="cuda:0", max_input_images=3,
+                          tasks=("generate", "edit"))
+    engine, _ = engine_for(FakeResponse([]), status=replica)
+
+    assert asyncio.run(engine.models()) == [replica]

@@ -16,6 +16,8 @@ SAMPLES: list[errors.EngineError] = [
     errors.WorkerLost("sd", 3),
     errors.UnknownModel("sd"),
     errors.UnsupportedTask("sd", "edit"),
+    errors.TooManyImages("qwen-edit", 3, 4),
+    errors.PromptTooLong("flux", 512, 600),
     errors.DeadlineExceeded(started=False, timeout_seconds=540.0, retry_after=30),
     errors.DeadlineExceeded(started=True, timeout_seconds=0.5, retry_after=1),
     errors.Cancelled(),

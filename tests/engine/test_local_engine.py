@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TypeVar
 
 import pytest
@@ -18,6 +19,8 @@ from diffuserve.engine.errors import (
     Draining,
     ModelLoadFailed,
     ModelNotLoaded,
+    PromptTooLong,
+    TooManyImages,
     UnknownModel,
 )
 from diffuserve.engine.local.engine import INLINE_COUNT_CHARS, LocalEngine
@@ -28,6 +31,7 @@ from diffuserve.engine.types import (
     Result,
     StepCallback,
     Task,
+    TaskKind,
 )
 from tests.conftest import FakeBackend, SlowLoadingBackend
 
@@ -250,3 +254,93 @@ def test_load_all_loads_only_what_is_not_loaded() -> None:
     engine.load_all()
 
     assert asyncio.run(engine.ready())
+
+
+def edit_params(references: int, prompt: str = "p") -> GenerationParams:
+    image = Image.new("RGB", (32, 32))
+    return GenerationParams(prompt=prompt, negative_prompt=None, width=32, height=32,
+                            num_inference_steps=1, guidance_scale=1.0, seeds=(0,),
+                            image=image, references=(image,) * references)
+
+
+class EditingFake(FakeBackend):
+    tasks = frozenset({TaskKind.GENERATE, TaskKind.EDIT})
+
+
+def test_an_edit_of_more_images_than_the_model_takes_is_refused_before_it_queues() -> None:
+    backend = EditingFake()
+    backend.max_input_images = 3
+
+    async def scenario() -> None:
+        engine = engine_with(backend)
+        await engine.run(Task(model="m", params=edit_params(2), kind=TaskKind.EDIT))
+        with pytest.raises(TooManyImages) as refused:
+            await engine.run(Task(model="m", params=edit_params(3), kind=TaskKind.EDIT))
+        assert (refused.value.model, refused.value.limit, refused.value.given) == ("m", 3, 4)
+        await engine.stop()
+
+    run(scenario)
+    assert [len(call.references) for call in backend.calls] == [2]
+
+
+def test_a_model_that_takes_one_image_refuses_any_reference() -> None:
+    async def scenario() -> None:
+        engine = engine_with(EditingFake())
+        with pytest.raises(TooManyImages):
+            await engine.run(Task(model="m", params=edit_params(1), kind=TaskKind.EDIT))
+        await engine.stop()
+
+    run(scenario)
+
+
+def test_a_prompt_longer_than_the_text_encoders_window_is_refused_in_its_tokens() -> None:
+    backend = FakeBackend()
+    backend.max_prompt_tokens = 5
+
+    async def scenario() -> None:
+        engine = engine_with(backend)
+        done = await engine.run(Task(model="m", params=replace(params(), prompt="a b c d e")))
+        assert done.prompt_tokens == 5
+        with pytest.raises(PromptTooLong) as refused:
+            await engine.run(Task(model="m", params=replace(params(), prompt="a b c d e, f")))
+        assert (refused.value.limit, refused.value.given) == (5, 7)  # the comma counts
+        # A long one is counted off the loop, and refused all the same.
+        with pytest.raises(PromptTooLong):
+            await engine.run(Task(model="m", params=replace(
+                params(), prompt="word " * INLINE_COUNT_CHARS)))
+        await engine.stop()
+
+    run(scenario)
+    assert len(backend.calls) == 1
+
+
+def test_without_a_known_window_any_prompt_is_drawn() -> None:
+    backend = FakeBackend()
+
+    async def scenario() -> None:
+        engine = engine_with(backend)
+        await engine.run(Task(model="m", params=replace(params(), prompt="word " * 2000)))
+        await engine.stop()
+
+    run(scenario)
+    assert len(backend.calls) == 1
+
+
+def test_models_report_their_image_limit_and_tasks_once_loaded() -> None:
+    slow = SlowLoadingBackend()
+    slow.max_input_images = 10
+    slow.tasks = frozenset({TaskKind.EDIT, TaskKind.GENERATE})
+
+    async def scenario() -> None:
+        engine = engine_with(slow)
+        await engine.start()
+        (loading,) = await engine.models()
+        assert (loading.loaded, loading.max_input_images, loading.tasks) == (False, None, ())
+        slow.release.set()
+        await until(lambda: slow.loaded)
+        (loaded,) = await engine.models()
+        assert (loaded.loaded, loaded.device) == (True, "fake")
+        assert (loaded.max_input_images, loaded.tasks) == (10, ("generate", "edit"))
+        await engine.stop()
+
+    run(scenario)

@@ -21,7 +21,9 @@ from starlette.requests import ClientDisconnect
 
 from diffuserve.engine import errors as engine
 from diffuserve.protocol.common import translate_validation_errors
+from diffuserve.protocol.edits import too_many_images
 from diffuserve.protocol.errors import ClientError, ModelNotFoundError
+from diffuserve.protocol.rules import prompt_too_long
 from diffuserve.storage import base as storage
 
 logger = logging.getLogger("diffuserve.api")
@@ -231,6 +233,16 @@ def _flagged(error: engine.ContentFlagged) -> APIError:
 def _unsupported(error: engine.UnsupportedTask) -> APIError:
     return BadRequestError(f"The model {error.model!r} does not support {error.kind}.",
                            param="model", code="unsupported_value")
+
+
+@_maps(engine.TooManyImages)
+def _too_many_images(error: engine.TooManyImages) -> APIError:
+    return _client_error(too_many_images(error.model, error.limit, error.given))
+
+
+@_maps(engine.PromptTooLong)
+def _prompt_too_long(error: engine.PromptTooLong) -> APIError:
+    return _client_error(prompt_too_long(error.model, error.limit, error.given))
 
 
 @_maps(engine.ModelLoadFailed)

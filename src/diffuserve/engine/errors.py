@@ -82,6 +82,30 @@ class UnsupportedTask(EngineError):
         self.kind = kind
 
 
+class TooManyImages(EngineError):
+    """An edit sent more images (``given``: the image and its references) than the model
+    takes in one edit (``limit``)."""
+
+    def __init__(self, model: str, limit: int, given: int) -> None:
+        super().__init__(f"model {model!r} takes at most {limit} images in one edit; "
+                         f"{given} were given")
+        self.model = model
+        self.limit = limit
+        self.given = given
+
+
+class PromptTooLong(EngineError):
+    """The prompt is ``given`` tokens long and the model's text encoder reads at most
+    ``limit``."""
+
+    def __init__(self, model: str, limit: int, given: int) -> None:
+        super().__init__(f"the prompt is {given} tokens long; model {model!r} reads at "
+                         f"most {limit}")
+        self.model = model
+        self.limit = limit
+        self.given = given
+
+
 class DeadlineExceeded(EngineError):
     """The task's deadline passed: before its turn came (``started`` false: the engine
     is overloaded) or while it was being drawn."""

@@ -51,6 +51,9 @@ class GenerationParams:
     image: Image.Image | None = None
     mask: Image.Image | None = None
     strength: float = 1.0
+    #: Edits of several images: the images after ``image`` (RGB), in the order sent, for
+    #: pipelines that take several references; ``mask`` applies to ``image`` alone.
+    references: tuple[Image.Image, ...] = ()
 
     @property
     def n(self) -> int:
@@ -121,3 +124,8 @@ class ModelStatus:
     name: str
     loaded: bool
     device: str | None = None
+    #: Images one edit may take (``image`` and its ``references``); None: not known until
+    #: the model is loaded.
+    max_input_images: int | None = None
+    #: What it can do (:class:`TaskKind` values); empty until the model is loaded.
+    tasks: tuple[str, ...] = ()

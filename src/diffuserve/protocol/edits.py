@@ -88,6 +88,18 @@ def upload_rules_for(model: str) -> UploadRules:
     return DALL_E_2_UPLOADS if model == "dall-e-2" else GPT_IMAGE_UPLOADS
 
 
+def too_many_images(model: str, limit: int, given: int) -> InvalidRequestError:
+    """The refusal of an edit with more images than the served ``model`` takes in one
+    edit (the image and its references), saying its limit."""
+    if limit == 1:
+        message = (f"The model {model!r} edits one image at a time; {given} were sent. "
+                   "Send one image.")
+    else:
+        message = (f"The model {model!r} takes at most {limit} images in one edit; "
+                   f"{given} were sent. Send at most {limit}.")
+    return InvalidRequestError(message, param="image", code="too_many_images")
+
+
 @dataclass(frozen=True)
 class EditRequest:
     """A valid edit: the shared fields, the images (RGB) and the area to redraw."""

@@ -113,6 +113,15 @@ def _check_text(value: str, param: str, max_length: int, *, allow_empty: bool = 
         )
 
 
+def prompt_too_long(model: str, limit: int, given: int) -> InvalidRequestError:
+    """The refusal of a prompt longer than the served ``model``'s text encoder reads,
+    in its own tokens."""
+    return InvalidRequestError(
+        f"Invalid 'prompt': the prompt is {given} tokens long, and the model {model!r} "
+        f"reads at most {limit}. Shorten the prompt.",
+        param="prompt", code="string_above_max_length")
+
+
 _SIZE_RE = re.compile(r"^([1-9][0-9]{1,4})x([1-9][0-9]{1,4})$")
 
 #: gpt-image-2-style sizes: both sides multiples of 16, the longer at most 3840 and at

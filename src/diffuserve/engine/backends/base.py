@@ -38,6 +38,13 @@ class Backend(ABC):
     tasks: frozenset[TaskKind] = frozenset({TaskKind.GENERATE})
     #: Optional abilities (``TRANSPARENT_BACKGROUND``…), known once loaded.
     features: frozenset[str] = frozenset()
+    #: Images one edit may take (``params.image`` and its ``references``), known once
+    #: loaded; the engine refuses more (:class:`~diffuserve.engine.errors.TooManyImages`).
+    max_input_images: int = 1
+    #: The text encoder's window in :meth:`count_tokens`' tokens, known once loaded; the
+    #: engine refuses longer prompts (:class:`~diffuserve.engine.errors.PromptTooLong`).
+    #: None: no limit, or none known.
+    max_prompt_tokens: int | None = None
     #: Images per call this backend chose once loaded (``max_batch_size = "auto"``);
     #: None: the model's ``max_batch_size``.
     max_batch_images: int | None = None

@@ -23,6 +23,8 @@ from diffuserve.engine.errors import (
     DeadlineExceeded,
     ModelLoadFailed,
     ModelNotLoaded,
+    PromptTooLong,
+    TooManyImages,
     UnknownModel,
     UnsupportedTask,
 )
@@ -38,6 +40,7 @@ from diffuserve.engine.types import (
     Result,
     Task,
     TaskEvent,
+    TaskKind,
 )
 from diffuserve.metrics import Metrics
 
@@ -155,10 +158,7 @@ class LocalEngine(EngineClient):
     # -- models ------------------------------------------------------------------------
 
     async def models(self) -> list[ModelStatus]:
-        return [
-            ModelStatus(name, backend.loaded, backend.device if backend.loaded else None)
-            for name, backend in self._backends.items()
-        ]
+        return [_status(name, backend) for name, backend in self._backends.items()]
 
     def scheduler(self, model: str) -> ModelScheduler:
         """The model's scheduler, made on first use (its device is known by then)."""
@@ -193,11 +193,17 @@ class LocalEngine(EngineClient):
         if task.params.background == "transparent" \
                 and TRANSPARENT_BACKGROUND not in backend.features:
             raise UnsupportedTask(task.model, "a transparent background")
+        inputs = 1 + len(task.params.references)
+        if inputs > backend.max_input_images:
+            raise TooManyImages(task.model, backend.max_input_images, inputs)
         prompt = task.params.prompt
         # A tokenizer takes 0.4 µs a character: a short prompt is counted here, quicker
         # than a thread hop; a long one (up to 32,000 characters: 14 ms) on a thread.
         prompt_tokens = backend.count_tokens(prompt) if len(prompt) <= INLINE_COUNT_CHARS \
             else await asyncio.to_thread(backend.count_tokens, prompt)
+        limit = backend.max_prompt_tokens
+        if limit is not None and prompt_tokens > limit:
+            raise PromptTooLong(task.model, limit, prompt_tokens)
         scheduler = self.scheduler(task.model)
         timeout = math.inf if task.deadline is None else task.deadline - time.time()
         deadline = time.monotonic() + timeout
@@ -233,6 +239,16 @@ class LocalEngine(EngineClient):
         finally:
             if not job.future.done() or job.future.cancelled():
                 scheduler.abandon(job)
+
+
+def _status(name: str, backend: Backend) -> ModelStatus:
+    """What the engine reports of one model; what is known only once it is loaded is
+    left out until then."""
+    if not backend.loaded:
+        return ModelStatus(name, loaded=False)
+    return ModelStatus(name, loaded=True, device=backend.device,
+                       max_input_images=backend.max_input_images,
+                       tasks=tuple(kind.value for kind in TaskKind if kind in backend.tasks))
 
 
 def _queued(job: Job) -> float:
