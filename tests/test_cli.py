@@ -345,3 +345,16 @@ def test_a_key_on_the_command_line_is_warned_about_without_showing_it(
     if warned:
         assert "DIFFUSERVE_API_KEYS" in result.stderr and "--api-keys-file" in result.stderr
     assert key not in result.stderr and key not in result.stdout
+
+
+@pytest.mark.parametrize("ray", [False, True])
+def test_an_edit_model_that_is_not_served_stops_the_start(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, ray: bool
+) -> None:
+    models = tmp_path / "models.toml"
+    models.write_text('[[models]]\nname = "flux"\nsource = "org/flux"\n'
+                      'edit_model = "qwen-edit"\n')
+    assert main(["serve", "--models-file", str(models), *(["--ray"] if ray else [])]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("diffuserve: model 'flux' has edit_model = 'qwen-edit', which is "
+                          "not a configured model's name or alias")

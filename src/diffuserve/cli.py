@@ -145,10 +145,14 @@ def cmd_serve(args: argparse.Namespace, source: CliSettingsSource[Any]) -> int:
     from diffuserve.api.server import HttpLimits, build_server
     from diffuserve.app import build_app
     from diffuserve.logs import configure_logging
+    from diffuserve.service.catalog import ModelCatalog
 
     settings = _with_builtin(_settings(source, args, Settings))
     if not settings.models:
         return _fail(NO_MODEL_MESSAGE)
+    # The public names (aliases, edit_model) are checked before anything starts, on Ray
+    # too, where the catalog is built only on the ingress replicas.
+    ModelCatalog.from_settings(settings)
     configure_logging(settings.log_level)
     from diffuserve.app import build_keys
 

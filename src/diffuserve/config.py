@@ -81,6 +81,11 @@ class ModelSpec(BaseModel):
         default="diffusers", pattern=r"^[A-Za-z0-9_.-]+$",
         description="a runtime registered under the `diffuserve.backends` entry points")
     aliases: tuple[str, ...] = ()
+    edit_model: str | None = Field(
+        default=None, min_length=1,
+        description="another served model (its name or alias) that draws this one's edits "
+                    "and variations, e.g. a Qwen-Image-Edit beside a FLUX.1-dev; its own "
+                    "edit_model is not followed")
     resolution: int | None = Field(
         default=None,
         ge=64,

@@ -16,8 +16,12 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from diffuserve.engine.types import GenerationParams, StepCallback, TaskKind
-from tests.api.test_app import AUTH, make_client
+from diffuserve.app import build_app
+from diffuserve.config import ModelSpec, Settings
+from diffuserve.engine.local.engine import LocalEngine
+from diffuserve.engine.types import GenerationParams, ModelStatus, StepCallback, TaskKind
+from diffuserve.protocol import edits
+from tests.api.test_app import AUTH, KEY, make_client
 from tests.api.test_serving import sdk_for
 from tests.conftest import FakeBackend
 
@@ -285,3 +289,129 @@ def test_allowed_remote_urls_are_fetched_but_never_from_private_addresses(
     assert fetched.status_code == 200, fetched.text
     assert backend.calls[-1].image is not None
     assert backend.calls[-1].image.getpixel((0, 0)) == RED
+
+
+# --- several images: the served model's own limit -------------------------------------
+
+GREEN = (30, 200, 30)
+
+
+def three_images() -> list[tuple[str, bytes, str]]:
+    return [(f"{index}.png", png(Image.new("RGB", (256, 256), colour)), "image/png")
+            for index, colour in enumerate((RED, GREEN, BLUE))]
+
+
+def test_several_images_reach_a_model_that_takes_them_the_mask_on_the_first(
+    tmp_path: Path, backend: EditingBackend
+) -> None:
+    backend.max_input_images = 3
+    with make_client(tmp_path, backend, auto_aliases=True, aliases=()) as client:
+        result = sdk_for(client).images.edit(
+            model="gpt-image-2", image=three_images(), prompt="the three together",
+            mask=("m.png", top_clear_mask(), "image/png"), size="256x256")
+    (call,) = backend.calls
+    assert call.image is not None and call.image.getpixel((0, 0)) == RED
+    assert [reference.getpixel((0, 0)) for reference in call.references] == [GREEN, BLUE]
+    assert call.mask is not None and call.mask.size == (256, 256)
+    pixels = picture(result.data[0].b64_json if result.data else None)
+    assert (pixels[140:] == RED).all()  # the first image's pixels kept where unmasked
+    assert result.usage is not None
+    assert result.usage.input_tokens_details.image_tokens == 3 * 85  # each image counts
+
+
+def test_more_images_than_the_model_takes_are_refused_with_its_limit_before_decoding(
+    tmp_path: Path, backend: EditingBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded: list[object] = []
+    monkeypatch.setattr(edits, "decode_probed", decoded.append)
+    backend.max_input_images = 2
+    with make_client(tmp_path, backend, auto_aliases=True, aliases=()) as client, \
+            pytest.raises(openai.BadRequestError) as caught:
+        sdk_for(client).images.edit(model="gpt-image-1", image=three_images(), prompt="x")
+    assert (caught.value.param, caught.value.code) == ("image", "too_many_images")
+    assert "'fake' takes at most 2 images in one edit; 3 were sent" in caught.value.message
+    assert decoded == [] and backend.calls == []
+
+
+def test_the_names_own_limit_comes_first(tmp_path: Path, backend: EditingBackend) -> None:
+    backend.max_input_images = 10
+    with make_client(tmp_path, backend, auto_aliases=True, aliases=()) as client, \
+            pytest.raises(openai.BadRequestError) as caught:
+        sdk_for(client).images.edit(model="dall-e-2", image=[
+            ("a.png", png(Image.new("RGB", (64, 64), RED)), "image/png")] * 2, prompt="x")
+    assert caught.value.code == "too_many_images"
+    assert "dall-e-2 takes at most 1" in caught.value.message
+
+
+class UnreportedEngine(LocalEngine):
+    """An engine that cannot say yet what its model takes (a Ray replica that did not
+    answer in time): the engine's own check at submit decides."""
+
+    async def model(self, name: str) -> ModelStatus | None:
+        return ModelStatus(name, loaded=False)
+
+
+def test_where_the_limit_is_not_known_yet_the_engine_refuses_at_submit(
+    tmp_path: Path, backend: EditingBackend
+) -> None:
+    backend.max_input_images = 2
+    settings = Settings(storage_dir=tmp_path / "images", api_keys=(KEY,),
+                        models=(ModelSpec(name="fake", source="fake"),))
+    engine = UnreportedEngine(settings.models, {"fake": backend})
+    with TestClient(build_app(settings, engine=engine)) as client, \
+            pytest.raises(openai.BadRequestError) as caught:
+        sdk_for(client).images.edit(model="fake", image=three_images(), prompt="x")
+    assert (caught.value.param, caught.value.code) == ("image", "too_many_images")
+    assert "takes at most 2 images" in caught.value.message
+    assert backend.calls == []
+
+
+def test_a_model_that_cannot_edit_is_refused_before_its_images_are_decoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded: list[object] = []
+    monkeypatch.setattr(edits, "decode_probed", decoded.append)
+    with make_client(tmp_path, FakeBackend(), auto_aliases=True, aliases=()) as client:
+        for route in (client.post("/v1/images/edits", headers=AUTH, data={"prompt": "x"},
+                                  files={"image": ("a.png", png(Image.new("RGB", (64, 64))),
+                                                   "image/png")}),
+                      client.post("/v1/images/variations", headers=AUTH, files={
+                          "image": ("a.png", png(Image.new("RGB", (64, 64))), "image/png")})):
+            assert route.status_code == 400, route.text
+            assert route.json()["error"]["code"] == "unsupported_value"
+    assert decoded == []
+
+
+# --- edit pairing: one public name, edits drawn by another model ------------------------
+
+
+def test_a_model_pairs_with_another_for_its_edits_and_variations(tmp_path: Path) -> None:
+    drawer, editor = FakeBackend(), EditingBackend()
+    editor.max_input_images = 3
+    settings = Settings(
+        storage_dir=tmp_path / "images", api_keys=(KEY,), models=(
+            ModelSpec(name="flux", source="flux", edit_model="qwen"),
+            ModelSpec(name="qwen-edit", source="qwen-edit", aliases=("qwen",))))
+    with TestClient(build_app(settings, backends={"flux": drawer, "qwen-edit": editor})
+                    ) as client:
+        sdk = sdk_for(client)
+        sdk.images.generate(model="flux", prompt="a fox", size="256x256")
+        edited = sdk.images.edit(model="flux", image=three_images()[:2], prompt="together")
+        sdk.images.edit(model="gpt-image-1", image=three_images()[:1], prompt="the default")
+        with pytest.warns(DeprecationWarning):
+            sdk.images.create_variation(model="flux", image=three_images()[0], size="256x256")
+    assert len(drawer.calls) == 1 and len(editor.calls) == 3
+    assert len(editor.calls[0].references) == 1
+    assert edited.data  # drawn by qwen-edit for the name flux
+
+
+def test_more_images_than_the_paired_model_takes_names_that_model(tmp_path: Path) -> None:
+    settings = Settings(
+        storage_dir=tmp_path / "images", api_keys=(KEY,), models=(
+            ModelSpec(name="flux", source="flux", edit_model="kontext"),
+            ModelSpec(name="kontext", source="kontext")))
+    with TestClient(build_app(settings, backends={"flux": FakeBackend(),
+                                                  "kontext": EditingBackend()})) as client, \
+            pytest.raises(openai.BadRequestError) as caught:
+        sdk_for(client).images.edit(model="flux", image=three_images()[:2], prompt="x")
+    assert "The model 'kontext' edits one image at a time" in caught.value.message

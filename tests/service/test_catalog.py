@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -171,3 +172,49 @@ def test_unconfigured_default_model_is_refused() -> None:
 def test_registry_without_models_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one model"):
         ModelCatalog([])
+
+
+# --- edit pairing -----------------------------------------------------------------------
+
+
+def paired(edit_model: str, **settings: object) -> ModelCatalog:
+    flux = ModelSpec(name="flux", source="org/flux", aliases=("fast",),
+                     edit_model=edit_model)
+    return registry_for(flux, spec("qwen-edit", "qwen"), spec("sd"), **settings)
+
+
+@pytest.mark.parametrize("edit_model", ["qwen-edit", "qwen"])
+def test_edits_of_a_paired_model_go_to_the_model_it_names(edit_model: str) -> None:
+    catalog = paired(edit_model)
+
+    assert catalog.resolve("flux").name == "flux"  # generations stay its own
+    assert [catalog.resolve_edit(name).name for name in ("flux", "fast", "dall-e-2")] == [
+        "qwen-edit"] * 3  # its aliases and the OpenAI names pointing at it too
+    assert catalog.resolve_edit("sd").name == "sd"  # an unpaired model edits itself
+
+
+def test_edits_go_to_the_model_named_even_through_a_settings_alias() -> None:
+    assert paired("editor", aliases=("editor=qwen-edit",)).resolve_edit("flux").name == (
+        "qwen-edit")
+
+
+def test_the_named_models_own_edit_model_is_not_followed() -> None:
+    catalog = registry_for(ModelSpec(name="a", source="a", edit_model="b"),
+                           ModelSpec(name="b", source="b", edit_model="c"), spec("c"))
+
+    assert catalog.resolve_edit("a").name == "b"
+
+
+@pytest.mark.parametrize("edit_model", ["qwen-edit-plus", "gpt-image-1"])
+def test_an_edit_model_that_is_not_a_configured_name_is_refused(edit_model: str) -> None:
+    with pytest.raises(ValueError, match=f"model 'flux' has edit_model = '{edit_model}', "
+                                         "which is not a configured model's name or alias"):
+        paired(edit_model)
+
+
+def test_edit_model_is_read_from_the_models_file(tmp_path: Path) -> None:
+    models = tmp_path / "models.toml"
+    models.write_text('[[models]]\nname = "flux"\nsource = "org/flux"\nedit_model = "qwen"\n'
+                      '[[models]]\nname = "qwen"\nsource = "org/qwen"\n')
+
+    assert registry_for(models_file=models).resolve_edit("flux").name == "qwen"

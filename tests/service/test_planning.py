@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import pytest
+from PIL import Image
 
 from diffuserve.config import ModelSpec, Settings
+from diffuserve.protocol.edits import EditRequest
 from diffuserve.protocol.errors import InvalidRequestError, ModelNotFoundError
 from diffuserve.protocol.generations import ImageGenerationRequest
+from diffuserve.protocol.rules import rules_for
 from diffuserve.service.catalog import ModelCatalog
-from diffuserve.service.planning import guidance_for, hd_steps, plan_generation, steps_for
+from diffuserve.service.planning import (
+    check_edit_images,
+    guidance_for,
+    hd_steps,
+    plan_edit,
+    plan_generation,
+    steps_for,
+)
 
 SPEC = ModelSpec(name="m", source="org/m", steps=20, hd_steps=36, guidance_scale=4.0,
                  vivid_guidance_scale=5.0, natural_guidance_scale=3.0, negative_prompt="ugly")
@@ -120,3 +130,48 @@ def test_planning_refuses_a_bad_n_before_anything_else_happens(n: int) -> None:
 def test_planning_refuses_an_unknown_model() -> None:
     with pytest.raises(ModelNotFoundError):
         plan(model="nope", prompt="a")
+
+
+# --- edits of several images ------------------------------------------------------------
+
+
+def an_edit(*colours: tuple[int, int, int], fidelity: str = "low") -> EditRequest:
+    request = rules_for("gpt-image-1").validate(
+        ImageGenerationRequest(prompt="together", model="gpt-image-1"), "gpt-image-1")
+    images = tuple(Image.new("RGB", (64 * (index + 1), 64), colour)
+                   for index, colour in enumerate(colours))
+    return EditRequest(request=request, images=images, mask=Image.new("L", (64, 64), 255),
+                       input_fidelity=fidelity, input_size=images[0].size)
+
+
+def test_an_edit_draws_the_first_image_with_the_others_as_references() -> None:
+    plan = plan_edit(CATALOG, an_edit((1, 0, 0), (2, 0, 0), (3, 0, 0)))
+
+    assert plan.params.image is not None and plan.params.image.getpixel((0, 0)) == (1, 0, 0)
+    assert [image.getpixel((0, 0)) for image in plan.params.references] == [(2, 0, 0),
+                                                                           (3, 0, 0)]
+    assert plan.params.mask is not None  # the mask goes with the first image
+    assert plan.input_image_tokens == 3 * 85
+
+
+def test_one_image_has_no_references() -> None:
+    assert plan_edit(CATALOG, an_edit((1, 0, 0))).params.references == ()
+
+
+@pytest.mark.parametrize(("images", "limit"), [(1, 1), (3, 3), (16, None)])
+def test_an_edit_within_the_served_models_limit_is_planned(images: int,
+                                                          limit: int | None) -> None:
+    assert check_edit_images(CATALOG, an_edit((0, 0, 0)).request, images, limit) is SPEC
+
+
+@pytest.mark.parametrize(("images", "limit", "words"), [
+    (2, 1, "The model 'm' edits one image at a time; 2 were sent. Send one image."),
+    (4, 3, "The model 'm' takes at most 3 images in one edit; 4 were sent. Send at most 3."),
+])
+def test_more_images_than_the_served_model_takes_are_refused(images: int, limit: int,
+                                                             words: str) -> None:
+    with pytest.raises(InvalidRequestError) as refused:
+        check_edit_images(CATALOG, an_edit((0, 0, 0)).request, images, limit)
+
+    assert (refused.value.param, refused.value.code) == ("image", "too_many_images")
+    assert refused.value.message == words

@@ -153,7 +153,8 @@ def test_a_refused_edits_images_are_freed_without_waiting_for_the_garbage_collec
 ) -> None:
     # No reference cycle may keep decoded pixels alive until a collection runs: with
     # the collector off, they must go when the answer is sent. Refused by the engine
-    # after decoding (this fake does not edit), or while decoding (a mask's size).
+    # after decoding (this one draws no transparent background), or while decoding (a
+    # mask's size).
     alive: list[weakref.ref[Image.Image]] = []
     decode = edits.decode_probed
 
@@ -166,12 +167,12 @@ def test_a_refused_edits_images_are_freed_without_waiting_for_the_garbage_collec
     files = {"image": ("a.png", png().data, "image/png")}
     if mask_size is not None:
         files["mask"] = ("m.png", mask_png(mask_size).data, "image/png")
-    with make_client(tmp_path, FakeBackend(), auto_aliases=True, aliases=()) as client:
+    with make_client(tmp_path, EditingBackend(), auto_aliases=True, aliases=()) as client:
         gc.collect()
         gc.disable()
         try:
-            response = client.post("/v1/images/edits", headers=AUTH, files=files,
-                                   data={"prompt": "x", "model": "gpt-image-1"})
+            response = client.post("/v1/images/edits", headers=AUTH, files=files, data={
+                "prompt": "x", "model": "gpt-image-1", "background": "transparent"})
             assert response.status_code == 400, response.text
             assert alive and all(ref() is None for ref in alive)
         finally:

@@ -126,6 +126,10 @@ class RayEngine(EngineClient):
     async def models(self) -> list[ModelStatus]:
         return list(await asyncio.gather(*(self._status(name) for name in self._handles)))
 
+    async def model(self, name: str) -> ModelStatus | None:
+        # Only the model's own replicas are asked.
+        return await self._status(name) if name in self._handles else None
+
     async def _status(self, name: str) -> ModelStatus:
         try:
             statuses: list[ModelStatus] = await asyncio.wait_for(

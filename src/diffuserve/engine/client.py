@@ -42,6 +42,11 @@ class EngineClient(ABC):
     async def models(self) -> list[ModelStatus]:
         """Every model the engine serves, loaded or not."""
 
+    async def model(self, name: str) -> ModelStatus | None:
+        """One model as the engine sees it; None where it serves no such model. (Engines
+        that can ask about one model alone override it.)"""
+        return next((model for model in await self.models() if model.name == name), None)
+
     async def ready(self) -> bool:
         """Every model is loaded."""
         return all(model.loaded for model in await self.models())

@@ -42,6 +42,9 @@ class ModelCatalog:
                 self._add_alias(alias, spec.name)
         for alias, target in (aliases or {}).items():
             self._add_alias(alias, target)
+        #: Model → the model that draws its edits and variations (``edit_model``).
+        self._editors = {spec.name: self._editor(spec) for spec in specs
+                         if spec.edit_model is not None}
         for name in open_names:
             if name not in self._models and name not in self._aliases:
                 self._aliases[name] = self.default_name
@@ -55,6 +58,16 @@ class ModelCatalog:
             raise ValueError(f"model name {alias!r} is configured twice")
         self._aliases[alias] = target
 
+    def _editor(self, spec: ModelSpec) -> str:
+        """The configured model ``spec.edit_model`` names (a model's name or alias; not
+        one of OpenAI's names, which only point at the default model)."""
+        name = str(spec.edit_model)
+        target = self._aliases.get(name, name)
+        if target not in self._models:
+            raise ValueError(f"model {spec.name!r} has edit_model = {name!r}, which is not "
+                             "a configured model's name or alias")
+        return target
+
     @classmethod
     def from_settings(cls, settings: ModelSelection) -> ModelCatalog:
         return cls(
@@ -67,6 +80,13 @@ class ModelCatalog:
         if spec is None:
             raise ModelNotFoundError(name)
         return spec
+
+    def resolve_edit(self, name: str) -> ModelSpec:
+        """The model that draws edits and variations for ``name``: the model ``name``
+        resolves to, or the one its ``edit_model`` names."""
+        spec = self.resolve(name)
+        editor = self._editors.get(spec.name)
+        return spec if editor is None else self._models[editor]
 
     def served_name(self, name: str | None) -> str:
         """The configured model a requested name resolves to, for metric labels

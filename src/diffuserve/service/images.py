@@ -16,7 +16,8 @@ from typing import Any
 from PIL import Image
 
 from diffuserve.engine.client import EngineClient
-from diffuserve.engine.types import Accepted, Progress, Result, Task, TaskKind
+from diffuserve.engine.errors import UnsupportedTask
+from diffuserve.engine.types import Accepted, ModelStatus, Progress, Result, Task, TaskKind
 from diffuserve.protocol.common import ImagesResponse
 from diffuserve.protocol.edits import (
     EditRequest,
@@ -85,21 +86,35 @@ class ImageService:
         """Validate and plan; raises only client errors, before anything is admitted."""
         return plan_generation(self.catalog, body)
 
-    def check_edit(self, pending: PendingEdit) -> None:
-        """What the served model takes, checked before an upload is fetched or decoded."""
-        check_edit_images(self.catalog, pending.request, len(pending.images))
+    async def check_edit(self, pending: PendingEdit) -> None:
+        """What the model that draws the edit takes (the task, how many images), as the
+        engine reports it, checked before an upload is fetched or decoded."""
+        spec = self.catalog.resolve_edit(pending.request.model)
+        served = await self._served(spec.name, TaskKind.EDIT)
+        check_edit_images(self.catalog, pending.request, len(pending.images),
+                          served.max_input_images if served is not None else None)
 
     async def decode_edit(self, pending: PendingEdit) -> EditRequest:
         """The edit's uploads decoded off the event loop, within the decoding budget."""
-        self.check_edit(pending)
+        await self.check_edit(pending)
         return await self.uploads.decode(
             pending.pixels, lambda: decode_edit(pending),
             lambda edit: (*edit.images, *([edit.mask] if edit.mask is not None else [])))
 
     async def decode_variation(self, pending: PendingVariation) -> VariationRequest:
-        self.catalog.resolve(pending.request.model)
+        spec = self.catalog.resolve_edit(pending.request.model)
+        await self._served(spec.name, TaskKind.VARIATION)
         return await self.uploads.decode(pending.pixels, lambda: decode_variation(pending),
                                          lambda variation: (variation.image,))
+
+    async def _served(self, model: str, kind: TaskKind) -> ModelStatus | None:
+        """The engine's word on ``model`` (None: it has none), refusing a task the loaded
+        model cannot do as the engine would at submit, only before any decoding."""
+        served = await self.engine.model(model)
+        if served is not None and served.loaded and served.tasks \
+                and kind.value not in served.tasks:
+            raise UnsupportedTask(model, f"{kind} tasks")
+        return served
 
     def plan_edit(self, edit: EditRequest) -> GenerationPlan:
         return plan_edit(self.catalog, edit)

@@ -15,8 +15,7 @@ from typing import Any
 
 from diffuserve.config import ModelSpec
 from diffuserve.engine.types import GenerationParams, TaskKind
-from diffuserve.protocol.edits import EditRequest, VariationRequest
-from diffuserve.protocol.errors import InvalidRequestError
+from diffuserve.protocol.edits import EditRequest, VariationRequest, too_many_images
 from diffuserve.protocol.generations import ImageGenerationRequest
 from diffuserve.protocol.rules import (
     FREE_SIZE_MAX_PIXELS,
@@ -133,27 +132,32 @@ EDIT_STRENGTH = {("low", True): 1.0, ("high", True): 0.85,
 VARIATION_STRENGTH = 0.6
 
 
-def check_edit_images(catalog: ModelCatalog, request: ValidatedRequest,
-                      images: int) -> ModelSpec:
-    """The served model of an edit, if it takes ``images`` images; checked before any of
-    them is fetched or decoded."""
-    spec = catalog.resolve(request.model)
-    if images > 1:
-        raise InvalidRequestError(
-            f"The model {spec.name!r} edits one image at a time; {images} were "
-            "sent. Send one image.", param="image", code="too_many_images")
+def check_edit_images(catalog: ModelCatalog, request: ValidatedRequest, images: int,
+                      limit: int | None) -> ModelSpec:
+    """The model that draws an edit, if it takes ``images`` images (``limit``: as many
+    as it takes, as the engine reports it; None: not known yet, the engine refuses at
+    submit); checked before any image is fetched or decoded."""
+    spec = catalog.resolve_edit(request.model)
+    if limit is not None and images > limit:
+        raise too_many_images(spec.name, limit, images)
     return spec
 
 
 def plan_edit(catalog: ModelCatalog, edit: EditRequest) -> GenerationPlan:
-    """An edit of the first image, where the mask says (or all of it)."""
+    """An edit of the images by the model that draws the name's edits: the first image
+    where the mask says (or all of it), the others as references (OpenAI's rule: the
+    mask applies to the first image)."""
     req = edit.request
-    spec = check_edit_images(catalog, req, len(edit.images))
+    spec = catalog.resolve_edit(req.model)
     size = (auto_size(edit.input_size, req.model) if req.size == "auto"
             else (req.width, req.height))
-    params = _params(spec, req, req.prompt, size, image=edit.images[0], mask=edit.mask,
+    first, *references = edit.images
+    params = _params(spec, req, req.prompt, size, image=first, mask=edit.mask,
+                     references=tuple(references),
                      strength=EDIT_STRENGTH[(edit.input_fidelity, edit.mask is not None)])
-    tokens = input_image_tokens(*edit.input_size, edit.input_fidelity)
+    # Every image sent is read, and counted, as OpenAI counts them.
+    tokens = sum(input_image_tokens(image.width, image.height, edit.input_fidelity)
+                 for image in edit.images)
     return GenerationPlan(spec=spec, request=req, params=params, revised_prompt=None,
                           kind=TaskKind.EDIT, input_image_tokens=tokens)
 
@@ -161,7 +165,7 @@ def plan_edit(catalog: ModelCatalog, edit: EditRequest) -> GenerationPlan:
 def plan_variation(catalog: ModelCatalog, variation: VariationRequest) -> GenerationPlan:
     """Variations of the image: drawn again from it without a prompt."""
     req = variation.request
-    spec = catalog.resolve(req.model)
+    spec = catalog.resolve_edit(req.model)
     size = (auto_size(variation.image.size, req.model) if req.size == "auto"
             else (req.width, req.height))
     params = _params(spec, req, "", size, image=variation.image, strength=VARIATION_STRENGTH)

@@ -83,10 +83,10 @@ async def edit_image(
             form = await read_form(request)
             label(_text(form, "model"))
             pending = read_edit_form(form, default)
-        server.service.check_edit(pending)
         if pending.remote:
             # Fetched only for a request that is valid and admitted, and no more of
-            # them than the images it may send.
+            # them than the images the served model may take.
+            await server.service.check_edit(pending)
             return AdmitFirst(pending.request, lambda: _fetched_then_planned(server, pending))
         return server.service.plan_edit(await server.service.decode_edit(pending))
 
