@@ -53,6 +53,7 @@ from schemathesis.schemas import BaseSchema
 from schemathesis.transport.serialization import serialize_binary
 
 from diffuserve.engine.types import TRANSPARENT_BACKGROUND, TaskKind
+from diffuserve.protocol.edits import GPT_IMAGE_UPLOADS
 from diffuserve.protocol.rules import (
     FREE_SIZE_MAX_PIXELS,
     FREE_SIZE_MAX_RATIO,
@@ -75,11 +76,13 @@ SERVED_MODELS = ("fake", *OPENAI_MODEL_NAMES)
 
 
 class FuzzBackend(FakeBackend):
-    """The fake backend, with every task and feature: what a served model cannot draw
-    (400 unsupported_value) is the model's, not the schema's."""
+    """The fake backend, with every task and feature, and as many images in one edit as
+    any name takes: what a served model cannot draw (400 unsupported_value, or
+    too_many_images past its own limit) is the model's, not the schema's."""
 
     tasks = frozenset(TaskKind)
     features = frozenset({TRANSPARENT_BACKGROUND})
+    max_input_images = GPT_IMAGE_UPLOADS.max_images
 
 
 def build_fuzz_app(tmp: Path) -> FastAPI:

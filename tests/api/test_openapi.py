@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from diffuserve.api.openapi import request_bodies
-from diffuserve.api.request_bodies import FREE_SIZE_PATTERN, NEVER_SET
+from diffuserve.api.request_bodies import ANY_SIZE_PATTERN, FREE_SIZE_PATTERN, NEVER_SET
 from diffuserve.api.routes.playground import CONTENT_SECURITY_POLICY
 from diffuserve.protocol.edits import EDIT_FIELDS, VARIATION_FIELDS
 from diffuserve.protocol.errors import InvalidRequestError
@@ -66,19 +66,34 @@ def test_the_free_size_pattern_refuses_what_no_name_takes(size: str) -> None:
     assert not re.fullmatch(FREE_SIZE_PATTERN, size)
 
 
-def test_a_free_size_is_served_exactly_when_the_pattern_and_the_budget_allow_it() -> None:
+@pytest.mark.parametrize("size", ["64x64", "4096x2025", "1472x1140", "999x1001", "100x300"])
+def test_the_any_size_pattern_takes_every_side_from_64_to_4096(size: str) -> None:
+    assert re.fullmatch(ANY_SIZE_PATTERN, size)
+
+
+@pytest.mark.parametrize("size", ["63x64", "64x4097", "064x64", "0x100", "64x", "1e3x1000"])
+def test_the_any_size_pattern_refuses_other_sides(size: str) -> None:
+    assert not re.fullmatch(ANY_SIZE_PATTERN, size)
+
+
+@pytest.mark.parametrize(("model", "pattern", "steps"), [
+    ("gpt-image-2", FREE_SIZE_PATTERN, (24, 56)),
+    ("a-served-model", ANY_SIZE_PATTERN, (23, 57)),  # its own name: any side, no multiple
+])
+def test_a_free_size_is_served_exactly_when_the_pattern_and_the_budget_allow_it(
+    model: str, pattern: str, steps: tuple[int, int]
+) -> None:
     """The pattern states the sides; the description the ratio and the pixel budget:
     together they are the rule of every free-size name."""
-    rules = rules_for("gpt-image-2")
-    for width in range(8, 4000, 24):
-        for height in range(8, 4000, 56):
+    rules = rules_for(model)
+    for width in range(8, 4200, steps[0]):
+        for height in range(8, 4200, steps[1]):
             size = f"{width}x{height}"
-            published = bool(re.fullmatch(FREE_SIZE_PATTERN, size)) and (
+            published = bool(re.fullmatch(pattern, size)) and (
                 width * height <= FREE_SIZE_MAX_PIXELS
                 and max(width, height) <= FREE_SIZE_MAX_RATIO * min(width, height))
             try:
-                rules.validate(ImageGenerationRequest(prompt="a cat", size=size),
-                               "gpt-image-2")
+                rules.validate(ImageGenerationRequest(prompt="a cat", size=size), model)
                 served = True
             except InvalidRequestError:
                 served = False
@@ -236,16 +251,26 @@ def test_a_minimal_json_edit_is_served_exactly_for_the_names_the_schema_lists(
     assert response.status_code == (400 if model in NO_EDIT_NAMES else 200), response.text
 
 
-def test_an_edit_takes_one_image_as_the_schema_says(
+def test_an_edit_takes_as_many_images_as_the_schema_says(
     client: TestClient, schema: dict[str, Any],
 ) -> None:
+    # The names' limits; the served model's own is in words (the fuzz's takes 16).
     body = body_of(schema, "/v1/images/edits", "application/json")["schema"]
-    assert body["properties"]["images"]["maxItems"] == 1
-    response = client.post("/v1/images/edits", headers=AUTH, json={
-        "prompt": "a hat", "model": "gpt-image-1",
-        "images": [{"image_url": png_data_url()}, {"image_url": png_data_url()}]})
-    assert response.status_code == 400
-    assert response.json()["error"]["code"] == "too_many_images"
+    assert body["properties"]["images"]["maxItems"] == 16
+    (dall_e_2,) = [branch for branch in body["anyOf"]
+                   if "dall-e-2" in branch["properties"]["model"].get("enum", ())]
+    assert dall_e_2["properties"]["images"]["maxItems"] == 1
+    assert "too_many_images saying its limit" in body["description"]
+
+    def edit(images: int) -> Any:
+        return client.post("/v1/images/edits", headers=AUTH, json={
+            "prompt": "a hat", "model": "gpt-image-1",
+            "images": [{"image_url": png_data_url()}] * images})
+
+    assert edit(16).status_code == 200
+    refused = edit(17)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "too_many_images"
 
 
 def test_a_streamed_edit_is_documented_as_server_sent_events(schema: dict[str, Any]) -> None:

@@ -74,7 +74,7 @@ def test_rules_for_picks_the_table_of_the_requested_name(name: str, rules: Model
 
 PROMPT_LIMITS = pytest.mark.parametrize(
     ("rules", "limit"),
-    [(DALL_E_2, 1000), (DALL_E_3, 4000), (GPT_IMAGE_1, 32000), (GENERIC, 4000)],
+    [(DALL_E_2, 1000), (DALL_E_3, 4000), (GPT_IMAGE_1, 32000), (GENERIC, 32000)],
     ids=["dall-e-2", "dall-e-3", "gpt-image-1", "generic"],
 )
 
@@ -161,6 +161,12 @@ def test_dall_e_3_demands_n_equal_one(n: int) -> None:
         (GENERIC, "256x256", (256, 256)),
         (GENERIC, "1792x1024", (1792, 1024)),
         (GENERIC, "1024x1792", (1024, 1792)),
+        (GENERIC, "1536x1024", (1536, 1024)),
+        (GENERIC, "auto", (1024, 1024)),
+        (GENERIC, "1000x1000", (1000, 1000)),
+        (GENERIC, "1472x1140", (1472, 1140)),  # Qwen-Image's 4:3, no side a multiple of 16
+        (GENERIC, "64x192", (64, 192)),
+        (GENERIC, "4096x2025", (4096, 2025)),  # 3840x2160's pixels, the longest side
     ],
 )
 def test_supported_size_gives_width_and_height(
@@ -181,9 +187,10 @@ def test_supported_size_gives_width_and_height(
         (DALL_E_3, "1536x1024"),
         (GPT_IMAGE_1, "1792x1024"),
         (GPT_IMAGE_1, "512x512"),
-        (GENERIC, "1536x1024"),
-        (GENERIC, "auto"),
-        (GENERIC, "1000x1000"),
+        (GENERIC, "63x128"),  # a side below 64
+        (GENERIC, "4097x2000"),  # a side above 4096
+        (GENERIC, "4096x2048"),  # more pixels than 3840x2160
+        (GENERIC, "64x193"),  # more than three times as long as wide
     ],
 )
 def test_well_formed_size_the_model_lacks_is_invalid_size_naming_the_sizes_it_takes(
@@ -193,9 +200,18 @@ def test_well_formed_size_the_model_lacks_is_invalid_size_naming_the_sizes_it_ta
 
     # OpenAI's sentence, then the sizes of the requested name (a client that shows the
     # message alone, as Open WebUI does, then tells its user what to pick).
+    free = "" if rules.free_limits is None else f", or {rules.free_limits.hint}"
     assert error.message == ("The size is not supported by this model. Supported sizes "
-                             f"for some-model: {', '.join(rules.sizes)}.")
+                             f"for some-model: {', '.join(rules.sizes)}{free}.")
     assert (error.param, error.code) == ("size", "invalid_size")
+
+
+def test_any_other_name_says_which_free_sizes_it_takes() -> None:
+    error = rejection(GENERIC, size="5000x5000")
+
+    assert error.message.endswith(
+        "1536x1024, 1024x1536, auto, or WIDTHxHEIGHT with both sides from 64, the longer at "
+        "most 4096 and at most 3 times the shorter, and at most 8294400 pixels.")
 
 
 def test_a_free_size_name_says_which_free_sizes_it_takes() -> None:
@@ -239,7 +255,8 @@ def test_malformed_size_is_rejected_not_crashed_on(rules: ModelRules, size: str)
         (GPT_IMAGE_1, "low"),
         (GPT_IMAGE_1, "medium"),
         (GPT_IMAGE_1, "high"),
-        (GENERIC, "hd"),
+        *((GENERIC, quality) for quality in ("standard", "hd", "auto", "low", "medium",
+                                             "high")),
     ],
 )
 def test_supported_quality_is_kept(rules: ModelRules, quality: str) -> None:
@@ -256,7 +273,8 @@ def test_supported_quality_is_kept(rules: ModelRules, quality: str) -> None:
             "standard",
             "'standard' is not one of ['auto', 'low', 'medium', 'high'] - 'quality'",
         ),
-        (GENERIC, "ultra", "'ultra' is not one of ['standard', 'hd'] - 'quality'"),
+        (GENERIC, "ultra", "'ultra' is not one of ['standard', 'hd', 'auto', 'low', "
+                           "'medium', 'high'] - 'quality'"),
     ],
 )
 def test_unsupported_quality_is_rejected(rules: ModelRules, quality: str, message: str) -> None:

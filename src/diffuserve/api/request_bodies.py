@@ -49,10 +49,8 @@ from diffuserve.protocol.image_options import (
 )
 from diffuserve.protocol.rule_tables import NO_EDIT_NAMES
 from diffuserve.protocol.rules import (
-    FREE_SIZE_MAX_PIXELS,
-    FREE_SIZE_MAX_RATIO,
-    FREE_SIZE_MAX_SIDE,
-    FREE_SIZE_MULTIPLE,
+    ANY_SIZE,
+    FREE_SIZE,
     GENERIC,
     MAX_GUIDANCE,
     MAX_SEED,
@@ -61,30 +59,79 @@ from diffuserve.protocol.rules import (
     RULES_BY_NAME,
     STYLES,
     ModelRules,
+    SizeLimits,
 )
 
 Schema = dict[str, Any]
 
-#: Images one edit takes: the service edits the first image of a request and refuses
-#: more (``too_many_images``, service/planning.py), below the per-name upload limits.
-EDITED_IMAGES = 1
 #: The fields refused with any value but null: no model here draws GIF or SVG, and these
 #: only go with those formats.
 NEVER_SET = ("frame_count", "frame_duration_ms", "svg")
-#: Side lengths of a free size, as a regular expression: every multiple within bounds.
-_SIDE = "(?:" + "|".join(str(side) for side in range(
-    FREE_SIZE_MULTIPLE, FREE_SIZE_MAX_SIDE + 1, FREE_SIZE_MULTIPLE)) + ")"
-FREE_SIZE_PATTERN = f"^{_SIDE}x{_SIDE}$"
-FREE_SIZE_REF = {"$ref": "#/components/schemas/FreeSize"}
-FREE_SIZE_NOTE = (
-    f"Any WIDTHxHEIGHT with both sides multiples of {FREE_SIZE_MULTIPLE} up to "
-    f"{FREE_SIZE_MAX_SIDE}, the longer at most {FREE_SIZE_MAX_RATIO} times the shorter and "
-    f"at most {FREE_SIZE_MAX_PIXELS} pixels in all (the pattern states the sides; the ratio "
-    "and the pixel budget cannot be written as one).")
+
+
+def _digits_between(low: str, high: str) -> str:
+    """A regular expression for the numbers from ``low`` to ``high``, written with as
+    many digits each (leading zeros allowed: the caller bounds the first digit)."""
+    if len(low) == 1:
+        return low if low == high else f"[{low}-{high}]"
+    if low == "0" * len(low) and high == "9" * len(high):
+        return f"[0-9]{{{len(low)}}}"
+    if low[0] == high[0]:
+        return low[0] + _digits_between(low[1:], high[1:])
+    rest = len(low) - 1
+    parts = [low[0] + _digits_between(low[1:], "9" * rest)]
+    if int(high[0]) - int(low[0]) > 1:
+        parts.append(f"[{int(low[0]) + 1}-{int(high[0]) - 1}]" + _digits_between(
+            "0" * rest, "9" * rest))
+    parts.append(high[0] + _digits_between("0" * rest, high[1:]))
+    return "(?:" + "|".join(parts) + ")"
+
+
+def side_pattern(limits: SizeLimits) -> str:
+    """Every side ``limits`` allows, as a regular expression (no leading zeros)."""
+    if limits.multiple > 1:
+        return "(?:" + "|".join(str(side) for side in range(
+            limits.multiple * -(-limits.min_side // limits.multiple), limits.max_side + 1,
+            limits.multiple)) + ")"
+    low, high = limits.min_side, limits.max_side
+    ranges = [(max(low, 10 ** (digits - 1)), min(high, 10 ** digits - 1))
+              for digits in range(len(str(low)), len(str(high)) + 1)]
+    return "(?:" + "|".join(_digits_between(str(a), str(b)) for a, b in ranges) + ")"
+
+
+def size_pattern(limits: SizeLimits) -> str:
+    side = side_pattern(limits)
+    return f"^{side}x{side}$"
+
+
+#: The free sizes' schemas in ``components/schemas``, by their limits.
+SIZE_SCHEMA_NAMES = {FREE_SIZE: "FreeSize", ANY_SIZE: "AnySize"}
+FREE_SIZE_PATTERN = size_pattern(FREE_SIZE)
+ANY_SIZE_PATTERN = size_pattern(ANY_SIZE)
+
+
+def _size_ref(limits: SizeLimits) -> Schema:
+    return {"$ref": f"#/components/schemas/{SIZE_SCHEMA_NAMES[limits]}"}
+
+
+def _size_note(limits: SizeLimits) -> str:
+    return (f"Any {limits.hint} (the pattern states the sides; the ratio and the pixel "
+            "budget cannot be written as one).")
+
+
+FREE_SIZE_NOTE = (f"Free sizes: for gpt-image-2 and later, {FREE_SIZE.hint}; for any other "
+                  f"name (a served model's own), {ANY_SIZE.hint}. The patterns state the "
+                  "sides; the ratio and the pixel budget cannot be written as one.")
 SEED_NOTE = f"Image i of a request uses seed + i: seed + n - 1 must stay <= {MAX_SEED}."
 #: Every format any name takes as an upload.
 IMAGE_FORMATS = tuple(dict.fromkeys(
     fmt for name in ("", *RULES_BY_NAME) for fmt in upload_rules_for(name).formats))
+#: What any name takes at most: every format, the most images.
+ANY_UPLOADS = UploadRules(
+    max_images=max(upload_rules_for(name).max_images for name in ("", *RULES_BY_NAME)),
+    formats=IMAGE_FORMATS, max_bytes=max(upload_rules_for(name).max_bytes
+                                         for name in ("", *RULES_BY_NAME)),
+    square=False, input_fidelity=True)
 _BASE64 = "(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"
 
 
@@ -114,15 +161,16 @@ def _enum(values: Iterable[Any]) -> Schema:
 
 
 def _size(rules: ModelRules) -> Schema:
-    if not rules.free_size:
+    if rules.free_limits is None:
         return {"type": "string", **_enum(rules.sizes)}
-    return {"type": "string", "anyOf": [_enum(rules.sizes), FREE_SIZE_REF]}
+    return {"type": "string", "anyOf": [_enum(rules.sizes), _size_ref(rules.free_limits)]}
 
 
 def components() -> dict[str, Schema]:
     """The schemas the bodies refer to, for ``components/schemas``."""
-    return {"FreeSize": {"type": "string", "pattern": FREE_SIZE_PATTERN,
-                         "description": FREE_SIZE_NOTE}}
+    return {name: {"type": "string", "pattern": size_pattern(limits),
+                   "description": _size_note(limits)}
+            for limits, name in SIZE_SCHEMA_NAMES.items()}
 
 
 def field_schema(name: str, family: Family) -> Schema | None:
@@ -190,8 +238,10 @@ def _widest(schemas: list[Schema | None]) -> Schema | None:
     values = [value for schema in given
               for value in (*schema.get("enum", ()),
                             *(v for part in schema.get("anyOf", ()) for v in part.get("enum", ())))]
-    if any(FREE_SIZE_REF in schema.get("anyOf", ()) for schema in given):
-        widest["anyOf"] = [_enum(values), FREE_SIZE_REF]  # the named sizes, or a free one
+    refs = list({part["$ref"]: part for schema in given for part in schema.get("anyOf", ())
+                 if "$ref" in part}.values())
+    if refs:
+        widest["anyOf"] = [_enum(values), *refs]  # the named sizes, or a free one
     elif values:
         widest.update(_enum(values))
     return widest
@@ -356,16 +406,17 @@ def _json_image(formats: Iterable[str], remote: bool, *, nullable: bool = False)
     return {"anyOf": [*shapes, *([{"type": "null"}] if nullable else [])]}
 
 
-def _images(formats: Iterable[str], remote: bool) -> Schema:
-    """``images``: a list of images (null: not given, when one ``image`` is)."""
-    return {"type": ["array", "null"], "minItems": 1, "maxItems": EDITED_IMAGES,
-            "items": _json_image(formats, remote)}
+def _images(uploads: UploadRules, remote: bool) -> Schema:
+    """``images``: a list of images (null: not given, when one ``image`` is), as many as
+    the name takes (the served model's own limit is in words)."""
+    return {"type": ["array", "null"], "minItems": 1, "maxItems": uploads.max_images,
+            "items": _json_image(uploads.formats, remote)}
 
 
-def _json_files(formats: Iterable[str], remote: bool) -> Schema:
-    """The images of a JSON edit whose name takes ``formats``."""
-    return {"images": _images(formats, remote),
-            "image": _json_image(formats, remote, nullable=True)}
+def _json_files(uploads: UploadRules, remote: bool) -> Schema:
+    """The images of a JSON edit whose name takes ``uploads``."""
+    return {"images": _images(uploads, remote),
+            "image": _json_image(uploads.formats, remote, nullable=True)}
 
 
 #: A JSON edit's images are a list (``images``) or one ``image``, exactly one of the two
@@ -391,7 +442,10 @@ def _uploads_note() -> str:
             f"{any_other.max_bytes >> 20} MB ({', '.join(square)}: square "
             f"{', '.join(squares.formats)} below {squares.max_bytes >> 20} MB); a mask or "
             f"markup a png of the image's size with fully transparent pixels, below "
-            f"{MASK_MAX_BYTES >> 20} MB. The service edits {EDITED_IMAGES} image at a time.")
+            f"{MASK_MAX_BYTES >> 20} MB. Several images (the mask applies to the first) "
+            "only up to what the served model takes in one edit (most take one; "
+            "multi-reference models, such as Qwen-Image-Edit-Plus or FLUX.2, more): beyond "
+            "it, 400 too_many_images saying its limit.")
 
 
 def edit_json_body(default: str, *, remote_urls: bool = False) -> Schema:
@@ -401,9 +455,9 @@ def edit_json_body(default: str, *, remote_urls: bool = False) -> Schema:
     schema = _body(
         [*EDIT_FIELDS, "moderation"], json=True, default=default, empty_is_default=True,
         refused=NO_EDIT_NAMES,
-        files={**_json_files(IMAGE_FORMATS, remote_urls),
+        files={**_json_files(ANY_UPLOADS, remote_urls),
                "mask": _json_image(["png"], remote_urls, nullable=True)},
-        files_for=lambda family: _json_files(family.uploads.formats, remote_urls),
+        files_for=lambda family: _json_files(family.uploads, remote_urls),
         between_files=[IMAGES_OR_IMAGE], in_words=("partial_images",))
     schema["description"] = _description(
         "OpenAI's images.edit body as JSON; each family of model names narrows the bounds "
@@ -420,7 +474,8 @@ def _binary() -> Schema:
 
 #: How the SDKs may also name the file parts (one of each at most, as the schema's).
 FORM_SPELLINGS = ("Files may also be sent as image[] and mask[] (as the SDKs do for "
-                  "lists), one image and one mask in all.")
+                  "lists): several images, as many as the name and the served model take, "
+                  "and one mask.")
 
 
 def edit_form_body(default: str) -> Schema:

@@ -8,6 +8,7 @@ checks the page against it.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from diffuserve.protocol.edits import INPUT_FIDELITIES, MASK_MAX_BYTES, upload_rules_for
@@ -43,6 +44,9 @@ def _describe(name: str | None, rules: ModelRules) -> dict[str, Any]:
         "sizes": list(rules.sizes),
         "default_size": rules.default_size,
         "free_size": rules.free_size,
+        # The free sizes' bounds (null: only the named sizes), and the rule in words.
+        "size_limits": None if rules.free_limits is None else {
+            **asdict(rules.free_limits), "hint": rules.free_limits.hint},
         "qualities": list(rules.qualities),
         "default_quality": rules.default_quality,
         "styles": list(rules.styles),
@@ -84,6 +88,7 @@ def rules_document() -> dict[str, Any]:
         "max_partial_images": MAX_PARTIAL_IMAGES,
         "input_fidelities": list(INPUT_FIDELITIES),
         "mask": {"format": "png", "max_bytes": MASK_MAX_BYTES},
+        # gpt-image-2's free sizes (each name's own bounds: its size_limits).
         "free_size": {"multiple": FREE_SIZE_MULTIPLE, "max_side": FREE_SIZE_MAX_SIDE,
                       "max_pixels": FREE_SIZE_MAX_PIXELS, "max_ratio": FREE_SIZE_MAX_RATIO},
     }

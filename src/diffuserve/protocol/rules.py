@@ -124,36 +124,64 @@ def prompt_too_long(model: str, limit: int, given: int) -> InvalidRequestError:
 
 _SIZE_RE = re.compile(r"^([1-9][0-9]{1,4})x([1-9][0-9]{1,4})$")
 
+
+@dataclass(frozen=True)
+class SizeLimits:
+    """The ``WIDTHxHEIGHT`` sizes a name takes besides its named ones: sides that are
+    multiples of ``multiple`` from ``min_side`` to ``max_side``, the longer at most
+    ``max_ratio`` times the shorter, at most ``max_pixels`` in all."""
+
+    multiple: int
+    min_side: int
+    max_side: int
+    max_pixels: int
+    max_ratio: int
+
+    def allows(self, width: int, height: int) -> bool:
+        longer, shorter = max(width, height), min(width, height)
+        return (width % self.multiple == 0 and height % self.multiple == 0
+                and shorter >= self.min_side and longer <= self.max_side
+                and longer <= self.max_ratio * shorter and width * height <= self.max_pixels)
+
+    @property
+    def hint(self) -> str:
+        """The rule in words, for messages and pickers."""
+        sides = (f"both sides multiples of {self.multiple}" if self.multiple > 1
+                 else f"both sides from {self.min_side}")
+        return (f"WIDTHxHEIGHT with {sides}, the longer at most {self.max_side} and at most "
+                f"{self.max_ratio} times the shorter, and at most {self.max_pixels} pixels")
+
+
 #: gpt-image-2-style sizes: both sides multiples of 16, the longer at most 3840 and at
 #: most three times the shorter, at most 3840×2160 pixels in all.
 FREE_SIZE_MULTIPLE = 16
 FREE_SIZE_MAX_SIDE = 3840
 FREE_SIZE_MAX_PIXELS = 3840 * 2160
 FREE_SIZE_MAX_RATIO = 3
-FREE_SIZE_HINT = (
-    f"WIDTHxHEIGHT with both sides multiples of {FREE_SIZE_MULTIPLE}, "
-    f"the longer at most {FREE_SIZE_MAX_SIDE} and at most {FREE_SIZE_MAX_RATIO} times the "
-    f"shorter, and at most {FREE_SIZE_MAX_PIXELS} pixels")
+FREE_SIZE = SizeLimits(multiple=FREE_SIZE_MULTIPLE, min_side=FREE_SIZE_MULTIPLE,
+                       max_side=FREE_SIZE_MAX_SIDE, max_pixels=FREE_SIZE_MAX_PIXELS,
+                       max_ratio=FREE_SIZE_MAX_RATIO)
+FREE_SIZE_HINT = FREE_SIZE.hint
+#: Any other name (the served models' own): every side from 64 to 4096 pixels, within
+#: gpt-image-2's shape and pixel budget. The engine draws at the model's native area in
+#: the requested shape and resizes to the exact size, so no side needs the model's step.
+ANY_SIZE = SizeLimits(multiple=1, min_side=64, max_side=4096,
+                      max_pixels=FREE_SIZE_MAX_PIXELS, max_ratio=FREE_SIZE_MAX_RATIO)
 #: OpenAI's sentence for a well-formed size the model lacks.
 SIZE_NOT_SUPPORTED = "The size is not supported by this model."
 
 
-def size_not_supported(model: str, sizes: Sequence[str], free_size: bool) -> str:
+def size_not_supported(model: str, sizes: Sequence[str],
+                       free_size: SizeLimits | None) -> str:
     """OpenAI's sentence, then what the requested name does take (a client that shows
     only the message, as Open WebUI does, then says how to fix the request)."""
-    accepted = ", ".join(sizes) + (f", or {FREE_SIZE_HINT}" if free_size else "")
+    accepted = ", ".join(sizes) + (f", or {free_size.hint}" if free_size else "")
     return f"{SIZE_NOT_SUPPORTED} Supported sizes for {model}: {accepted}."
 
 
-def _free_size_ok(size: str) -> bool:
+def _free_size_ok(size: str, limits: SizeLimits) -> bool:
     match = _SIZE_RE.match(size)
-    if match is None:
-        return False
-    width, height = int(match.group(1)), int(match.group(2))
-    return (width % FREE_SIZE_MULTIPLE == 0 and height % FREE_SIZE_MULTIPLE == 0
-            and max(width, height) <= FREE_SIZE_MAX_SIDE
-            and max(width, height) <= FREE_SIZE_MAX_RATIO * min(width, height)
-            and width * height <= FREE_SIZE_MAX_PIXELS)
+    return match is not None and limits.allows(int(match.group(1)), int(match.group(2)))
 
 
 @dataclass(frozen=True)
@@ -177,8 +205,14 @@ class ModelRules:
     image_options: bool = False
     #: Answers like a GPT-image model (resolved options echoed, ``usage``).
     gpt_image: bool = False
-    #: Any ``WxH`` within :data:`FREE_SIZE_LIMITS`, besides ``sizes``.
+    #: Any ``WxH`` within ``size_limits``, besides ``sizes``.
     free_size: bool = False
+    size_limits: SizeLimits = FREE_SIZE
+
+    @property
+    def free_limits(self) -> SizeLimits | None:
+        """The sizes taken besides the named ones, if any."""
+        return self.size_limits if self.free_size else None
 
     def validate(self, req: ImageGenerationRequest, model: str) -> ValidatedRequest:
         _check_text(req.prompt, "prompt", self.max_prompt_length)
@@ -194,10 +228,11 @@ class ModelRules:
             )
 
         requested_size = size = self.default_size if req.size is None else req.size
-        if size not in self.sizes and not (self.free_size and _free_size_ok(size)):
+        if size not in self.sizes and not (self.free_size
+                                           and _free_size_ok(size, self.size_limits)):
             if size == "auto" or _SIZE_RE.match(size):
                 raise InvalidRequestError(
-                    size_not_supported(model, self.sizes, self.free_size),
+                    size_not_supported(model, self.sizes, self.free_limits),
                     param="size", code="invalid_size")
             raise _not_one_of(size, self.sizes, "size", code="invalid_size")
         if size == "auto":
@@ -322,13 +357,16 @@ GPT_IMAGE_2 = replace(GPT_IMAGE_1, free_size=True)
 #: The 2.5 and 2.6 models add two qualities above high.
 GPT_IMAGE_2_5 = replace(GPT_IMAGE_2, qualities=(*GPT_IMAGE_1.qualities, "xhigh", "max"))
 
-#: Rules for every other model name: the union of what DALL·E accepts.
+#: Rules for every other model name (the served models' own names and aliases): what
+#: DALL·E and the GPT-image names accept, together. Prompts as long as GPT-image's (the
+#: engine refuses one longer than the model's text encoder reads, in its own tokens);
+#: the named sizes of both and any size within :data:`ANY_SIZE`.
 GENERIC = ModelRules(
-    max_prompt_length=4000,
+    max_prompt_length=GPT_IMAGE_1.max_prompt_length,
     max_n=10,
-    sizes=DALLE_SIZES,
+    sizes=(*DALLE_SIZES, "1536x1024", "1024x1536", "auto"),
     default_size="1024x1024",
-    qualities=("standard", "hd"),
+    qualities=("standard", "hd", *GPT_IMAGE_1.qualities),
     default_quality="standard",
     styles=STYLES,
     default_style=None,
@@ -336,6 +374,8 @@ GENERIC = ModelRules(
     default_response_format="url",
     revise_prompt=False,
     image_options=True,
+    free_size=True,
+    size_limits=ANY_SIZE,
 )
 
 #: Every name of the SDK's ``ImageModel``, with OpenAI's rules for it.

@@ -18,10 +18,6 @@ from diffuserve.engine.types import GenerationParams, TaskKind
 from diffuserve.protocol.edits import EditRequest, VariationRequest, too_many_images
 from diffuserve.protocol.generations import ImageGenerationRequest
 from diffuserve.protocol.rules import (
-    FREE_SIZE_MAX_PIXELS,
-    FREE_SIZE_MAX_RATIO,
-    FREE_SIZE_MAX_SIDE,
-    FREE_SIZE_MULTIPLE,
     MAX_SEED,
     ValidatedRequest,
     rules_for,
@@ -174,19 +170,22 @@ def plan_variation(catalog: ModelCatalog, variation: VariationRequest) -> Genera
 
 
 def auto_size(input_size: tuple[int, int], model: str) -> tuple[int, int]:
-    """``size=auto`` for an edit: the input's size where the name takes any size (as
-    multiples of 16, scaled into the limits), else its supported size nearest in shape."""
+    """``size=auto`` for an edit: the input's size where the name takes any size (scaled
+    into its limits, sides rounded to its multiple), else its supported size nearest in
+    shape."""
     width, height = input_size
     rules = rules_for(model)
-    if rules.free_size:
-        scale = min(1.0, FREE_SIZE_MAX_SIDE / max(width, height),
-                    (FREE_SIZE_MAX_PIXELS / (width * height)) ** 0.5)
-        step = FREE_SIZE_MULTIPLE
-        w, h = (max(step, round(side * scale / step) * step) for side in (width, height))
+    limits = rules.free_limits
+    if limits is not None:
+        scale = min(1.0, limits.max_side / max(width, height),
+                    (limits.max_pixels / (width * height)) ** 0.5)
+        step = limits.multiple
+        low = max(step, limits.min_side)
+        w, h = (max(low, round(side * scale / step) * step) for side in (width, height))
         # Rounding up may pass a limit by a step; then round that side down instead.
-        while w * h > FREE_SIZE_MAX_PIXELS or max(w, h) > FREE_SIZE_MAX_SIDE:
+        while w * h > limits.max_pixels or max(w, h) > limits.max_side:
             w, h = (w - step, h) if w >= h else (w, h - step)
-        while max(w, h) > FREE_SIZE_MAX_RATIO * min(w, h):
+        while max(w, h) > limits.max_ratio * min(w, h):
             w, h = (w - step, h) if w > h else (w, h - step)
         return w, h
     options = [(int(w), int(h)) for w, _, h in (size.partition("x") for size in rules.sizes

@@ -88,9 +88,8 @@ export function applyRules(doc, mode, { keepValues = true } = {}) {
   if (!keepValues || !rules.sizes.includes($("size").value)) $("size").value = rules.default_size;
   show("size-custom", rules.free_size);
   $("size").disabled = rules.free_size && $("size-custom").value.trim() !== "";
-  const free = doc.free_size;
-  $("size-custom").title = `Both sides multiples of ${free.multiple}, the longer at most ` +
-    `${free.max_side} and at most ${free.max_ratio} times the shorter`;
+  // The name's own bounds (gpt-image-2's and a served model's differ), in words.
+  $("size-custom").title = rules.size_limits?.hint ?? "";
 
   fill($("quality"), rules.qualities, keep($("quality").value) ?? rules.default_quality);
   if (!rules.qualities.includes($("quality").value)) $("quality").value = rules.default_quality;
