@@ -223,3 +223,11 @@ def test_what_a_replica_knows_of_its_loaded_model_reaches_the_service() -> None:
     engine, _ = engine_for(FakeResponse([]), status=replica)
 
     assert asyncio.run(engine.models()) == [replica]
+
+
+def test_one_models_status_asks_only_its_own_replicas() -> None:
+    replica = ModelStatus("emoji", loaded=True, max_input_images=10, tasks=("edit",))
+    engine, _ = engine_for(FakeResponse([]), status=replica)
+
+    assert asyncio.run(engine.model("emoji")) == replica
+    assert asyncio.run(engine.model("other")) is None
