@@ -28,8 +28,12 @@ def node_results(tiny_models: dict[str, Path],
                  tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     node = node_binary()
     require_node_sdk()
-    server = start_server(["--model", f"tiny={tiny_models['sd']}", "--api-key", API_KEY],
-                          tmp_path_factory.mktemp("node"))
+    tmp = tmp_path_factory.mktemp("node")
+    # Few steps: what is checked is what the SDK sends and reads, not the drawing.
+    (tmp / "models.toml").write_text(
+        f'[[models]]\nname = "tiny"\nsource = "{tiny_models["sd"]}"\nsteps = 4\n')
+    server = start_server(["--models-file", str(tmp / "models.toml"), "--api-key", API_KEY],
+                          tmp)
     try:
         done = subprocess.run(
             [str(node), str(NODE_DIR / "sdk_check.mjs"), f"{server.base_url}/v1", API_KEY],
