@@ -384,7 +384,8 @@ def build_tiny_sd35(path: Path) -> Path:
     """``StableDiffusion3Pipeline`` as SD 3.5 Medium: two CLIPs and a T5, MMDiT-X.
 
     The CLIPs' hidden states (32 + 32) are padded to T5's width (64), and their pooled
-    projections concatenated (64).
+    projections concatenated (64). 16 latent channels, as the real VAE's:
+    ``StableDiffusion3InpaintPipeline`` takes a transformer of 16 input channels (or 33).
     """
     import torch
     from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
@@ -392,14 +393,14 @@ def build_tiny_sd35(path: Path) -> Path:
     tokenizer, tokenizer_3 = build_tiny_clip_tokenizer(), build_tiny_t5_tokenizer()
     torch.manual_seed(0)
     transformer = SD3Transformer2DModel(
-        sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=2,
+        sample_size=8, patch_size=2, in_channels=16, out_channels=16, num_layers=2,
         attention_head_dim=8, num_attention_heads=4, joint_attention_dim=64,
         caption_projection_dim=32, pooled_projection_dim=64, pos_embed_max_size=64,
         dual_attention_layers=(0,), qk_norm="rms_norm",
     )
     pipe = StableDiffusion3Pipeline(
         scheduler=_flow_match(shift=3.0),
-        vae=_vae_kl(4, scaling_factor=1.5305, shift_factor=0.0609),
+        vae=_vae_kl(16, scaling_factor=1.5305, shift_factor=0.0609),
         text_encoder=_clip_text_model(tokenizer, with_projection=True), tokenizer=tokenizer,
         text_encoder_2=_clip_text_model(tokenizer, with_projection=True),
         tokenizer_2=build_tiny_clip_tokenizer(),

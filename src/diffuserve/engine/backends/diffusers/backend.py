@@ -8,6 +8,7 @@ import logging
 import threading
 from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -21,15 +22,21 @@ from diffuserve.engine.backends.diffusers.calling import (
     call_pipeline,
     graph_thread,
 )
-from diffuserve.engine.backends.diffusers.edits import edit_arguments, edit_pipelines
+from diffuserve.engine.backends.diffusers.edits import choose_editor, edit_inputs
+from diffuserve.engine.backends.diffusers.families import (
+    Editor,
+    Family,
+    accepted_by,
+    family_of,
+)
 from diffuserve.engine.backends.diffusers.lanes import Lane, Lanes, open_lanes
 from diffuserve.engine.backends.diffusers.loading import (
     load_pipeline,
     native_resolution,
     pick_device,
 )
-from diffuserve.engine.backends.diffusers.previews import step_callback
-from diffuserve.engine.errors import EngineError, ModelLoadFailed
+from diffuserve.engine.backends.diffusers.previews import Previews
+from diffuserve.engine.errors import EngineError, ModelLoadFailed, UnsupportedTask
 from diffuserve.engine.resolution import plan_size
 from diffuserve.engine.types import (
     TRANSPARENT_BACKGROUND,
@@ -53,8 +60,13 @@ class DiffusersBackend(Backend):
         self.pipeline: Any = None
         self.native_resolution = spec.resolution or 512
         self.size_multiple = 8
-        #: The arguments the pipeline's ``__call__`` takes: nothing else is passed.
+        #: What differs for the loaded pipeline's model family (generic until loaded).
+        self.family = Family()
+        self._previews = Previews(spec.name, self.family)
+        #: The arguments the loaded pipeline's ``__call__`` takes.
         self._accepted: frozenset[str] = frozenset()
+        #: The edit a model that does not generate warms up with (its own pipeline's).
+        self._probe_editor: Editor | None = None
         self._scheduler: Any = None
         self._draws_any_size = False
         #: What runs the denoiser: "torch", or "onnx" (ONNX Runtime, ``runtime = "onnx"``).
@@ -91,18 +103,28 @@ class DiffusersBackend(Backend):
                 f"Could not load model {spec.name!r} from {spec.source!r}: "
                 f"{type(pipeline).__name__} is not a text-to-image pipeline."
             )
+        family = self.family = family_of(pipeline)
+        self._previews = Previews(spec.name, family)
         vae_scale = int(getattr(pipeline, "vae_scale_factor", 8) or 8)
         self.size_multiple = max(8, vae_scale * 2)
         if spec.resolution is None:
-            self.native_resolution = native_resolution(pipeline, vae_scale)
+            self.native_resolution = (family.native_resolution(pipeline, vae_scale)
+                                      or native_resolution(pipeline, vae_scale))
         self._scheduler = pipeline.scheduler
         self._draws_any_size = bool(getattr(pipeline, "draws_any_size", False))
         # A pipeline that takes `background` draws transparent backgrounds itself.
         self.features = (frozenset({TRANSPARENT_BACKGROUND}) if "background" in self._accepted
                          else frozenset())
-        editors = edit_pipelines(pipeline)
-        if editors or "image" in self._accepted:
-            self.tasks = frozenset({TaskKind.GENERATE, TaskKind.EDIT, TaskKind.VARIATION})
+        editors = family.editors(pipeline)
+        self.tasks = family.tasks(editors)
+        # A model that does not generate warms up and measures with an edit it does.
+        self._probe_editor = (None if family.generates else choose_editor(
+            editors, GenerationParams(prompt="", negative_prompt=None, width=64, height=64,
+                                      num_inference_steps=1, guidance_scale=0.0,
+                                      seeds=(0,), **family.probe_edit(64, 64)), spec.name))
+        self.max_input_images = max((editor.max_images for editor in editors.values()),
+                                    default=1)
+        self.max_prompt_tokens = family.prompt_window(pipeline)
         self.device = device
         torch.set_grad_enabled(False)
         self.max_batch_images = spec.max_batch_size if spec.max_batch_size != "auto" \
@@ -127,9 +149,15 @@ class DiffusersBackend(Backend):
         logger.info("model loaded", extra={"fields": {"model": spec.name, **self.describe()}})
 
     def _probe_call(self, pipeline: Any, images: int, width: int, height: int) -> None:
-        """One short call (2 steps) of ``images`` images drawn at ``width``×``height``."""
-        self._call(tuning.probe_arguments(images, width, height, self._accepted,
-                                          self.spec.guidance_scale), pipeline)
+        """One short call (2 steps) of ``images`` images drawn at ``width``×``height``
+        (an edit of a blank image for a model that does not generate)."""
+        params = GenerationParams(
+            prompt="warm-up", negative_prompt=None, width=width, height=height,
+            num_inference_steps=2, guidance_scale=self.spec.guidance_scale,
+            seeds=(0,) * images, **self.family.probe_edit(width, height))
+        editor = (replace(self._probe_editor, pipeline=pipeline)
+                  if self._probe_editor is not None else None)
+        self._draw(pipeline, editor, [params], (width, height), images, None)
 
     def _measure_batch(self, pipeline: Any, device: str) -> int:
         """``max_batch_size = "auto"``: see :func:`.tuning.measure_batch`."""
@@ -145,6 +173,10 @@ class DiffusersBackend(Backend):
             "native_resolution": self.native_resolution,
             "compile": self.spec.compile,
             "runtime": self.runtime,
+            **self.family.describe(),
+            "tasks": sorted(kind.value for kind in self.tasks),
+            "max_input_images": self.max_input_images,
+            "max_prompt_tokens": self.max_prompt_tokens,
         }
 
     def batch_key(self, params: GenerationParams) -> Hashable:
@@ -162,7 +194,7 @@ class DiffusersBackend(Backend):
         )
 
     def count_tokens(self, text: str) -> int:
-        tokenizer = getattr(self.pipeline, "tokenizer", None)
+        tokenizer = self.family.counting_tokenizer(self.pipeline)
         if tokenizer is None:
             return super().count_tokens(text)
         with self._counter_lock:
@@ -211,25 +243,51 @@ class DiffusersBackend(Backend):
         on_step: StepCallback | None,
     ) -> list[list[Image.Image] | EngineError]:
         first = requests[0]
-        draw_size = self._draw_size(first)
-        # 1. One entry per image: whose it is, its prompt, negative prompt and seed.
+        if first.image is None and not self.family.generates:
+            raise UnsupportedTask(self.spec.name, f"{TaskKind.GENERATE} tasks")
+        # 1. Which pipeline draws: the lane's own, or the editor the edit needs.
+        editor = (choose_editor(lane.editors, first, self.spec.name)
+                  if first.image is not None else None)
+        unused = self.family.negative_prompt_unused(
+            editor.pipeline if editor is not None else lane.pipeline)
+        if unused is not None:
+            for params in requests:
+                if params.negative_prompt is not None:
+                    logger.info("negative prompt not used", extra={"fields": {
+                        "model": self.spec.name, "reason": unused}})
+        # 2. The calls; 3. back to the requests, each image at exactly its request's size.
+        entries, images = self._draw(lane.pipeline, editor, requests,
+                                     self._draw_size(first), max_images, on_step)
+        return entries.results(images)
+
+    def _draw(self, pipeline: Any, editor: Editor | None,
+              requests: Sequence[GenerationParams], draw_size: tuple[int, int],
+              max_images: int, on_step: StepCallback | None,
+              ) -> tuple[ImageEntries, list[Image.Image | None]]:
+        """The images of ``requests`` (compatible: equal batch keys) drawn at
+        ``draw_size`` by ``pipeline`` or, for an edit, by ``editor``: one entry per image
+        (whose it is, its prompt, negative prompt and seed), drawn in calls of at most
+        ``max_images`` (and of the editor's limit), each image from a generator of its
+        own seed."""
+        first = requests[0]
+        caller = editor.pipeline if editor is not None else pipeline
+        if editor is not None and editor.max_batch is not None:
+            max_images = min(max_images, editor.max_batch)
+        accepted = accepted_by(caller)
+        report = on_step if accepted is None or "callback_on_step_end" in accepted else None
         entries = ImageEntries.of(requests)
-        report = on_step if "callback_on_step_end" in self._accepted else None
         images: list[Image.Image | None] = []
         for chunk in entries.chunks(max_images):
-            # 2. One call per chunk, each image from a generator of its own seed.
-            kwargs = entries.arguments(chunk, draw_size, self._accepted)
+            kwargs = entries.arguments(chunk, draw_size, self.family, caller)
             if report is not None:
-                kwargs["callback_on_step_end"] = step_callback(
-                    report, requests, entries.owners, chunk.start, first.num_inference_steps)
-            pipeline = lane.pipeline
-            if first.image is not None:
-                pipeline = edit_arguments(lane, kwargs, first, len(entries.seeds[chunk]),
-                                          draw_size, accepted=self._accepted,
-                                          model=self.spec.name)
-            images.extend(self._call(kwargs, pipeline))
-        # 3. Back to the requests, each image at exactly its request's size.
-        return entries.results(images)
+                kwargs["callback_on_step_end"] = self._previews.callback(
+                    report, requests, entries.owners, chunk.start,
+                    first.num_inference_steps, draw_size)
+            if editor is not None:
+                kwargs.update(edit_inputs(self.family, editor, first,
+                                          len(entries.seeds[chunk]), draw_size))
+            images.extend(self._call(kwargs, caller))
+        return entries, images
 
     def _call(self, kwargs: dict[str, Any], pipeline: Any = None) -> list[Image.Image | None]:
         """One pipeline call (:func:`.calling.call_pipeline`).

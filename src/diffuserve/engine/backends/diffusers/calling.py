@@ -4,6 +4,7 @@ most a batch, and the images go back to their requests, each at its request's si
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -12,9 +13,12 @@ from typing import Any
 from PIL import Image
 
 from diffuserve.config import ModelSpec
+from diffuserve.engine.backends.diffusers.families import Family, accepted_by
 from diffuserve.engine.errors import ContentFlagged, EngineError, OutOfMemory
 from diffuserve.engine.resolution import fit_to_size
 from diffuserve.engine.types import GenerationParams
+
+logger = logging.getLogger(__name__)
 
 #: ``compile`` modes whose compiled code records CUDA graphs (on a GPU).
 GRAPH_MODES = frozenset({"reduce-overhead", "max-autotune"})
@@ -55,30 +59,31 @@ class ImageEntries:
         return [slice(start, start + max_images)
                 for start in range(0, len(self.seeds), max_images)]
 
-    def arguments(self, chunk: slice, draw_size: tuple[int, int],
-                  accepted: frozenset[str]) -> dict[str, Any]:
-        """The text-to-image arguments of the call drawing ``chunk`` at ``draw_size``, for
-        a pipeline whose ``__call__`` takes ``accepted`` (the requests share their
-        settings: they have equal batch keys)."""
+    def arguments(self, chunk: slice, draw_size: tuple[int, int], family: Family,
+                  pipeline: Any) -> dict[str, Any]:
+        """The text-to-image arguments of the call of ``pipeline`` drawing ``chunk`` at
+        ``draw_size``, with ``family``'s own (guidance, negative prompts…); the requests
+        share their settings (they have equal batch keys)."""
         import torch
 
         first = self.requests[0]
         width, height = draw_size
+        seeds = self.seeds[chunk]
         kwargs: dict[str, Any] = {
-            "prompt": self.prompts[chunk],
+            # A list of its own: a pipeline may rewrite its prompts in place (Z-Image).
+            "prompt": list(self.prompts[chunk]),
             "height": height,
             "width": width,
             "num_inference_steps": first.num_inference_steps,
             # One CPU generator per image: an image depends only on its own seed, on
             # every device, whatever else shares the batch.
-            "generator": [torch.Generator(device="cpu").manual_seed(seed)
-                          for seed in self.seeds[chunk]],
+            "generator": [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds],
             "output_type": "pil",
         }
-        if "guidance_scale" in accepted:
-            kwargs["guidance_scale"] = first.guidance_scale
-        if first.negative_prompt is not None and "negative_prompt" in accepted:
-            kwargs["negative_prompt"] = self.negatives[chunk]
+        negatives = (list(self.negatives[chunk]) if first.negative_prompt is not None
+                     else None)
+        kwargs.update(family.call_arguments(pipeline, first.guidance_scale, negatives,
+                                            len(seeds), draw_size))
         if first.background == "transparent":
             kwargs["background"] = "transparent"
         return kwargs
@@ -100,14 +105,29 @@ class ImageEntries:
         return results
 
 
+def accepted_arguments(pipeline: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` less what ``pipeline.__call__`` does not take: the one place every
+    call's arguments pass (a family sets what its pipelines may take; an edit variant or
+    a checkpoint of the family may take less)."""
+    accepted = accepted_by(pipeline)
+    if accepted is None:
+        return kwargs
+    dropped = [name for name in kwargs if name not in accepted]
+    if dropped:
+        logger.debug("arguments not taken by %s: %s", type(pipeline).__name__, dropped)
+    return {name: value for name, value in kwargs.items() if name in accepted}
+
+
 def call_pipeline(
     pipeline: Any, scheduler: Any, kwargs: dict[str, Any]
 ) -> list[Image.Image | None]:
     """One call of ``pipeline`` with a copy of ``scheduler`` of its own (diffusers
-    schedulers keep state); images the safety checker flagged come back as None, a
-    device out of memory as :class:`~diffuserve.engine.errors.OutOfMemory`."""
+    schedulers keep state) and the arguments of ``kwargs`` it takes; images the safety
+    checker flagged come back as None, a device out of memory as
+    :class:`~diffuserve.engine.errors.OutOfMemory`."""
     import torch
 
+    kwargs = accepted_arguments(pipeline, kwargs)
     pipeline.scheduler = copy.deepcopy(scheduler)
     try:
         with torch.inference_mode():

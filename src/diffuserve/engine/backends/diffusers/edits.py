@@ -1,68 +1,51 @@
-"""Edits and variations: a pipeline that takes ``image`` edits itself; any other edits
-through the image-to-image and inpainting variants diffusers builds over its weights."""
+"""Edits and variations: which of a model's edit pipelines draws an edit, and the images
+it is given. The family adapter says which pipelines edit and how they take images
+(:mod:`.families`); this module chooses among them for each edit.
+
+Three kinds of edit, by what the pipelines can do: inpainting (an image and its mask),
+image to image (an image redrawn by a prompt: variations too) and instruction edits (an
+image, or several, and an instruction). A mask goes to an inpainting pipeline; where the
+family has none (FLUX.2 dev, Qwen-Image-Edit-Plus), or none for that many images, to an
+instruction edit, whose unmasked pixels the service keeps (OpenAI's rule: the mask
+applies to the first image).
+"""
 
 from __future__ import annotations
 
-import inspect
-import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from diffuserve.engine.backends.diffusers.families import Editor, Family, Route, family_of
 from diffuserve.engine.errors import UnsupportedTask
-from diffuserve.engine.resolution import fit_to_size
 from diffuserve.engine.types import GenerationParams
 
-if TYPE_CHECKING:
-    from diffuserve.engine.backends.diffusers.lanes import Lane
 
-logger = logging.getLogger(__name__)
-
-
-def edit_pipelines(pipeline: Any) -> dict[str, Any]:
-    """Image-to-image and inpainting variants sharing the loaded weights (diffusers'
-    ``from_pipe``), for the families diffusers maps; none for pipelines that edit
-    themselves (they take ``image``) or that no variant exists for."""
-    from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
-
-    if "image" in inspect.signature(pipeline.__call__).parameters:
-        return {}
-    editors: dict[str, Any] = {}
-    for kind, auto in (("image", AutoPipelineForImage2Image),
-                       ("inpaint", AutoPipelineForInpainting)):
-        try:
-            editor = auto.from_pipe(pipeline)
-        except Exception:  # this family has no such variant
-            logger.debug("no %s variant for %s", kind, type(pipeline).__name__)
-            continue
-        editor.set_progress_bar_config(disable=True)
-        editors[kind] = editor
-    return editors
+def edit_pipelines(pipeline: Any, family: Family | None = None) -> dict[Route, Editor]:
+    """The pipelines that edit for ``pipeline``, by route (its own family's unless
+    ``family`` is given)."""
+    return (family or family_of(pipeline)).editors(pipeline)
 
 
-def edit_arguments(lane: Lane, kwargs: dict[str, Any], params: GenerationParams, count: int,
-                   draw_size: tuple[int, int], *, accepted: frozenset[str],
-                   model: str) -> Any:
-    """Turn ``kwargs`` into an edit of ``params.image`` (inpainting with its mask) for
-    ``count`` images drawn at ``draw_size``; returns the pipeline of ``lane`` that draws
-    it. ``accepted``: what the lane's pipeline's ``__call__`` takes."""
-    assert params.image is not None
-    if "image" in accepted:  # the pipeline edits itself, at its own scale
-        pipeline = lane.pipeline
-        kwargs["image"] = [params.image] * count
-        if params.mask is not None:
-            kwargs["mask_image"] = [params.mask] * count
-    else:
-        kind = "inpaint" if params.mask is not None else "image"
-        if kind not in lane.editors:
-            raise UnsupportedTask(model, "edits with masks" if kind == "inpaint"
-                                  else "image to image")
-        pipeline = lane.editors[kind]
-        editor_accepts = inspect.signature(pipeline.__call__).parameters
-        kwargs["image"] = [fit_to_size(params.image, *draw_size)] * count
-        if params.mask is not None:
-            kwargs["mask_image"] = [fit_to_size(params.mask.convert("RGB"),
-                                                *draw_size).convert("L")] * count
-        for name in ("height", "width"):
-            if name not in editor_accepts:
-                kwargs.pop(name, None)
-    kwargs["strength"] = params.strength
-    return pipeline
+def choose_editor(editors: dict[Route, Editor], params: GenerationParams,
+                  model: str) -> Editor:
+    """The editor that draws ``params``' edit; :class:`UnsupportedTask` when the model
+    has none for it (the engine refuses edits and variations of models without editors
+    before they are queued: this is the finer refusal)."""
+    images = 1 + len(params.references)
+    masked = params.mask is not None
+    routes = (Route.INPAINT, Route.INSTRUCT) if masked else (Route.INSTRUCT, Route.IMAGE)
+    candidates = [editors[route] for route in routes if route in editors]
+    for editor in candidates:
+        if images <= editor.max_images:
+            return editor
+    if not candidates:
+        raise UnsupportedTask(model, "edits with a mask" if masked else "edits without a mask")
+    most = max(editor.max_images for editor in candidates)
+    raise UnsupportedTask(model, f"{'masked ' if masked else ''}edits of more than "
+                                 f"{most} image{'s' if most > 1 else ''}")
+
+
+def edit_inputs(family: Family, editor: Editor, params: GenerationParams, count: int,
+                draw_size: tuple[int, int]) -> dict[str, Any]:
+    """The arguments that make a call of ``count`` images drawn at ``draw_size`` the
+    edit of ``params`` by ``editor``."""
+    return family.edit_inputs(editor, params, count, draw_size)

@@ -21,6 +21,7 @@ from typing import Any
 
 from diffuserve.config import ModelSpec
 from diffuserve.engine.backends.diffusers.edits import edit_pipelines
+from diffuserve.engine.backends.diffusers.families import Editor, Route
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +38,11 @@ def use_threads(count: int) -> None:
 
 @dataclass
 class Lane:
-    """A pipeline and its edit variants, used by one call at a time."""
+    """A pipeline and the pipelines that edit for it (itself, or variants over its
+    weights), used by one call at a time."""
 
     pipeline: Any
-    editors: dict[str, Any] = field(default_factory=dict)
+    editors: dict[Route, Editor] = field(default_factory=dict)
 
 
 class Lanes:

@@ -9,6 +9,7 @@ paragraph that tells a person what is wrong and what to do.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 from diffuserve.config import ModelSpec
 from diffuserve.engine.errors import ModelLoadFailed
 from diffuserve.engine.plugins import pipeline_class
+
+logger = logging.getLogger(__name__)
 
 
 def pick_device(requested: str) -> str:
@@ -60,9 +63,95 @@ def load_pipeline(spec: ModelSpec, device: str) -> Any:
         own_class = project_pipeline(source) if local else None
         if own_class is not None:
             return own_class.from_pretrained(source, **kwargs)
-        return _load_diffusers(source, kwargs)
+        folder, stand_ins, after_load = processor_stand_ins(spec, source, local)
+        pipeline = _load_diffusers(folder, {**kwargs, **stand_ins})
+        if after_load:
+            pipeline.register_modules(**after_load)
+        return pipeline
     except Exception as exc:  # every failure becomes one readable paragraph
         raise load_error(spec, exc) from exc
+
+
+#: Processors that transformers 5 builds only with torchvision (Pixtral's is marked as
+#: needing it; Qwen2-VL's video processor needs it), which these pipelines name: FLUX.2
+#: dev's ``tokenizer`` and Qwen-Image-Edit(-Plus)'s ``processor``.
+TORCHVISION_PROCESSORS = frozenset({"PixtralProcessor", "Qwen2VLProcessor"})
+
+
+def processor_stand_ins(spec: ModelSpec, source: str,
+                        local: bool) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Where torchvision is missing (CPU-only PyTorch builds), stand-ins for the
+    processors that need it, made from the same files: where to load from (the Hub
+    snapshot's folder, downloaded first, or ``source``), the components to pass, and the
+    ones to set after loading. Nothing where torchvision is there or none is named.
+
+    - ``PixtralProcessor`` (FLUX.2 dev's ``tokenizer``): its tokenizer, set after
+      loading (diffusers checks a component passed against the class it cannot import);
+      ``Flux2Pipeline`` only applies its chat template.
+    - ``Qwen2VLProcessor`` (Qwen-Image-Edit's ``processor``): the processor without its
+      video processor; the edit pipelines pass images, never videos.
+    """
+    from transformers.utils.import_utils import is_torchvision_available
+
+    if is_torchvision_available():
+        return source, {}, {}
+    index = _model_index(spec, source, local)
+    needing = {name: entry[1] for name, entry in index.items()
+               if isinstance(entry, list) and len(entry) == 2
+               and entry[1] in TORCHVISION_PROCESSORS}
+    if not needing:
+        return source, {}, {}
+    from diffusers import DiffusionPipeline
+    from transformers import AutoTokenizer
+
+    folder = Path(source) if local else Path(DiffusionPipeline.download(
+        source, **{key: value for key, value in
+                   (("revision", spec.revision), ("variant", spec.variant)) if value}))
+    stand_ins: dict[str, Any] = {}
+    after_load: dict[str, Any] = {}
+    for name, class_name in needing.items():
+        if class_name == "PixtralProcessor":
+            stand_ins[name] = None
+            after_load[name] = AutoTokenizer.from_pretrained(folder / name)
+        else:
+            stand_ins[name] = _qwen2_vl_processor_without_video(folder / name)
+    logger.warning(
+        "torchvision is not installed: processors that need it are loaded without it",
+        extra={"fields": {"model": spec.name, "components": needing,
+                          "fix": "install torchvision for the processors themselves"}})
+    return str(folder), stand_ins, after_load
+
+
+def _model_index(spec: ModelSpec, source: str, local: bool) -> dict[str, Any]:
+    """The pipeline's model_index.json ({} where it cannot be read: loading says why)."""
+    try:
+        if local:
+            path = Path(source) / "model_index.json"
+        else:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(source, "model_index.json", revision=spec.revision))
+        index = json.loads(path.read_text())
+    except Exception:
+        return {}
+    return index if isinstance(index, dict) else {}
+
+
+def _qwen2_vl_processor_without_video(folder: Path) -> Any:
+    """A ``Qwen2VLProcessor`` of the image processor and tokenizer in ``folder``, built
+    around its check for the (torchvision-only) video processor."""
+    from transformers import AutoImageProcessor, AutoTokenizer, Qwen2VLProcessor
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    processor = Qwen2VLProcessor.__new__(Qwen2VLProcessor)
+    processor.image_processor = AutoImageProcessor.from_pretrained(folder)
+    processor.tokenizer = tokenizer
+    processor.video_processor = None
+    processor.chat_template = tokenizer.chat_template
+    processor.image_token, processor.video_token = "<|image_pad|>", "<|video_pad|>"
+    processor.image_token_id = tokenizer.convert_tokens_to_ids(processor.image_token)
+    processor.video_token_id = tokenizer.convert_tokens_to_ids(processor.video_token)
+    return processor
 
 
 def project_pipeline(folder: str) -> Any:

@@ -24,21 +24,6 @@ MAX_AUTO_BATCH = 64
 Probe = Callable[[int, int, int], None]
 
 
-def probe_arguments(images: int, width: int, height: int, accepted: frozenset[str],
-                    guidance_scale: float) -> dict[str, Any]:
-    """The arguments of one probe call of ``images`` images drawn at ``width``×``height``,
-    for a pipeline whose ``__call__`` takes ``accepted``."""
-    import torch
-
-    kwargs: dict[str, Any] = {
-        "prompt": ["warm-up"] * images, "height": height, "width": width,
-        "num_inference_steps": 2, "output_type": "pil",
-        "generator": [torch.Generator().manual_seed(0) for _ in range(images)]}
-    if "guidance_scale" in accepted:
-        kwargs["guidance_scale"] = guidance_scale
-    return kwargs
-
-
 def measure_batch(probe: Probe, side: int, device: str, model: str) -> int:
     """``max_batch_size = "auto"``: the images per call for this model on this device.
 
