@@ -54,6 +54,7 @@ DEFAULT_DATA = Path(platformdirs.user_cache_dir("diffuserve")) / "training" / "d
 HELDOUT = Path(__file__).resolve().parent / "data" / "heldout_paraphrases.tsv"
 EVAL_SIDE = 32
 EVAL_CACHE = "images_32_eval.npy"
+UNFRAMED_CACHE = "images_32_unframed.npy"
 TOP_K = 5
 
 #: (prompt, the concept it asks for): everyday subjects, none a caption of the data.
@@ -120,7 +121,7 @@ GRID_PROMPTS = (
 #: tone the prompt leaves open (the data shows each in six).
 VARIETY_PROMPTS = ("a red apple", "a waving hand", "a person", "a thumbs up")
 #: Prompts that leave the kind or the colour open: the data shows several subjects that fit.
-ROOMY_PROMPTS = ("a flower", "a tree", "a heart", "a fruit")
+ROOMY_PROMPTS = ("a tree", "a fruit", "a flower", "a heart")
 VARIETY_SEEDS = (0, 1, 2, 3)
 
 
@@ -142,15 +143,61 @@ def check_paraphrases(entries: Sequence[Entry],
     assert not missing, f"paraphrase targets that are no concept of the data: {missing}"
 
 
-def shrink(image: Image.Image) -> np.ndarray:
-    """An image as the ranking sees it: RGB on white, 32×32 (Lanczos)."""
+def on_white(image: Image.Image) -> Image.Image:
+    """``image`` as RGB, composited on white where it has alpha."""
     if image.mode in ("RGBA", "LA", "P"):
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         canvas.alpha_composite(rgba)
         image = canvas
-    rgb = image.convert("RGB").resize((EVAL_SIDE, EVAL_SIDE), Image.Resampling.LANCZOS)
+    return image.convert("RGB")
+
+
+def shrink(image: Image.Image) -> np.ndarray:
+    """An image as the ranking sees it: RGB on white, 32×32 (Lanczos)."""
+    rgb = on_white(image).resize((EVAL_SIDE, EVAL_SIDE), Image.Resampling.LANCZOS)
     return np.asarray(rgb, dtype=np.uint8)
+
+
+#: Framing-free ranking: the drawing is found at this side (a colour this far from white,
+#: in a 3×3 block, so that lone specks do not count), and its square is ranked.
+FRAME_SIDE, FRAME_DISTANCE = 128, 24.0
+
+
+def unframed(image: Image.Image) -> np.ndarray:
+    """An image as the framing-free ranking sees it: the square around what is drawn
+    (centred on it, on white), at 32×32. Where and how large the subject is placed no
+    longer counts; how it is turned still does."""
+    rgb = on_white(image).resize((FRAME_SIDE, FRAME_SIDE), Image.Resampling.LANCZOS)
+    pixels = np.asarray(rgb, np.float32)
+    drawn = Image.fromarray(((np.linalg.norm(pixels - 255.0, axis=-1) > FRAME_DISTANCE)
+                             * 255).astype(np.uint8)).filter(ImageFilter.MinFilter(3))
+    rows, cols = np.nonzero(np.asarray(drawn))
+    if len(rows):
+        side = max(rows.max() - rows.min(), cols.max() - cols.min()) + 3
+        top = (rows.max() + rows.min() + 1 - side) // 2
+        left = (cols.max() + cols.min() + 1 - side) // 2
+        square = Image.new("RGB", (side, side), (255, 255, 255))
+        square.paste(rgb, (-left, -top))
+        rgb = square
+    small = rgb.resize((EVAL_SIDE, EVAL_SIDE), Image.Resampling.LANCZOS)
+    return np.asarray(small, dtype=np.uint8)
+
+
+def unframed_images(data: Path, entries: Sequence[Entry]) -> np.ndarray:
+    """Every training image as :func:`unframed` sees it, cached in the data folder."""
+    cache = data / UNFRAMED_CACHE
+    if cache.is_file():
+        cached = np.asarray(np.load(cache), np.uint8)
+        if cached.shape == (len(entries), EVAL_SIDE, EVAL_SIDE, 3):
+            return cached
+    pixels = np.stack([unframed(Image.fromarray(render(data / "assets" / e.file, FRAME_SIDE)))
+                       for e in entries])
+    try:
+        np.save(cache, pixels)
+    except OSError as exc:
+        print(f"(could not cache {cache}: {exc})", file=sys.stderr)
+    return pixels
 
 
 def eval_images(data: Path, entries: Sequence[Entry]) -> np.ndarray:
@@ -176,13 +223,16 @@ def flat(pixels: np.ndarray) -> np.ndarray:
 
 
 class Ranker:
-    """Nearest training images by L2 distance at 32×32."""
+    """Nearest training images by L2 distance at 32×32; with ``unframed`` pixels (the
+    training images as :func:`unframed` sees them), also framing-free."""
 
-    def __init__(self, pixels: np.ndarray, entries: Sequence[Entry]) -> None:
+    def __init__(self, pixels: np.ndarray, entries: Sequence[Entry],
+                 unframed: np.ndarray | None = None) -> None:
         self.data = flat(pixels)
         self.norms = (self.data ** 2).sum(axis=1)
         self.concepts = [e.concept for e in entries]
         self.count = Counter(self.concepts)
+        self.unframed = None if unframed is None else Ranker(unframed, entries)
 
     def nearest(self, queries: np.ndarray, k: int = TOP_K) -> np.ndarray:
         q = flat(queries)
@@ -275,10 +325,24 @@ def adherence(generate: Generator, ranker: Ranker,
             "seconds": time.perf_counter() - started}
 
 
+def _framing_free(result: dict[str, Any]) -> str:
+    """The framing-free rates of an adherence result, as a printed suffix."""
+    free = result.get("unframed")
+    return (f"  framing-free {free['top5']:6.1%} / {free['top1']:6.1%}" if free else "")
+
+
 def ranked(ranker: Ranker, prompts: Sequence[tuple[str, str]],
            images: Sequence[Image.Image]) -> dict[str, Any]:
     """Top-5/top-1 rates of ``images`` drawn for (prompt, target concept) pairs."""
     nearest = ranker.nearest(np.stack([shrink(image) for image in images]))
+    framing_free: dict[str, float] = {}
+    if ranker.unframed is not None:
+        found = ranker.unframed.nearest(np.stack([unframed(image) for image in images]))
+        free = [[ranker.concepts[j] for j in row] for row in found]
+        framing_free = {
+            "top5": statistics.fmean(t in n for (_, t), n in zip(prompts, free, strict=True)),
+            "top1": statistics.fmean(t == n[0] for (_, t), n in zip(prompts, free,
+                                                                    strict=True))}
     rows = []
     for (prompt, target), found in zip(prompts, nearest, strict=True):
         names = [ranker.concepts[j] for j in found]
@@ -291,6 +355,7 @@ def ranked(ranker: Ranker, prompts: Sequence[tuple[str, str]],
         "top1": sum(r["top1"] for r in rows) / count,
         "chance_top5": statistics.fmean(ranker.chance(t, TOP_K) for _, t in prompts),
         "chance_top1": statistics.fmean(ranker.chance(t, 1) for _, t in prompts),
+        "unframed": framing_free,
         "rows": rows,
     }
 
@@ -299,6 +364,8 @@ def ranked(ranker: Ranker, prompts: Sequence[tuple[str, str]],
 #: geometric augmentation would (which the ranking cannot tell from other images).
 CEILING_VIEWS = {
     "as drawn": lambda image: image,
+    "turned 10°": lambda image: image.rotate(10, Image.Resampling.BICUBIC,
+                                             fillcolor=(255, 255, 255)),
     "mirrored": lambda image: image.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
     "scaled to 90 %": lambda image: _scaled(image, 0.9),
     "scaled to 80 %": lambda image: _scaled(image, 0.8),
@@ -329,13 +396,8 @@ def ceiling(data: Path, ranker: Ranker, entries: Sequence[Entry],
         (256, 256), Image.Resampling.LANCZOS) for e in sample]
     views = {}
     for view, alter in CEILING_VIEWS.items():
-        nearest = ranker.nearest(np.stack([shrink(alter(image)) for image in drawn]))
-        names = [[ranker.concepts[j] for j in found] for found in nearest]
-        views[view] = {
-            "top5": statistics.fmean(e.concept in n for e, n in zip(sample, names, strict=True)),
-            "top1": statistics.fmean(e.concept == n[0]
-                                     for e, n in zip(sample, names, strict=True)),
-        }
+        altered = [alter(image) for image in drawn]
+        views[view] = ranked(ranker, [(e.caption, e.concept) for e in sample], altered)
     return {"count": len(sample), **views["as drawn"], "views": views}
 
 
@@ -410,22 +472,29 @@ def mean_pairwise(vectors: np.ndarray) -> float:
 
 
 def variety(generate: Generator, pixels: np.ndarray, pairs: int,
-            asked: Sequence[str] = (*VARIETY_PROMPTS, *ROOMY_PROMPTS)) -> dict[str, Any]:
-    """Mean pairwise distance of 4 seeds per prompt, against random training pairs."""
+            asked: Sequence[str] = (*VARIETY_PROMPTS, *ROOMY_PROMPTS),
+            ranker: Ranker | None = None) -> dict[str, Any]:
+    """Mean pairwise distance of 4 seeds per prompt, against random training pairs; with
+    a ``ranker`` that ranks framing-free, the same again framing-free (each image as
+    :func:`unframed` sees it, against the training images seen so): what differs in the
+    drawing itself rather than in where it is placed."""
     rng = random.Random(1)
-    data = flat(pixels)
-    distances = []
-    for _ in range(pairs):
-        a, b = rng.sample(range(len(data)), 2)
-        distances.append(float(np.linalg.norm(data[a] - data[b])))
-    spread = statistics.fmean(distances)
+    views = [("", flat(pixels), shrink)]
+    if ranker is not None and ranker.unframed is not None:
+        views.append(("unframed_", ranker.unframed.data, unframed))
+    pairs_drawn = [rng.sample(range(len(pixels)), 2) for _ in range(pairs)]
     found = generate([(prompt, VARIETY_SEEDS) for prompt in asked])
-    prompts = {}
-    for prompt, images in zip(asked, found, strict=True):
-        seeds = mean_pairwise(flat(np.stack([shrink(image) for image in images])))
-        prompts[prompt] = {"seed_distance": seeds, "ratio": seeds / spread}
-    return {"seeds": list(VARIETY_SEEDS), "data_distance": spread, "data_pairs": pairs,
-            "prompts": prompts}
+    result: dict[str, Any] = {"seeds": list(VARIETY_SEEDS), "data_pairs": pairs,
+                              "prompts": {prompt: {} for prompt in asked}}
+    for prefix, data, view in views:
+        spread = statistics.fmean(float(np.linalg.norm(data[a] - data[b]))
+                                  for a, b in pairs_drawn)
+        result[prefix + "data_distance"] = spread
+        for prompt, images in zip(asked, found, strict=True):
+            seeds = mean_pairwise(flat(np.stack([view(image) for image in images])))
+            result["prompts"][prompt].update({prefix + "seed_distance": seeds,
+                                              prefix + "ratio": seeds / spread})
+    return result
 
 
 def sheet(images: Sequence[Image.Image], labels: Sequence[str], path: Path,
@@ -534,8 +603,10 @@ def knob_study(generate: Generator, ranker: Ranker, data: Path, sample: Sequence
         captions = ranked(ranker, [(e.caption, e.concept) for e in sample], drawn)
         para = adherence(generate, ranker, paraphrases, steps, guidance)
         rows.append({"steps": steps, "guidance": guidance,
-                     "captions": {k: captions[k] for k in ("count", "top5", "top1")},
-                     "paraphrases": {k: para[k] for k in ("count", "top5", "top1")},
+                     "captions": {k: captions[k] for k in ("count", "top5", "top1",
+                                                           "unframed")},
+                     "paraphrases": {k: para[k] for k in ("count", "top5", "top1",
+                                                          "unframed")},
                      **fidelity(drawn, data, sample),
                      "seconds": time.perf_counter() - started})
         row = rows[-1]
@@ -543,7 +614,8 @@ def knob_study(generate: Generator, ranker: Ranker, data: Path, sample: Sequence
               f"{row['captions']['top5']:6.1%} / {row['captions']['top1']:6.1%}  paraphrases "
               f"{row['paraphrases']['top5']:6.1%} / {row['paraphrases']['top1']:6.1%}  "
               f"RMS {row['rms']:5.1f} (mean {row['rms_mean']:5.1f})  stray "
-              f"{row['stray']:6.2%}  speckled {row['speckled']:5.1%}", flush=True)
+              f"{row['stray']:6.2%}  speckled {row['speckled']:5.1%}"
+              f"{_framing_free(captions)}", flush=True)
     return rows
 
 
@@ -568,9 +640,10 @@ def half_mask(side: int, half: str) -> Image.Image:
 
 
 def edit(generate: Generator, picture: Image.Image, mask: Image.Image, prompt: str,
-         seeds: Sequence[int]) -> list[Image.Image]:
+         seeds: Sequence[int], kept: bool = True) -> list[Image.Image]:
     """A masked edit as the server makes it: the engine's drawing (an edit at low input
-    fidelity: strength 1), then the service's step that puts the unmasked pixels back."""
+    fidelity: strength 1), then (``kept``) the service's step that puts the unmasked
+    pixels back."""
     from diffuserve.engine.types import GenerationParams
     from diffuserve.service.editing import keep_unmasked
     from diffuserve.service.planning import EDIT_STRENGTH
@@ -579,7 +652,8 @@ def edit(generate: Generator, picture: Image.Image, mask: Image.Image, prompt: s
                               height=picture.height, num_inference_steps=generate.steps,
                               guidance_scale=generate.guidance, seeds=tuple(seeds),
                               image=picture, mask=mask, strength=EDIT_STRENGTH[("low", True)])
-    return keep_unmasked(generate.draw([params])[0], picture, mask)
+    drawn = generate.draw([params])[0]
+    return keep_unmasked(drawn, picture, mask) if kept else drawn
 
 
 def _seam(image: np.ndarray, half: str) -> float:
@@ -594,17 +668,24 @@ def _seam(image: np.ndarray, half: str) -> float:
 
 
 def edit_study(generate: Generator, data: Path, entries: Sequence[Entry],
-               side: int = 256) -> dict[str, Any]:
+               feathers: Sequence[float] = (), side: int = 256) -> dict[str, Any]:
     """Each EDIT_CASES edit of the model's own picture (seed 1), EDIT_SEEDS seeds: whether
     the redrawn half is nearer the edit subject's artwork than the picture's (RMS at 64
     px over that half: the ratio, below 1 when it follows the prompt) and how hard the
-    seam is (:func:`_seam`; the picture itself across the same line, for scale)."""
+    seam is (:func:`_seam`; the picture itself across the same line, for scale). With
+    ``feathers``, the seam again for each share of the side the service's feather could
+    take (the drawings are the same: only the service's last step is redone)."""
+    from diffuserve.service import editing
+
     files = {e.caption: e.file for e in entries}
     rows: list[dict[str, Any]] = []
+    drawn: list[tuple[Image.Image, Image.Image, list[Image.Image], str]] = []
     for source, prompt, half in EDIT_CASES:
         picture = generate([(source, (1,))], side)[0][0].convert("RGB")
         mask = half_mask(side, half)
         region = np.asarray(half_mask(64, half)) > 0
+        images = edit(generate, picture, mask, prompt, EDIT_SEEDS, kept=False)
+        drawn.append((picture, mask, images, half))
 
         def error(image: Image.Image, caption: str, region: np.ndarray = region) -> float:
             found = np.asarray(image.convert("RGB").resize((64, 64), Image.Resampling.LANCZOS),
@@ -612,7 +693,7 @@ def edit_study(generate: Generator, data: Path, entries: Sequence[Entry],
             want = render(data / "assets" / files[caption], 64).astype(np.float32)
             return float(np.sqrt(((found - want)[region] ** 2).mean()))
 
-        for seed, image in zip(EDIT_SEEDS, edit(generate, picture, mask, prompt, EDIT_SEEDS),
+        for seed, image in zip(EDIT_SEEDS, editing.keep_unmasked(images, picture, mask),
                                strict=True):
             ratio = error(image, prompt) / max(error(image, source), 1e-6)
             rows.append({"picture": source, "prompt": prompt, "half": half, "seed": seed,
@@ -622,55 +703,82 @@ def edit_study(generate: Generator, data: Path, entries: Sequence[Entry],
             print(f"edit   {source!r} → {prompt!r} ({half}, seed {seed}): ratio "
                   f"{ratio:.2f}, seam {rows[-1]['seam']:.0f} (the picture's "
                   f"{rows[-1]['picture_seam']:.0f})", flush=True)
+    seams = {}
+    saved: tuple[Any, Any] = (getattr(editing, "FEATHER_SHARE", None),
+                              getattr(editing, "FEATHER_MIN_PX", None))
+    try:
+        for share in feathers:
+            setattr(editing, "FEATHER_SHARE", share)  # noqa: B010 (absent before the feather)
+            setattr(editing, "FEATHER_MIN_PX", 0)  # noqa: B010
+            seams[share] = statistics.median(
+                _seam(np.asarray(image.convert("RGB")), half)
+                for picture, mask, images, half in drawn
+                for image in editing.keep_unmasked(images, picture, mask))
+            print(f"feather {share:.4f} of the side ({round(side * share)} px at {side}): "
+                  f"seam {seams[share]:.0f}", flush=True)
+    finally:
+        if saved[0] is not None:
+            setattr(editing, "FEATHER_SHARE", saved[0])  # noqa: B010
+            setattr(editing, "FEATHER_MIN_PX", saved[1])  # noqa: B010
     return {"rows": rows, "follows": statistics.fmean(r["follows"] for r in rows),
             "ratio": statistics.median(r["ratio"] for r in rows),
             "seam": statistics.median(r["seam"] for r in rows),
-            "picture_seam": statistics.median(r["picture_seam"] for r in rows)}
+            "picture_seam": statistics.median(r["picture_seam"] for r in rows),
+            "seam_by_feather": seams}
 
 
 def variety_study(generate: Generator, ranker: Ranker, pixels: np.ndarray,
                   sample: Sequence[Entry], paraphrases: Sequence[tuple[str, str]],
-                  scales: Sequence[float], margins: Sequence[float],
+                  framings: Sequence[tuple[float, float, float]], margins: Sequence[float],
                   pairs: int) -> dict[str, Any]:
     """What the pipeline's variety settings buy and cost, each tried in turn (the
-    module's constants set for the measurement, then restored): for each smallest
-    framing scale (``FRAMING_MIN_SCALE``), the variety of VARIETY_PROMPTS and the sampled
-    captions' adherence (their framing is their seed's); for each margin of the prompt
-    index's alternatives (``VARIETY_MARGIN``), the variety of ROOMY_PROMPTS and the
-    development paraphrases' adherence."""
+    module's constants set for the measurement, then restored): for each framing (the
+    smallest scale, the largest turn, the share of the room it may move across:
+    ``FRAMING_MIN_SCALE``, ``FRAMING_TURN``, ``FRAMING_MOVE``), the variety of
+    VARIETY_PROMPTS and the sampled captions' adherence (each framed as its seed says);
+    for each margin of the prompt index's alternatives (``VARIETY_MARGIN``), unframed, the
+    variety of ROOMY_PROMPTS and the development paraphrases' adherence."""
     from diffuserve.builtin import pipeline as emoji
 
     pipe = generate.backend.pipeline
-    saved = (emoji.FRAMING_MIN_SCALE, emoji.VARIETY_MARGIN)
-    result: dict[str, Any] = {"scales": [], "margins": []}
+    saved = (emoji.FRAMING_MIN_SCALE, emoji.FRAMING_TURN, emoji.FRAMING_MOVE,
+             emoji.VARIETY_MARGIN)
+    result: dict[str, Any] = {"framings": [], "margins": []}
     captions = [(e.caption, e.concept) for e in sample]
     try:
-        for scale in scales:
-            emoji.FRAMING_MIN_SCALE = scale
-            spread = variety(generate, pixels, pairs, VARIETY_PROMPTS)
+        for scale, turn, move in framings:
+            emoji.FRAMING_MIN_SCALE, emoji.FRAMING_TURN, emoji.FRAMING_MOVE = scale, turn, move
+            spread = variety(generate, pixels, pairs, VARIETY_PROMPTS, ranker)
             ranked_captions = adherence(generate, ranker, captions)
-            result["scales"].append({"scale": scale, "variety": spread["prompts"],
-                                     "captions": {k: ranked_captions[k]
-                                                  for k in ("count", "top5", "top1")}})
-            print(f"framing from {scale:.2f}: captions {ranked_captions['top5']:6.1%} / "
-                  f"{ranked_captions['top1']:6.1%}  variety " + ", ".join(
-                      f"{p!r} {v['ratio']:.2f}" for p, v in spread["prompts"].items()),
+            result["framings"].append({
+                "scale": scale, "turn": turn, "move": move, "variety": spread["prompts"],
+                "captions": {k: ranked_captions[k] for k in
+                             ("count", "top5", "top1", "unframed")}})
+            print(f"framing {scale:.2f}-1, ±{turn:g}°, move {move:g}: captions "
+                  f"{ranked_captions['top5']:6.1%} / "
+                  f"{ranked_captions['top1']:6.1%}{_framing_free(ranked_captions)}  "
+                  "variety " + ", ".join(
+                      f"{p!r} {v['ratio']:.2f} ({v.get('unframed_ratio', 0):.2f})"
+                      for p, v in spread["prompts"].items()),
                   flush=True)
-        emoji.FRAMING_MIN_SCALE = saved[0]
+        # The margins without framing: what the subjects drawn add, and cost, alone.
+        emoji.FRAMING_MIN_SCALE, emoji.FRAMING_TURN, emoji.FRAMING_MOVE = 1.0, 0.0, 0.0
         for margin in margins:
             emoji.VARIETY_MARGIN = margin
             pipe._prompt_cache.clear()  # matches are cached with their alternatives
-            spread = variety(generate, pixels, pairs, ROOMY_PROMPTS)
+            spread = variety(generate, pixels, pairs, ROOMY_PROMPTS, ranker)
             para = adherence(generate, ranker, paraphrases)
             result["margins"].append({"margin": margin, "variety": spread["prompts"],
-                                      "paraphrases": {k: para[k]
-                                                      for k in ("count", "top5", "top1")}})
+                                      "paraphrases": {k: para[k] for k in
+                                                      ("count", "top5", "top1", "unframed")}})
             print(f"margin {margin:.3f}: paraphrases {para['top5']:6.1%} / "
-                  f"{para['top1']:6.1%}  variety " + ", ".join(
-                      f"{p!r} {v['ratio']:.2f}" for p, v in spread["prompts"].items()),
+                  f"{para['top1']:6.1%}{_framing_free(para)}  variety " + ", ".join(
+                      f"{p!r} {v['ratio']:.2f} ({v.get('unframed_ratio', 0):.2f})"
+                      for p, v in spread["prompts"].items()),
                   flush=True)
     finally:
-        emoji.FRAMING_MIN_SCALE, emoji.VARIETY_MARGIN = saved
+        (emoji.FRAMING_MIN_SCALE, emoji.FRAMING_TURN, emoji.FRAMING_MOVE,
+         emoji.VARIETY_MARGIN) = saved
         pipe._prompt_cache.clear()
     return result
 
@@ -678,7 +786,7 @@ def variety_study(generate: Generator, ranker: Ranker, pixels: np.ndarray,
 #: The knobs sheet: subjects drawn at each quality and style, and the prompts whose seeds
 #: are shown (a fully specified subject, and one that leaves room).
 SHEET_PROMPTS = ("a red apple", "a rocket", "a cat face", "a house")
-SHEET_SEED_PROMPTS = ("a red apple", "a flower")
+SHEET_SEED_PROMPTS = ("a red apple", "a tree")
 
 
 def knobs_sheet(generate: Generator, path: Path, side: int = 192) -> None:
@@ -742,6 +850,13 @@ def _floats(text: str) -> list[float]:
     return [float(value) for value in text.split(",")]
 
 
+def _framings(text: str) -> list[tuple[float, float, float]]:
+    triples = [tuple(float(v) for v in item.split(":")) for item in text.split(",")]
+    if any(len(triple) != 3 for triple in triples):
+        raise argparse.ArgumentTypeError("each framing is SCALE:TURN:MOVE")
+    return [(a, b, c) for a, b, c in triples]
+
+
 #: Steps at the served guidance, then guidance at fewer steps and at the standard and hd
 #: step counts.
 KNOB_SETTINGS = parse_knobs("4:4,5:4,6:4,7:4,8:4,10:4,16:4,32:4,6:2,6:3,7:2,7:3,"
@@ -757,20 +872,21 @@ def run_studies(args: argparse.Namespace, generate: Generator, ranker: Ranker,
         report["knobs"] = knob_study(generate, ranker, args.data, sample[:args.fidelity],
                                      PARAPHRASES[: args.paraphrases], args.knobs)
     if "edits" in args.study:
-        report["edits"] = found = edit_study(generate, args.data, entries)
+        report["edits"] = found = edit_study(generate, args.data, entries, args.feathers or ())
         print(f"edits  {len(found['rows'])} edits: {found['follows']:.0%} nearer the "
               f"prompt's subject than the picture's (median ratio {found['ratio']:.2f}); "
               f"seam {found['seam']:.0f} (the pictures across the same line: "
               f"{found['picture_seam']:.0f})")
-    if "variety" in args.study and (args.framing_scales or args.margins):
+    if "variety" in args.study and (args.framings or args.margins):
         report["variety_study"] = variety_study(
             generate, ranker, pixels, sample[:args.fidelity], PARAPHRASES[: args.paraphrases],
-            args.framing_scales or (), args.margins or (), args.pairs)
+            args.framings or (), args.margins or (), args.pairs)
     elif "variety" in args.study:
-        report["variety"] = spread = variety(generate, pixels, args.pairs)
+        report["variety"] = spread = variety(generate, pixels, args.pairs, ranker=ranker)
         for prompt, found in spread["prompts"].items():
             print(f"variety {prompt!r:<18} {found['seed_distance']:6.2f}  "
-                  f"(ratio {found['ratio']:.2f} of the data's {spread['data_distance']:.2f})")
+                  f"(ratio {found['ratio']:.2f} of the data's {spread['data_distance']:.2f}; "
+                  f"framing-free {found.get('unframed_ratio', 0):.2f})")
     if "sheet" in args.study:
         knobs_sheet(generate, args.knobs_sheet)
         print(f"sheet  {args.knobs_sheet}")
@@ -808,9 +924,13 @@ def main() -> None:
                         help="the knob study's steps:guidance pairs, e.g. 8:4,16:3")
     parser.add_argument("--fidelity", type=int, default=50,
                         help="sampled captions the knob and variety studies draw")
-    parser.add_argument("--framing-scales", type=_floats,
-                        help="the variety study tries these smallest framing scales, "
-                             "e.g. 1,0.9,0.85")
+    parser.add_argument("--framings", type=_framings,
+                        help="the variety study tries these framings, each the smallest "
+                             "scale, the largest turn in degrees and the share of the room "
+                             "the subject may move across, e.g. 1:0:0,0.9:6:0.5,0.8:12:1")
+    parser.add_argument("--feathers", type=_floats,
+                        help="the edit study's seam again for each of these feathers (share "
+                             "of the side), e.g. 0,0.0078,0.0156,0.03125")
     parser.add_argument("--margins", type=_floats,
                         help="the variety study tries these margins of the prompt "
                              "index's alternatives, e.g. 0,0.05,0.1")
@@ -827,7 +947,7 @@ def main() -> None:
     overlap = {p for p, _ in PARAPHRASES} & {p for p, _ in heldout}
     assert not overlap, f"prompts in both paraphrase sets: {sorted(overlap)}"
     pixels = eval_images(args.data, entries)
-    ranker = Ranker(pixels, entries)
+    ranker = Ranker(pixels, entries, unframed_images(args.data, entries))
 
     sample = random.Random(0).sample(entries, min(args.count, len(entries)))
     sample = sample[: args.limit] if args.limit is not None else sample
@@ -845,7 +965,7 @@ def main() -> None:
     best = ceiling(args.data, ranker, entries, sample)
     alpha = alpha_agreement(generate, args.data, entries, sample, args.alpha) \
         if args.alpha else None
-    spread = variety(generate, pixels, args.pairs)
+    spread = variety(generate, pixels, args.pairs, ranker=ranker)
     if args.make_grid:
         grid(generate, args.grid)
         variety_sheet(generate, args.variety_grid)
@@ -855,14 +975,15 @@ def main() -> None:
                          ("held-out", held)):
         print(f"{name:<12} n={result['count']:<4} top-5 {result['top5']:6.1%} "
               f"(chance {result['chance_top5']:5.1%})  top-1 {result['top1']:6.1%} "
-              f"(chance {result['chance_top1']:5.1%})  {result['seconds']:6.1f} s")
+              f"(chance {result['chance_top1']:5.1%})  {result['seconds']:6.1f} s"
+              f"{_framing_free(result)}")
     if best is not None:
         print(f"{'ceiling':<12} n={best['count']:<4} top-5 {best['top5']:6.1%}"
               f"{'':16}top-1 {best['top1']:6.1%}  (the sampled training images at 64 px)")
         for view, found in best["views"].items():
             if view != "as drawn":
                 print(f"{'':13}{view + ':':<20}top-5 {found['top5']:6.1%}  "
-                      f"top-1 {found['top1']:6.1%}")
+                      f"top-1 {found['top1']:6.1%}{_framing_free(found)}")
     if alpha is not None:
         kind = "detail decoder" if alpha["detail_decoder"] else "autoencoder"
         for size in ALPHA_SIZES:
@@ -875,7 +996,7 @@ def main() -> None:
           f"pairs ({spread['data_distance']:.2f}):")
     for prompt, found in spread["prompts"].items():
         print(f"{'':13}{prompt!r:<18} {found['seed_distance']:6.2f}  "
-              f"(ratio {found['ratio']:.2f})")
+              f"(ratio {found['ratio']:.2f}; framing-free {found.get('unframed_ratio', 0):.2f})")
     per_image = generate.seconds / max(1, generate.images)
     print(f"timing       load {generate.load_s:.1f} s, {generate.images} images in "
           f"{generate.seconds:.1f} s ({per_image * 1000:.0f} ms/image)")

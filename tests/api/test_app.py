@@ -275,6 +275,10 @@ def test_models_list_and_retrieve(client: TestClient) -> None:
     assert {m["id"] for m in listing["data"]} == {"fake", "dall-e-2", "dall-e-3"}
     assert client.get("/v1/models/dall-e-3", headers=AUTH).json()["id"] == "dall-e-3"
     assert_envelope(client.get("/v1/models/nope", headers=AUTH), 404, "model_not_found", "model")
+    # Each name says which served model draws for it (vLLM's `root`).
+    assert {m["id"]: m["root"] for m in listing["data"]} == {
+        "fake": "fake", "dall-e-2": "fake", "dall-e-3": "fake"}
+    assert client.get("/v1/models/dall-e-2", headers=AUTH).json()["root"] == "fake"
 
 
 def test_generation_does_not_block_the_event_loop(tmp_path: Path) -> None:

@@ -82,6 +82,10 @@ def test_the_rule_tables_are_the_ones_the_api_validates_with(client: TestClient)
     assert document["backgrounds"] == list(BACKGROUNDS)
     assert document["max_partial_images"] == MAX_PARTIAL_IMAGES
     assert "jpeg" not in document["transparent_formats"]
+    # What the page says of the built-in model, and where it sends a user for more.
+    assert document["builtin"]["name"] == "diffuserve-emoji"
+    assert "emoji" in document["builtin"]["about"]
+    assert document["builtin"]["guide"].endswith("#serving-real-models")
 
 
 def test_the_page_learns_whether_the_server_wants_a_key(

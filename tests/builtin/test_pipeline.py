@@ -81,14 +81,24 @@ def test_non_square_sizes_place_the_subject_without_stretching() -> None:
 
 
 def test_each_seed_frames_the_subject_its_own_way_and_never_cuts_it() -> None:
-    from diffuserve.builtin.pipeline import FRAMING_MIN_SCALE, Framing, framing_for
+    from diffuserve.builtin.pipeline import (
+        FRAMING_MIN_SCALE,
+        FRAMING_MOVE,
+        FRAMING_TURN,
+        Framing,
+        framing_for,
+    )
 
     framings = [framing_for(seed) for seed in range(400)]
     assert len(set(framings[:4])) == 4 and framing_for(3) == framings[3]
     assert all(FRAMING_MIN_SCALE <= f.scale <= 1.0 for f in framings)
+    assert all(abs(f.turn) <= FRAMING_TURN for f in framings)
+    assert all(max(map(abs, f.shift)) <= FRAMING_MOVE for f in framings)
+    # Scales, turns and moves all vary from seed to seed, over most of their ranges.
     assert max(f.scale for f in framings) - min(f.scale for f in framings) > 0.1
-    assert max(abs(f.turn) for f in framings) > 5
-    assert min(f.shift[0] for f in framings) < -0.5 < 0.5 < max(f.shift[1] for f in framings)
+    assert max(abs(f.turn) for f in framings) > 0.8 * FRAMING_TURN
+    assert min(f.shift[0] for f in framings) < -0.8 * FRAMING_MOVE
+    assert max(f.shift[1] for f in framings) > 0.8 * FRAMING_MOVE
 
     # A subject with room around it: scaled, turned and moved as far right and down as
     # the room allows, every bit of it still on the canvas.

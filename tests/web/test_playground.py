@@ -21,8 +21,9 @@ from tests.web.conftest import KEY
 
 pytestmark = pytest.mark.e2e
 
-#: Few denoising steps: the tests watch the page, not the model.
-STEPS = "6"
+#: The built-in model's fewest steps (its min_steps): the tests watch the page, not the
+#: model, but their screenshots are the docs' pictures, and fewer steps draw noise.
+STEPS = "8"
 #: Long enough for a busy two-core machine.
 DRAW_TIMEOUT_MS = 90_000
 
@@ -109,6 +110,33 @@ def test_the_pickers_offer_exactly_what_the_rule_tables_accept(
     assert page.evaluate("window.diffuserve.choices().seed_max") == MAX_SEED - 2
     page.select_option("#background", "transparent")
     assert page.eval_on_selector("#output-format option[value=jpeg]", "o => o.disabled")
+
+
+def test_each_name_shows_the_model_it_points_at_and_the_built_in_model_says_what_it_draws(
+        page: Page, open_server: LiveServer, screenshots: Path) -> None:
+    open_page(page, open_server)
+    labels: dict[str, str] = page.eval_on_selector_all(
+        "#model option", "options => Object.fromEntries(options.map(o => [o.value, o.text]))")
+    assert labels["diffuserve-emoji"] == "diffuserve-emoji"
+    for name in RULES_BY_NAME:  # every OpenAI name, with the model it is drawn by
+        assert labels[name] == f"{name} → diffuserve-emoji", name
+    about = page.locator("#model-about")
+    expect(about).to_be_visible()
+    expect(about).to_have_text("diffuserve-emoji is the built-in model: it draws "
+                               "emoji-style pictures; serve a real model for photographs "
+                               "(Serving real models).")
+    page.select_option("#model", "dall-e-3")
+    expect(about).to_contain_text("Drawn by diffuserve-emoji, the built-in model: it draws "
+                                  "emoji-style pictures")
+    link = about.get_by_role("link", name="Serving real models")
+    assert (link.get_attribute("href") or "").endswith("#serving-real-models")
+    # Under the picker, across the form's width, above the next row of fields.
+    picker, line = page.locator("#model").bounding_box(), about.bounding_box()
+    quality = page.locator("#quality").bounding_box()
+    assert picker is not None and line is not None and quality is not None
+    assert picker["y"] + picker["height"] <= line["y"] < quality["y"]
+    assert line["width"] > 1.5 * picker["width"]
+    page.locator(".compose").screenshot(path=screenshots / "10-model-about.png")
 
 
 def test_generate_watch_the_image_form_and_download_it(

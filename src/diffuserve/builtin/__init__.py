@@ -47,12 +47,16 @@ def builtin_spec() -> ModelSpec:
         # the adherence of the 20 that uniform timesteps needed (docs/BUILTIN.md).
         steps=8,
         hd_steps=16,
-        # Fewer steps draw specks and blotches (7: a third of the images speckled, 6: most
-        # of them; benchmarks/builtin_quality.py --study knobs): quality=low draws 8 too.
-        min_steps=8,
-        guidance_scale=4.0,
-        vivid_guidance_scale=5.0,
-        natural_guidance_scale=3.0,
+        # Measured by benchmarks/builtin_quality.py --study knobs (docs/BUILTIN.md,
+        # "Steps and guidance"): adherence is the same from guidance 2 to 4, but the
+        # higher the guidance the more specks and blotches at few steps (at 8 steps, 5
+        # speckled half the images, 4 some of them; 3 and 2 none, and 2 is nearest the
+        # artwork). At guidance 3, 7 steps are the fewest that draw no specks (6 speckle
+        # some images, 4, quality=low's half of 8, only colour noise).
+        min_steps=7,
+        guidance_scale=3.0,
+        vivid_guidance_scale=3.0,
+        natural_guidance_scale=2.0,
         max_batch_size=8,
         # On a CPU, steps 1.2-1.8x as fast on ONNX Runtime (exported once, then cached).
         runtime="onnx",
