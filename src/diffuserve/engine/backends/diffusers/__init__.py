@@ -10,12 +10,14 @@ One module per concern, the backend itself in :mod:`.backend`:
   :mod:`diffuserve.engine.backends.compilation`), the denoiser on ONNX Runtime;
 - :mod:`.calling`: requests → pipeline calls of at most a batch → images per request;
 - :mod:`.previews`: the partial images a step callback offers;
-- :mod:`.edits`: image-to-image and inpainting.
-
-What differs per model family (how its latents make a preview, which edit pipeline it
-takes, which arguments its ``__call__`` accepts) belongs in small adapters beside these
-modules, chosen from the loaded pipeline's class and consulted by :mod:`.previews`,
-:mod:`.edits` and :mod:`.calling`.
+- :mod:`.edits`: which edit pipeline draws an edit (inpainting, image to image,
+  instruction and multi-reference edits);
+- :mod:`.families`: what differs per model family (how its latents make a preview,
+  which edit pipelines it has and how they take images, its guidance, negative prompt
+  and prompt window), one small adapter per family chosen from the loaded pipeline's
+  class and consulted by :mod:`.previews`, :mod:`.edits`, :mod:`.calling` and the
+  backend. Every call's arguments pass :func:`.calling.accepted_arguments`: none that
+  the pipeline's ``__call__`` does not take.
 """
 
 from diffuserve.engine.backends.diffusers.backend import DiffusersBackend
