@@ -437,3 +437,25 @@ def test_adapters_are_chosen_by_the_pipelines_class() -> None:
     assert family_of(object.__new__(Tuned)).name == "flux1-kontext"
     assert type(family_of(object.__new__(StableDiffusionPipeline))) is Family
     assert type(family_of(FluxLike())) is Family
+
+
+def test_a_flow_matching_preview_is_the_clean_image_the_step_predicted() -> None:
+    """Where the velocity a model predicts does not change, every step's estimate is the
+    image the last step will reach; the latents themselves are still half noise."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from diffuserve.engine.backends.diffusers.previews import clean_estimate
+
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    scheduler.set_timesteps(4)
+    clean = torch.rand(1, 4, 8, 8)
+    noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    latents, velocity = noise, noise - clean  # x_t = (1 - t) clean + t noise
+    estimates = []
+    for timestep in scheduler.timesteps:
+        previous = latents
+        latents = scheduler.step(velocity, timestep, latents).prev_sample
+        estimates.append(clean_estimate(scheduler, latents, previous))
+    assert all(torch.allclose(estimate, clean, atol=1e-5) for estimate in estimates)
+    assert clean_estimate(scheduler, latents, None) is latents  # the first step: as it is

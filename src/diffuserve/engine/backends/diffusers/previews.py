@@ -52,8 +52,9 @@ class Previews:
                                   draw_size, previous=previous)
 
             on_step(step + 1, total, preview)
-            # The next step's preview estimates the clean image from these latents.
-            seen["latents"] = latents.detach().clone() if latents is not None else None
+            if latents is not None and flow_matching(pipe.scheduler):
+                # The next step's preview estimates the clean image from these latents.
+                seen["latents"] = latents.detach().clone()
             return tensors
 
         return step_end
@@ -110,12 +111,17 @@ def clean_estimate(scheduler: Any, latents: Any, previous: Any) -> Any:
     sigmas = getattr(scheduler, "sigmas", None)
     step = getattr(scheduler, "step_index", None)
     if (previous is None or previous.shape != latents.shape or sigmas is None
-            or step is None or not 0 < step < len(sigmas)
-            or type(scheduler).__name__ != "FlowMatchEulerDiscreteScheduler"
-            or getattr(scheduler.config, "stochastic_sampling", False)):
+            or step is None or not 0 < step < len(sigmas) or not flow_matching(scheduler)):
         return latents
     sigma, before = float(sigmas[step]), float(sigmas[step - 1])
     if before == sigma:
         return latents
     velocity = (latents - previous) / (sigma - before)
     return latents - sigma * velocity
+
+
+def flow_matching(scheduler: Any) -> bool:
+    """Whether ``scheduler`` takes deterministic flow-matching Euler steps (FLUX, SD 3.5,
+    Qwen-Image, Z-Image), whose clean latents :func:`clean_estimate` can tell."""
+    return (type(scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
+            and not getattr(scheduler.config, "stochastic_sampling", False))
