@@ -118,13 +118,16 @@ class DiffusersBackend(Backend):
         editors = family.editors(pipeline)
         self.tasks = family.tasks(editors)
         # A model that does not generate warms up and measures with an edit it does.
-        self._probe_editor = (None if family.generates else choose_editor(
-            editors, GenerationParams(prompt="", negative_prompt=None, width=64, height=64,
-                                      num_inference_steps=1, guidance_scale=0.0,
-                                      seeds=(0,), **family.probe_edit(64, 64)), spec.name))
+        self._probe_editor = (None if family.generates else
+                              choose_editor(editors, self._probe_params(1, 64, 64), spec.name))
         self.max_input_images = max((editor.max_images for editor in editors.values()),
                                     default=1)
-        self.max_prompt_tokens = family.prompt_window(pipeline)
+        try:
+            self.max_prompt_tokens = family.prompt_window(pipeline)
+        except Exception as exc:  # a checkpoint laid out unlike its family's: no limit
+            self.max_prompt_tokens = None
+            logger.warning("prompt window unknown", extra={"fields": {
+                "model": spec.name, "error": f"{type(exc).__name__}: {exc}"}})
         self.device = device
         torch.set_grad_enabled(False)
         self.max_batch_images = spec.max_batch_size if spec.max_batch_size != "auto" \
@@ -151,13 +154,16 @@ class DiffusersBackend(Backend):
     def _probe_call(self, pipeline: Any, images: int, width: int, height: int) -> None:
         """One short call (2 steps) of ``images`` images drawn at ``width``×``height``
         (an edit of a blank image for a model that does not generate)."""
-        params = GenerationParams(
+        editor = (replace(self._probe_editor, pipeline=pipeline)
+                  if self._probe_editor is not None else None)
+        self._draw(pipeline, editor, [self._probe_params(images, width, height)],
+                   (width, height), images, None)
+
+    def _probe_params(self, images: int, width: int, height: int) -> GenerationParams:
+        return GenerationParams(
             prompt="warm-up", negative_prompt=None, width=width, height=height,
             num_inference_steps=2, guidance_scale=self.spec.guidance_scale,
             seeds=(0,) * images, **self.family.probe_edit(width, height))
-        editor = (replace(self._probe_editor, pipeline=pipeline)
-                  if self._probe_editor is not None else None)
-        self._draw(pipeline, editor, [params], (width, height), images, None)
 
     def _measure_batch(self, pipeline: Any, device: str) -> int:
         """``max_batch_size = "auto"``: see :func:`.tuning.measure_batch`."""

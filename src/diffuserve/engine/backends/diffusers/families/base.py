@@ -167,10 +167,10 @@ class Family:
 
     def editors(self, pipeline: Any) -> dict[Route, Editor]:
         """The pipelines that edit for ``pipeline``, by route."""
-        accepted = accepted_by(pipeline)
-        if accepted is None or "image" in accepted:  # the pipeline edits itself
+        accepted = accepted_by(pipeline) or frozenset()
+        if "image" in accepted:  # the pipeline edits itself
             editors = {Route.IMAGE: Editor(pipeline, Route.IMAGE, fits_inputs=False)}
-            if accepted is None or "mask_image" in accepted:
+            if "mask_image" in accepted:
                 editors[Route.INPAINT] = Editor(pipeline, Route.INPAINT, fits_inputs=False)
             return editors
         from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
