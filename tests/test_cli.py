@@ -154,7 +154,7 @@ def test_generate_writes_the_image_and_repeats_with_a_seed(
 
 
 def test_generate_rejects_a_bad_size(tiny_models: dict[str, Path], tmp_path: Path) -> None:
-    status = main(["generate", "x", "--model", str(tiny_models["sd"]), "--size", "100x100",
+    status = main(["generate", "x", "--model", str(tiny_models["sd"]), "--size", "32x32",
                    "-o", str(tmp_path / "x.png")])
     assert status == 2
     assert not (tmp_path / "x.png").exists()
