@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,24 +29,13 @@ def params(width: int, height: int, seeds: tuple[int, ...]) -> GenerationParams:
                             seeds=seeds)
 
 
-def test_a_compiled_model_is_warmed_at_load_and_draws_what_eager_draws(
-    tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    import torch._dynamo
-    from torch._dynamo.utils import counters
-
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "kernels"))
-    monkeypatch.setattr(compilation, "compile_options", lambda mode: {"backend": "eager"})
-    torch._dynamo.reset()
-    source = str(tiny_models["sd"])
-    eager = DiffusersBackend(ModelSpec(name="eager", source=source, max_batch_size=2))
-    eager.load()
-    # Batches of up to 32: diffusers' upsampling branches at 64 of the UNet's batch (two
-    # of each image), so the graph traced at 32 images serves only 32 and more; warmed
-    # at 1 and 32 alone, a batch of 3 would compile again in front of its requests.
-    spec = ModelSpec(name="compiled", source=source, max_batch_size=32, compile="default",
-                     compile_sizes=("64x64", "128x64"))
+def compiled_backend(source: str, max_batch_size: int, compile_sizes: tuple[str, ...],
+                     caplog: pytest.LogCaptureFixture,
+                     monkeypatch: pytest.MonkeyPatch) -> tuple[DiffusersBackend, Any, int]:
+    """A model compiled at load: the backend, the fields of its "model compiled" line and
+    how many of its warm-up calls came before it counted as loaded (all must)."""
+    spec = ModelSpec(name="compiled", source=source, max_batch_size=max_batch_size,
+                     compile="default", compile_sizes=compile_sizes)
     compiled = DiffusersBackend(spec)
     warming: list[bool] = []
     call = compiled._call
@@ -56,32 +47,89 @@ def test_a_compiled_model_is_warmed_at_load_and_draws_what_eager_draws(
     monkeypatch.setattr(compiled, "_call", recording)
     with caplog.at_level(logging.INFO, logger="diffuserve.engine.backends.diffusers"):
         compiled.load()
-    # 2 sizes × batches of 1 to 32, all before the model counts as loaded (and ready).
-    assert warming == [False] * 64 and compiled.loaded
-    pipeline = compiled.pipeline
-    assert pipeline.unet._compiled_call_impl is not None
-    assert pipeline.vae.decoder._compiled_call_impl is not None
-    assert compiled.describe()["compile"] == "default"
+    assert compiled.loaded and not any(warming)
     (record,) = [r for r in caplog.records if r.getMessage() == "model compiled"]
-    fields = record.fields  # type: ignore[attr-defined]
-    # Warmed where the pipeline draws: 128x64 is drawn at the native area, then resized.
-    assert fields["warmed"] == ["64x64", "{}x{}".format(*compiled._draw_size_of(128, 64))]
-    assert fields["batch_sizes"] == list(range(1, 33))
-    assert fields["cache"] == str(tmp_path / "kernels")
-    graphs = counters["stats"]["unique_graphs"]
-    assert graphs > 0
+    caplog.clear()
+    return compiled, record.fields, len(warming)  # type: ignore[attr-defined]
 
-    # Warmed sizes and batch sizes compile nothing more, and draw what eager draws.
-    for size, seeds in (((64, 64), (3,)), ((128, 64), (4, 5)), ((64, 64), (6, 7, 8)),
-                        ((128, 64), (9, 10, 11, 12, 13)), ((64, 64), tuple(range(20, 52)))):
+
+def draws_what_eager_draws(compiled: DiffusersBackend, eager: DiffusersBackend,
+                           draws: tuple[tuple[tuple[int, int], tuple[int, ...]], ...]) -> None:
+    for size, seeds in draws:
         drawn = compiled.generate(params(*size, seeds))
         expected = eager.generate(params(*size, seeds))
         for image, reference in zip(drawn, expected, strict=True):
             assert image.size == size
             difference = np.abs(np.asarray(image, np.int16) - np.asarray(reference, np.int16))
             assert difference.mean() < 1.0
-    assert counters["stats"]["unique_graphs"] == graphs
+
+
+@pytest.fixture
+def eager_dynamo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Dynamo traces for real; its graphs run on the eager backend (no C++ compiler)."""
+    import torch._dynamo
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "kernels"))
+    monkeypatch.setattr(compilation, "compile_options", lambda mode: {"backend": "eager"})
     torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.mark.usefixtures("eager_dynamo")
+def test_a_compiled_model_is_warmed_at_every_batch_size_and_draws_what_eager_draws(
+    tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from torch._dynamo.utils import counters
+
+    source = str(tiny_models["sd"])
+    eager = DiffusersBackend(ModelSpec(name="eager", source=source, max_batch_size=2))
+    eager.load()
+    # Batches of up to 32: diffusers' upsampling branches at 64 of the UNet's batch (two
+    # of each image), so the graph traced at 32 images serves only 32 and more; warmed
+    # at 1 and 32 alone, a batch of 3 would compile again in front of its requests.
+    # (Every configured size is warmed the same way: see the next test.)
+    compiled, fields, warm_calls = compiled_backend(source, 32, ("64x64",), caplog,
+                                                     monkeypatch)
+    # Batches of 1 to 32, all before the model counts as loaded (and ready).
+    assert warm_calls == 32
+    pipeline = compiled.pipeline
+    assert pipeline.unet._compiled_call_impl is not None
+    assert pipeline.vae.decoder._compiled_call_impl is not None
+    assert compiled.describe()["compile"] == "default"
+    assert fields["warmed"] == ["64x64"]
+    assert fields["batch_sizes"] == list(range(1, 33))
+    assert fields["cache"] == str(tmp_path / "kernels")
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs > 0
+
+    # Warmed batch sizes, on either side of each branch, compile nothing more.
+    draws_what_eager_draws(compiled, eager, (((64, 64), (3,)), ((64, 64), (6, 7, 8)),
+                                             ((64, 64), tuple(range(20, 52)))))
+    assert counters["stats"]["unique_graphs"] == graphs
+
+
+@pytest.mark.usefixtures("eager_dynamo")
+def test_a_compiled_model_is_warmed_at_each_size_where_the_pipeline_draws_it(
+    tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from torch._dynamo.utils import counters
+
+    source = str(tiny_models["sd"])
+    eager = DiffusersBackend(ModelSpec(name="eager", source=source, max_batch_size=2))
+    eager.load()
+    compiled, fields, warm_calls = compiled_backend(source, 2, ("64x64", "128x64"), caplog,
+                                                     monkeypatch)
+    # 2 sizes × batches of 1 and 2.
+    assert warm_calls == 4 and fields["batch_sizes"] == [1, 2]
+    # Warmed where the pipeline draws: 128x64 is drawn at the native area, then resized.
+    assert fields["warmed"] == ["64x64", "{}x{}".format(*compiled._draw_size_of(128, 64))]
+    graphs = counters["stats"]["unique_graphs"]
+    draws_what_eager_draws(compiled, eager, (((128, 64), (4,)), ((128, 64), (9, 10)),
+                                             ((64, 64), (5, 6))))
+    assert counters["stats"]["unique_graphs"] == graphs
 
 
 @pytest.mark.parametrize("mode", ["reduce-overhead", "default"])
