@@ -15,6 +15,7 @@ import io
 import json
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,12 +138,24 @@ def test_open_webui_default_size_with_a_name_that_lacks_it_says_which_sizes_it_t
     assert error["message"] == (f"The size is not supported by this model. Supported sizes "
                                 f"for {model}: {sizes}.")
     # Open WebUI shows its user "Bad Request" alone: the operator's log says why.
-    request_id = response.headers["x-request-id"]
-    (line,) = [json.loads(line) for line in server.log().splitlines()
-               if request_id in line and '"message": "request"' in line]
+    line = access_log_line(server, response.headers["x-request-id"])
     assert (line["status"], line["error_code"], line["error_param"]) == (
         400, "invalid_size", "size")
     assert line["error_message"] == error["message"]
+
+
+def access_log_line(server: LiveServer, request_id: str) -> dict[str, Any]:
+    """The request's access-log line: written once the answer has been sent, so it may
+    reach the log a moment after the client has the answer."""
+    deadline = time.monotonic() + 30
+    while True:
+        lines = [json.loads(line) for line in server.log().splitlines()
+                 if request_id in line and '"message": "request"' in line]
+        if lines:
+            (line,) = lines
+            return line
+        assert time.monotonic() < deadline, f"no access-log line for {request_id}"
+        time.sleep(0.05)
 
 
 def open_webui_edit(model: str, images: list[bytes]) -> dict[str, Any]:
