@@ -9,11 +9,24 @@ against every training image (composited on white, 32×32, by L2 distance). It a
 when one of the 5 nearest shows the prompt's concept (skin tones folded); the top-1 rate
 counts the nearest alone. Chance rates (5 or 1 random training images) are printed
 alongside. Variety: the mean pairwise distance of 4 seeds of a prompt against that of
-random pairs of training images, for a subject the data shows once ("a red apple") and
-for subjects whose skin tone the prompt leaves open. The grid shows 16 prompts at 256×256.
+random pairs of training images, for a subject the data shows once ("a red apple"), for
+subjects whose skin tone the prompt leaves open and for prompts that leave the subject
+open ("a tree"). The grid shows 16 prompts at 256×256.
+
+The pipeline frames each seed's subject its own way (scale, turn, place), which the
+ranking above cannot tell from another image; so adherence and variety are also
+reported framing-free: each image as the square around what it draws, against the
+training images seen the same way (:func:`unframed`).
+
+``--study`` runs measurements of the serving knobs instead: ``knobs`` (steps and
+guidance: adherence and fidelity to the artwork), ``edits`` (masked edits: whether the
+redrawn area follows the prompt, and the seam), ``variety`` (with ``--framings`` and
+``--margins``, the pipeline's variety settings tried in turn) and ``sheet`` (the
+``docs/builtin-knobs-*.png`` sheet of what the knobs draw).
 
     python benchmarks/builtin_quality.py [--pipeline DIR] [--data DIR] [--json out.json]
     python benchmarks/builtin_quality.py --limit 16 --paraphrases 8 --grid /tmp/grid.png
+    python benchmarks/builtin_quality.py --study knobs --study edits --study sheet
 
 ``--data`` is a ``python -m train_builtin prepare-data`` output folder; the 32 px
 training images are cached there as ``images_32_eval.npy``. Needs the trainer installed
@@ -441,8 +454,9 @@ def alpha_agreement(generate: Generator, data: Path, entries: Sequence[Entry],
     """How well the transparent cut-out matches the artwork's own alpha, at 64 px (the
     autoencoder's size) and at 256 px (the artwork's): the decoders alone (the training
     images' latents decoded with ``background="transparent"``) and the model end to end
-    (captions drawn transparent at 256², seed i, against the captioned image). Mean IoU
-    of covered pixels and mean absolute alpha error (0–255)."""
+    (captions drawn transparent at 256², seed i, against the captioned image framed as
+    seed i frames the drawing). Mean IoU of covered pixels and mean absolute alpha error
+    (0–255)."""
 
     pipe = generate.backend.pipeline
     chosen = list(sample[:count])
@@ -454,16 +468,32 @@ def alpha_agreement(generate: Generator, data: Path, entries: Sequence[Entry],
     results: dict[str, Any] = {"count": len(chosen),
                                "detail_decoder": getattr(pipe, "detail", None) is not None}
     for size in ALPHA_SIZES:
-        want = np.stack([render_rgba(data / "assets" / e.file, size)[..., 3] for e in chosen])
-
-        def summary(found: np.ndarray, want: np.ndarray = want) -> dict[str, float]:
-            return {"iou": statistics.fmean(_iou(f, w)
-                                            for f, w in zip(found, want, strict=True)),
-                    "mae": float(np.abs(found.astype(int) - want.astype(int)).mean())}
-
-        results[str(size)] = {"decoder": summary(_alpha_at(decoded, size)),
-                              "model": summary(_alpha_at(drawn, size))}
+        # The decoders alone draw the artwork where it is; the model frames it as the
+        # caption's seed says, and its artwork is framed alike.
+        plain = [render_rgba(data / "assets" / e.file, size)[..., 3] for e in chosen]
+        framed = _alpha_at([as_framed(Image.fromarray(render_rgba(data / "assets" / e.file,
+                                                                  side)), i, side)
+                            for i, e in enumerate(chosen)], size)
+        results[str(size)] = {}
+        for key, images, want in (("decoder", decoded, np.stack(plain)),
+                                  ("model", drawn, framed)):
+            found = _alpha_at(images, size)
+            results[str(size)][key] = {
+                "iou": statistics.fmean(_iou(f, w) for f, w in zip(found, want, strict=True)),
+                "mae": float(np.abs(found.astype(int) - want.astype(int)).mean())}
     return results
+
+
+def as_framed(artwork: Image.Image, seed: int, side: int) -> Image.Image:
+    """``artwork`` (a square subject) placed on a ``side`` px square as the pipeline
+    places the drawing of ``seed``: framed, where the pipeline frames its subjects."""
+    from diffuserve.builtin import pipeline as emoji
+
+    framing_for = getattr(emoji, "framing_for", None)
+    framing = framing_for(seed) if framing_for is not None else None
+    placed: Image.Image = emoji.place_on_canvas(artwork, side, side, *(
+        (framing,) if framing is not None else ()))
+    return placed
 
 
 def mean_pairwise(vectors: np.ndarray) -> float:
@@ -560,15 +590,18 @@ STRAY_DISTANCE = 40.0
 
 def fidelity(images: Sequence[Image.Image], data: Path,
              chosen: Sequence[Entry]) -> dict[str, float]:
-    """How close drawings of training captions are to the captioned artwork (256 px, on
-    white): RMS error per image (0-255, median and mean), and the share of the artwork's
+    """How close drawings of training captions (caption ``i`` drawn with seed ``i``) are
+    to the captioned artwork (256 px, on white, framed as the seed frames the drawing):
+    RMS error per image (0-255, median and mean), and the share of the artwork's
     clear background drawn as stray specks (mean per image; and the share of images with
     more than 1 % of it speckled). Speckled, unfinished or noisy drawings score worse in
     both; adherence at 32 px barely sees them."""
     errors, strays = [], []
-    for image, entry in zip(images, chosen, strict=True):
-        art = render(data / "assets" / entry.file, 256).astype(np.float32)
-        alpha = render_rgba(data / "assets" / entry.file, 256)[..., 3]
+    for seed, (image, entry) in enumerate(zip(images, chosen, strict=True)):
+        art = np.asarray(as_framed(Image.fromarray(render(data / "assets" / entry.file, 256)),
+                                   seed, 256), np.float32)
+        alpha = np.asarray(as_framed(Image.fromarray(render_rgba(
+            data / "assets" / entry.file, 256)), seed, 256))[..., 3]
         drawn = np.asarray(image.convert("RGB").resize((256, 256), Image.Resampling.LANCZOS),
                            np.float32)
         errors.append(float(np.sqrt(((drawn - art) ** 2).mean())))

@@ -290,6 +290,30 @@ def test_serve_with_nothing_configured_serves_the_built_in_model(
         assert edited.size == "256x256"
         assert np.abs(after[136:] - before[136:]).max() == 0
         assert np.abs(after[:120] - before[:120]).mean() > 5
+        # The redrawn half is the prompt's subject: green where the picture was red (the
+        # top of an apple redrawn beside the red half used to come out orange).
+        top = after[:120].reshape(-1, 3)
+        drawn = top[np.linalg.norm(top - 255, axis=1) > 60]
+        assert len(drawn) > 1000 and (drawn[:, 1] > drawn[:, 0]).mean() > 0.8
+
+        # Four seeds are four pictures: a subject the data shows once is framed its own
+        # way each time, and a prompt that leaves the subject open draws different ones
+        # (mean distance between the four at 32 px: 1.26 and 0.67 before, 10.3 and 13.3
+        # now; benchmarks/builtin_quality.py --study variety).
+        def spread(prompt: str) -> float:
+            result = client.images.generate(model="dall-e-2", prompt=prompt, n=4,
+                                            size="256x256", response_format="b64_json",
+                                            extra_body={"seed": 0})
+            small = [np.asarray(Image.open(io.BytesIO(base64.b64decode(
+                item.b64_json or ""))).convert("RGB").resize(
+                    (32, 32), Image.Resampling.LANCZOS), np.float32) / 255
+                for item in result.data or []]
+            assert len(small) == 4
+            return float(np.mean([np.linalg.norm(a - b) for i, a in enumerate(small)
+                                  for b in small[i + 1:]]))
+
+        assert spread("a red apple") > 4.0
+        assert spread("a tree") > 4.0
         # The SDK marks the call deprecated (upstream retired the endpoint); it is served.
         with pytest.warns(DeprecationWarning, match="^deprecated$"):
             variations = client.images.create_variation(
