@@ -298,7 +298,7 @@ def test_serve_with_nothing_configured_serves_the_built_in_model(
 
         # Four seeds are four pictures: a subject the data shows once is framed its own
         # way each time, and a prompt that leaves the subject open draws different ones
-        # (mean distance between the four at 32 px: 1.26 and 0.67 before, 10.3 and 13.3
+        # (mean distance between the four at 32 px: 1.26 and 0.67 before, 9.0 and 12.6
         # now; benchmarks/builtin_quality.py --study variety).
         def spread(prompt: str) -> float:
             result = client.images.generate(model="dall-e-2", prompt=prompt, n=4,

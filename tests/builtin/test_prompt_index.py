@@ -246,7 +246,8 @@ def test_the_detail_decoder_draws_the_subject_four_times_larger_with_its_alpha(
 
     # Each subject where it is drawn, filling the canvas's square (the framing that
     # seeds give is tested on its own, in test_pipeline.py).
-    monkeypatch.setattr(emoji, "FRAMING_MIN_SCALE", 1.0)
+    for name, value in (("FRAMING_MIN_SCALE", 1.0), ("FRAMING_TURN", 0.0), ("FRAMING_MOVE", 0.0)):
+        monkeypatch.setattr(emoji, name, value)
 
     text_encoder, tokenizer = load_text_encoder()
     plain = tiny_emoji_pipeline(text_encoder, tokenizer)

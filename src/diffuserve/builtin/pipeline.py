@@ -16,6 +16,7 @@ tiled.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -177,27 +178,44 @@ def frame_square(subject: Image.Image, side: int, framing: Framing, fill: Any) -
     """The square ``subject`` (``RGB`` or ``RGBa``) on a ``side`` px square of ``fill``,
     scaled, turned and moved as ``framing`` says. What is drawn is never cut: a turn
     that would take it past the edge is not made, and it moves only as far as the room
-    it leaves."""
+    it leaves. The drawing's box is found once, on the subject as drawn, and carried
+    through the scale and the turn (its turned corners bound the turned drawing), so no
+    pixel of the large picture is searched."""
     inner = max(1, round(side * framing.scale))
+    found = drawn_box(subject, fill) or (0, 0, subject.width, subject.height)
+    ratio = inner / subject.width
+    # The box's corners about the scaled subject's centre.
+    corners = [((x * ratio) - inner / 2, (y * ratio) - inner / 2)
+               for x in (found[0], found[2]) for y in (found[1], found[3])]
     scaled = subject.resize((inner, inner), Image.Resampling.LANCZOS)
     placed = scaled
     if framing.turn:
-        turned = scaled.rotate(framing.turn, Image.Resampling.BICUBIC, expand=True,
-                               fillcolor=fill)
-        box = drawn_box(turned, fill)
-        if box is not None and max(box[2] - box[0], box[3] - box[1]) <= side:
-            placed = turned
+        # PIL turns counter-clockwise on screen: with y pointing down, (x, y) goes to
+        # (x cos t + y sin t, -x sin t + y cos t).
+        cos, sin = math.cos(math.radians(framing.turn)), math.sin(math.radians(framing.turn))
+        turned = [(x * cos + y * sin, -x * sin + y * cos) for x, y in corners]
+        xs, ys = [x for x, _ in turned], [y for _, y in turned]
+        if max(max(xs) - min(xs), max(ys) - min(ys)) <= side:
+            # Enlarged twice or more, the subject is smooth from pixel to pixel and a
+            # bilinear turn looks the same as a bicubic one, at a third of the time
+            # (15 against 41 ms at 1024²).
+            smooth = ratio >= 2
+            placed = scaled.rotate(framing.turn, Image.Resampling.BILINEAR if smooth
+                                   else Image.Resampling.BICUBIC, expand=True,
+                                   fillcolor=fill)
+            corners = turned
+    xs, ys = [x for x, _ in corners], [y for _, y in corners]
     # Centred as drawn, then moved towards one edge by a share of the room on that side.
     left, top = (side - placed.width) / 2, (side - placed.height) / 2
-    box = drawn_box(placed, fill)
-    if box is not None:
-        room = (left + box[0], top + box[1], side - left - box[2], side - top - box[3])
-        right, down = framing.shift
-        left += right * (room[2] if right > 0 else room[0])
-        top += down * (room[3] if down > 0 else room[1])
-        # Whatever rounding left, the drawing stays whole.
-        left = min(max(left, -box[0]), side - box[2])
-        top = min(max(top, -box[1]), side - box[3])
+    box = (placed.width / 2 + min(xs), placed.height / 2 + min(ys),
+           placed.width / 2 + max(xs), placed.height / 2 + max(ys))
+    room = (left + box[0], top + box[1], side - left - box[2], side - top - box[3])
+    right, down = framing.shift
+    left += right * max(0.0, room[2] if right > 0 else room[0])
+    top += down * max(0.0, room[3] if down > 0 else room[1])
+    # Whatever rounding left, the drawing stays whole.
+    left = min(max(left, -box[0]), side - box[2])
+    top = min(max(top, -box[1]), side - box[3])
     framed = Image.new(subject.mode, (side, side), fill)
     framed.paste(placed, (round(left), round(top)))
     return framed
