@@ -87,6 +87,17 @@ def variant(pipeline: Any, class_name: str) -> Any:
     return editor
 
 
+def variant_editors(pipeline: Any, inpaint: str, image: str) -> dict[Route, Editor]:
+    """The family's inpainting (``inpaint``) and image-to-image (``image``) pipelines
+    over ``pipeline``'s weights, each where it builds."""
+    editors = {}
+    for route, class_name in ((Route.INPAINT, inpaint), (Route.IMAGE, image)):
+        editor = variant(pipeline, class_name)
+        if editor is not None:
+            editors[route] = Editor(editor, route)
+    return editors
+
+
 def packed_grid(tokens: int, width: int, height: int) -> tuple[int, int]:
     """The rows and columns of a packed latent sequence of ``tokens`` tokens drawn at
     about ``width``×``height``'s shape: of the factorisations of ``tokens``, the one

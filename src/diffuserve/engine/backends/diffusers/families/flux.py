@@ -18,6 +18,7 @@ from diffuserve.engine.backends.diffusers.families.base import (
     t5_window,
     unpack_2x2,
     variant,
+    variant_editors,
 )
 from diffuserve.engine.types import GenerationParams
 
@@ -38,13 +39,7 @@ class Flux1(Family):
     guidance = "distilled"
 
     def editors(self, pipeline: Any) -> dict[Route, Editor]:
-        editors = {}
-        for route, class_name in ((Route.INPAINT, "FluxInpaintPipeline"),
-                                  (Route.IMAGE, "FluxImg2ImgPipeline")):
-            editor = variant(pipeline, class_name)
-            if editor is not None:
-                editors[route] = Editor(editor, route)
-        return editors
+        return variant_editors(pipeline, "FluxInpaintPipeline", "FluxImg2ImgPipeline")
 
     def call_arguments(self, pipeline: Any, guidance_scale: float,
                        negatives: list[str] | None, count: int,

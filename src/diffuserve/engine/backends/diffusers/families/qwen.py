@@ -14,6 +14,7 @@ from diffuserve.engine.backends.diffusers.families.base import (
     packed_grid,
     unpack_2x2,
     variant,
+    variant_editors,
 )
 
 #: ``max_sequence_length`` passed: the most Qwen-Image's pipelines allow. Its prompts
@@ -36,13 +37,7 @@ class QwenImage(Family):
     guidance = "true-cfg"
 
     def editors(self, pipeline: Any) -> dict[Route, Editor]:
-        editors = {}
-        for route, class_name in ((Route.INPAINT, "QwenImageInpaintPipeline"),
-                                  (Route.IMAGE, "QwenImageImg2ImgPipeline")):
-            editor = variant(pipeline, class_name)
-            if editor is not None:
-                editors[route] = Editor(editor, route)
-        return editors
+        return variant_editors(pipeline, "QwenImageInpaintPipeline", "QwenImageImg2ImgPipeline")
 
     def call_arguments(self, pipeline: Any, guidance_scale: float,
                        negatives: list[str] | None, count: int,

@@ -10,7 +10,7 @@ from diffuserve.engine.backends.diffusers.families.base import (
     Family,
     Route,
     t5_window,
-    variant,
+    variant_editors,
 )
 
 
@@ -24,13 +24,8 @@ class StableDiffusion3(Family):
     name = "sd3"
 
     def editors(self, pipeline: Any) -> dict[Route, Editor]:
-        editors = {}
-        for route, class_name in ((Route.INPAINT, "StableDiffusion3InpaintPipeline"),
-                                  (Route.IMAGE, "StableDiffusion3Img2ImgPipeline")):
-            editor = variant(pipeline, class_name)
-            if editor is not None:
-                editors[route] = Editor(editor, route)
-        return editors
+        return variant_editors(pipeline, "StableDiffusion3InpaintPipeline",
+                               "StableDiffusion3Img2ImgPipeline")
 
     def counting_tokenizer(self, pipeline: Any) -> Any:
         t5 = getattr(pipeline, "tokenizer_3", None)  # None: served without T5

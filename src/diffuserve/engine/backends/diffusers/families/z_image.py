@@ -11,7 +11,7 @@ from diffuserve.engine.backends.diffusers.families.base import (
     Family,
     Route,
     chat_window,
-    variant,
+    variant_editors,
 )
 
 #: Z-Image's native side: its pipeline draws 1024² when asked for no size, and its
@@ -26,13 +26,7 @@ class ZImage(Family):
     name = "z-image"
 
     def editors(self, pipeline: Any) -> dict[Route, Editor]:
-        editors = {}
-        for route, class_name in ((Route.INPAINT, "ZImageInpaintPipeline"),
-                                  (Route.IMAGE, "ZImageImg2ImgPipeline")):
-            editor = variant(pipeline, class_name)
-            if editor is not None:
-                editors[route] = Editor(editor, route)
-        return editors
+        return variant_editors(pipeline, "ZImageInpaintPipeline", "ZImageImg2ImgPipeline")
 
     def prompt_window(self, pipeline: Any) -> int | None:
         return chat_window(pipeline, enable_thinking=True)
