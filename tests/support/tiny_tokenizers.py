@@ -17,6 +17,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+# The stand-in the server itself loads Qwen2-VL processors with where torchvision is missing.
+from diffuserve.engine.backends.diffusers.loading import qwen2_vl_processor_without_video
+
 __all__ = [
     "MISTRAL_CHAT_TEMPLATE",
     "QWEN2_VL_CHAT_TEMPLATE",
@@ -36,23 +39,6 @@ def has_torchvision() -> bool:
     from transformers.utils import is_torchvision_available
 
     return bool(is_torchvision_available())
-
-
-def qwen2_vl_processor_without_video(folder: Path) -> Any:
-    """A ``Qwen2VLProcessor`` of the image processor and tokenizer in ``folder``, built
-    around the check that wants its (torchvision-only) video processor."""
-    from transformers import AutoImageProcessor, AutoTokenizer, Qwen2VLProcessor
-
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    processor = Qwen2VLProcessor.__new__(Qwen2VLProcessor)
-    processor.image_processor = AutoImageProcessor.from_pretrained(folder)
-    processor.tokenizer = tokenizer
-    processor.video_processor = None
-    processor.chat_template = tokenizer.chat_template
-    processor.image_token, processor.video_token = "<|image_pad|>", "<|video_pad|>"
-    processor.image_token_id = tokenizer.convert_tokens_to_ids(processor.image_token)
-    processor.video_token_id = tokenizer.convert_tokens_to_ids(processor.video_token)
-    return processor
 
 
 # --------------------------------------------------------------------------- tokenizers

@@ -114,7 +114,7 @@ def processor_stand_ins(spec: ModelSpec, source: str,
             stand_ins[name] = None
             after_load[name] = AutoTokenizer.from_pretrained(folder / name)
         else:
-            stand_ins[name] = _qwen2_vl_processor_without_video(folder / name)
+            stand_ins[name] = qwen2_vl_processor_without_video(folder / name)
     logger.warning(
         "torchvision is not installed: processors that need it are loaded without it",
         extra={"fields": {"model": spec.name, "components": needing,
@@ -137,7 +137,7 @@ def _model_index(spec: ModelSpec, source: str, local: bool) -> dict[str, Any]:
     return index if isinstance(index, dict) else {}
 
 
-def _qwen2_vl_processor_without_video(folder: Path) -> Any:
+def qwen2_vl_processor_without_video(folder: Path) -> Any:
     """A ``Qwen2VLProcessor`` of the image processor and tokenizer in ``folder``, built
     around its check for the (torchvision-only) video processor."""
     from transformers import AutoImageProcessor, AutoTokenizer, Qwen2VLProcessor
