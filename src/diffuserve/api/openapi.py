@@ -29,6 +29,7 @@ from diffuserve.api.request_bodies import (
     generation_body,
     variation_form_body,
 )
+from diffuserve.api.routes.playground import answer_file
 from diffuserve.protocol.rules import DEFAULT_MODEL_NAME
 
 ERROR_SCHEMA: dict[str, Any] = {
@@ -160,6 +161,6 @@ def install_docs(app: FastAPI, enabled: bool) -> None:
     @app.get("/docs", include_in_schema=False)
     async def docs(request: Request, client: Annotated[Client, Depends(authenticate)]
                    ) -> Response:
-        return swagger.answer(request, swagger.PAGE_ASSET)
+        return answer_file(request, swagger.PAGE_ASSET)
 
     app.include_router(swagger.assets_router(swagger.load_assets()))

@@ -11,15 +11,13 @@ itself and the schema it loads stay behind the API keys.
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
 from importlib import resources
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from diffuserve.api.errors import NotFoundError
-from diffuserve.api.routes.playground import SECURITY_HEADERS
+from diffuserve.api.routes.playground import WebFile, answer_file, static_file
 
 PREFIX = "/docs"
 
@@ -65,39 +63,19 @@ PAGE = b"""\
 """
 
 
-@dataclass(frozen=True)
-class Asset:
-    body: bytes
-    content_type: str
-    etag: str
-
-
-def _asset(body: bytes, content_type: str) -> Asset:
-    return Asset(body, content_type, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
-
-
-def load_assets() -> dict[str, Asset]:
+def load_assets() -> dict[str, WebFile]:
     """Swagger UI's files and our setup script, read once."""
     root = resources.files("fastapi_offline") / "static"
-    assets = {name: _asset((root / name).read_bytes(), content_type)
+    assets = {name: static_file((root / name).read_bytes(), content_type)
               for name, content_type in PACKAGED_FILES.items()}
-    assets["swagger-init.js"] = _asset(INIT_SCRIPT, "text/javascript; charset=utf-8")
+    assets["swagger-init.js"] = static_file(INIT_SCRIPT, "text/javascript; charset=utf-8")
     return assets
 
 
-def answer(request: Request, asset: Asset) -> Response:
-    """``asset`` with the security headers and an ETag (revalidated on every load)."""
-    headers = {**SECURITY_HEADERS, "ETag": asset.etag}
-    match = request.headers.get("if-none-match", "")
-    if asset.etag in (tag.strip() for tag in match.split(",")):
-        return Response(status_code=304, headers=headers)
-    return Response(asset.body, media_type=asset.content_type, headers=headers)
+PAGE_ASSET = static_file(PAGE, "text/html; charset=utf-8")
 
 
-PAGE_ASSET = _asset(PAGE, "text/html; charset=utf-8")
-
-
-def assets_router(assets: dict[str, Asset]) -> APIRouter:
+def assets_router(assets: dict[str, WebFile]) -> APIRouter:
     """The public files under ``/docs/`` (a fixed list: no path reaches the disk)."""
     router = APIRouter(include_in_schema=False)
 
@@ -106,6 +84,6 @@ def assets_router(assets: dict[str, Asset]) -> APIRouter:
         asset = assets.get(name)
         if asset is None:
             raise NotFoundError(f"Unknown docs file: {name!r}.", code="not_found")
-        return answer(request, asset)
+        return answer_file(request, asset)
 
     return router

@@ -72,6 +72,11 @@ class WebFile:
     etag: str
 
 
+def static_file(body: bytes, content_type: str) -> WebFile:
+    """``body`` served as a static file of this package, with its ETag."""
+    return WebFile(body, content_type, _etag(body))
+
+
 def _etag(body: bytes) -> str:
     return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
@@ -86,7 +91,8 @@ def load_web_files() -> dict[str, WebFile]:
     return files
 
 
-def _answer(request: Request, file: WebFile) -> Response:
+def answer_file(request: Request, file: WebFile) -> Response:
+    """``file`` with the security headers and an ETag (revalidated on every load)."""
     headers = {**SECURITY_HEADERS, "ETag": file.etag}
     match = request.headers.get("if-none-match", "")
     if file.etag in (tag.strip() for tag in match.split(",")):
@@ -100,20 +106,20 @@ def router_for(files: dict[str, WebFile]) -> APIRouter:
 
     @router.get("/")
     async def page(request: Request) -> Response:
-        return _answer(request, files["index.html"])
+        return answer_file(request, files["index.html"])
 
     @router.get(PREFIX + "/rules.json")
     async def rules(request: Request) -> Response:
         document = {**rules_document(), "keys_required": parts(request).keys.enabled,
                     "builtin": builtin.playground_note()}
         body = json.dumps(document).encode()
-        return _answer(request, WebFile(body, "application/json", _etag(body)))
+        return answer_file(request, WebFile(body, "application/json", _etag(body)))
 
     @router.get(PREFIX + "/{name}")
     async def web_file(name: str, request: Request) -> Response:
         file = files.get(name)
         if file is None or name == "index.html":
             raise NotFoundError(f"Unknown playground file: {name!r}.", code="not_found")
-        return _answer(request, file)
+        return answer_file(request, file)
 
     return router
