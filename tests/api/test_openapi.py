@@ -100,6 +100,25 @@ def test_a_free_size_is_served_exactly_when_the_pattern_and_the_budget_allow_it(
             assert served == (published or size in rules.sizes), size
 
 
+# Found by the negative fuzz: null was in a named size list's enum but not in its type.
+@pytest.mark.parametrize("model", [None, "fake", "dall-e-2", "dall-e-3", "gpt-image-1",
+                                   "gpt-image-2"])
+def test_in_json_every_optional_field_may_be_null_for_every_name(
+    client: TestClient, schema: dict[str, Any], model: str | None,
+) -> None:
+    """OpenAI reads null as "not given": the schema says so for each field of each name's
+    branch, and the server serves it."""
+    body_schema = body_of(schema, "/v1/images/generations", "application/json")["schema"]
+    validator = jsonschema_rs.validator_for({**body_schema, "components": schema["components"]})
+    optional = [field for field in body_schema["properties"]
+                if field not in (*body_schema.get("required", ()), *NEVER_SET)]
+    assert "size" in optional and "output_format" in optional
+    body = {"prompt": "a cat", "model": model, **dict.fromkeys(optional)}
+    assert validator.is_valid(body), [e.message for e in validator.iter_errors(body)]
+    response = client.post("/v1/images/generations", headers=AUTH, json=body)
+    assert response.status_code == 200, response.text
+
+
 def test_10x10_is_refused_by_every_name(client: TestClient) -> None:
     for model in ("fake", *OPENAI_MODEL_NAMES):
         response = client.post("/v1/images/generations", headers=AUTH,

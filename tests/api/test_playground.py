@@ -85,7 +85,8 @@ def test_the_rule_tables_are_the_ones_the_api_validates_with(client: TestClient)
     # What the page says of the built-in model, and where it sends a user for more.
     assert document["builtin"]["name"] == "diffuserve-emoji"
     assert "emoji" in document["builtin"]["about"]
-    assert document["builtin"]["guide"].endswith("#serving-real-models")
+    assert document["builtin"]["serve"].startswith("diffuserve serve --model ")
+    assert "Serving real models" in document["builtin"]["guide"]
 
 
 def test_the_page_learns_whether_the_server_wants_a_key(

@@ -122,14 +122,17 @@ def test_each_name_shows_the_model_it_points_at_and_the_built_in_model_says_what
         assert labels[name] == f"{name} → diffuserve-emoji", name
     about = page.locator("#model-about")
     expect(about).to_be_visible()
-    expect(about).to_have_text("diffuserve-emoji is the built-in model: it draws "
-                               "emoji-style pictures; serve a real model for photographs "
-                               "(Serving real models).")
+    expect(about).to_have_text(
+        "diffuserve-emoji is the built-in model: it draws emoji-style pictures; serve a "
+        "real model for photographs, e.g. diffuserve serve --model "
+        "sdxl=stabilityai/stable-diffusion-xl-base-1.0 (see the README's “Serving real "
+        "models”).")
     page.select_option("#model", "dall-e-3")
     expect(about).to_contain_text("Drawn by diffuserve-emoji, the built-in model: it draws "
                                   "emoji-style pictures")
-    link = about.get_by_role("link", name="Serving real models")
-    assert (link.get_attribute("href") or "").endswith("#serving-real-models")
+    # The command to copy, as code; no link to a copy of the README that may not exist.
+    assert about.locator("code").inner_text().startswith("diffuserve serve --model ")
+    assert about.locator("a").count() == 0
     # Under the picker, across the form's width, above the next row of fields.
     picker, line = page.locator("#model").bounding_box(), about.bounding_box()
     quality = page.locator("#quality").bounding_box()

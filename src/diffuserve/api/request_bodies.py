@@ -213,12 +213,14 @@ def _nullable(schema: Schema | None) -> Schema:
     """JSON's form: null means "not given", as OpenAI treats it."""
     if schema is None:
         return {"type": "null"}
+    nullable = dict(schema)
+    if "type" in schema:  # every keyword must admit it, the type's too
+        nullable["type"] = [schema["type"], "null"]
     if "enum" in schema:
-        return {**schema, "enum": [*schema["enum"], None]}
+        nullable["enum"] = [*schema["enum"], None]
     if "anyOf" in schema:  # a size: the named ones, or a free one
-        return {**schema, "type": [schema["type"], "null"],
-                "anyOf": [*schema["anyOf"], {"type": "null"}]}
-    return {**schema, "type": [schema["type"], "null"]}
+        nullable["anyOf"] = [*schema["anyOf"], {"type": "null"}]
+    return nullable
 
 
 def _widest(schemas: list[Schema | None]) -> Schema | None:

@@ -17,14 +17,19 @@ BUILTIN_NAME = "diffuserve-emoji"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 #: What the playground says of the built-in model under its model picker.
 ABOUT = "draws emoji-style pictures; serve a real model for photographs"
-#: The README's section on serving real models, which the playground links to.
-SERVING_GUIDE_URL = "https://github.com/diffuserve/diffuserve#serving-real-models"
+#: The command the playground shows for serving a real model instead.
+SERVE_EXAMPLE = "diffuserve serve --model sdxl=stabilityai/stable-diffusion-xl-base-1.0"
+#: Where that is explained: the README ships with the package and the repository, so
+#: the page names the section rather than guessing where a copy is published.
+SERVING_GUIDE = "the README's “Serving real models”"
 
 
 def playground_note() -> dict[str, str]:
-    """The built-in model as the playground describes it (name, what it draws, the link
-    to serving a real model): the same for every server, so it needs no key."""
-    return {"name": BUILTIN_NAME, "about": ABOUT, "guide": SERVING_GUIDE_URL}
+    """The built-in model as the playground describes it (name, what it draws, how to
+    serve a real model and where that is explained): the same for every server, so it
+    needs no key."""
+    return {"name": BUILTIN_NAME, "about": ABOUT, "serve": SERVE_EXAMPLE,
+            "guide": SERVING_GUIDE}
 
 
 def available() -> bool:

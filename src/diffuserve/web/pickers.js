@@ -50,7 +50,8 @@ export function fillModels(doc, models) {
 }
 
 /** The line under the model picker: what the chosen name is drawn by, and for the
- * built-in model what it can draw and where serving a real model is explained. */
+ * built-in model what it can draw, the command that serves a real model and where that
+ * is explained. */
 export function describeModel(doc) {
   const about = $("model-about");
   const option = $("model").selectedOptions[0];
@@ -62,14 +63,12 @@ export function describeModel(doc) {
   }
   const drawnBy = root === option.value ? [] : [`Drawn by ${root}. `];
   if (builtin && root === builtin.name) {
-    const link = document.createElement("a");
-    link.href = builtin.guide;
-    link.target = "_blank";
-    link.rel = "noopener noreferrer";
-    link.textContent = "Serving real models";
+    const command = document.createElement("code");
+    command.textContent = builtin.serve;
     const who = root === option.value ? `${root} is the built-in model`
       : `Drawn by ${root}, the built-in model`;
-    about.replaceChildren(`${who}: it ${builtin.about} (`, link, ").");
+    about.replaceChildren(`${who}: it ${builtin.about}, e.g. `, command,
+      ` (see ${builtin.guide}).`);
   } else {
     about.replaceChildren(...drawnBy);
   }
