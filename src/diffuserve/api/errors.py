@@ -232,7 +232,8 @@ def _flagged(error: engine.ContentFlagged) -> APIError:
 @_maps(engine.UnsupportedTask)
 def _unsupported(error: engine.UnsupportedTask) -> APIError:
     return BadRequestError(f"The model {error.model!r} does not support {error.kind}.",
-                           param="model", code="unsupported_value")
+                           param=error.field or "model",
+                           code="unsupported_value")
 
 
 @_maps(engine.TooManyImages)

@@ -74,12 +74,15 @@ class UnknownModel(EngineError):
 
 class UnsupportedTask(EngineError):
     """The model's runtime cannot do what the task asks (``kind``: a phrase such as
-    "edit tasks" or "a transparent background")."""
+    "edit tasks" or "a transparent background"; ``field``: the
+    :class:`~diffuserve.engine.types.GenerationParams` field it cannot honour, where one
+    alone is the cause)."""
 
-    def __init__(self, model: str, kind: str) -> None:
+    def __init__(self, model: str, kind: str, field: str | None = None) -> None:
         super().__init__(f"model {model!r} cannot do {kind!r} tasks")
         self.model = model
         self.kind = kind
+        self.field = field
 
 
 class TooManyImages(EngineError):

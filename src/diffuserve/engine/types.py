@@ -118,6 +118,17 @@ TaskEvent = Accepted | Progress | Result
 
 
 @dataclass(frozen=True)
+class ModelDefaults:
+    """How a model is drawn where its configuration says nothing: the steps and guidance
+    its family's model card gives (the service scales them by ``quality`` and ``style``)."""
+
+    steps: int
+    guidance_scale: float
+    #: Steps for ``quality=hd``; None: the service's rule (1.6 x ``steps``).
+    hd_steps: int | None = None
+
+
+@dataclass(frozen=True)
 class ModelStatus:
     """One model as the engine sees it."""
 
@@ -129,3 +140,6 @@ class ModelStatus:
     max_input_images: int | None = None
     #: What it can do (:class:`TaskKind` values); empty until the model is loaded.
     tasks: tuple[str, ...] = ()
+    #: The steps and guidance it is drawn with where its configuration sets none; None:
+    #: not loaded yet, or it has none of its own.
+    defaults: ModelDefaults | None = None

@@ -9,7 +9,9 @@ exactly 96x64 here (``resolution = 80``: the native area in that aspect) in two 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,8 +28,9 @@ from diffuserve.engine.backends.diffusers.calling import accepted_arguments
 from diffuserve.engine.backends.diffusers.families import Family, family_of
 from diffuserve.engine.backends.diffusers.families.flux import Flux1
 from diffuserve.engine.backends.diffusers.previews import Previews
-from diffuserve.engine.errors import UnsupportedTask
-from diffuserve.engine.types import GenerationParams, Preview, TaskKind
+from diffuserve.engine.errors import Draining, UnsupportedTask
+from diffuserve.engine.local.engine import LocalEngine
+from diffuserve.engine.types import GenerationParams, ModelDefaults, Preview, Task, TaskKind
 from tests.support.tiny_families import FAMILIES
 from tests.support.tiny_tokenizers import has_torchvision
 
@@ -196,6 +199,131 @@ def test_each_family_says_what_it_can_do(
     if not expected.generates:
         with pytest.raises(UnsupportedTask, match="generate"):
             backend.generate(params())
+
+
+#: Steps and guidance each family's model card gives (FLUX.1 [schnell], FLUX.2 [klein]
+#: and Z-Image-Turbo are step-distilled: hd draws as many steps).
+MODEL_CARD_DEFAULTS: dict[str, ModelDefaults] = {
+    "flux1-dev": ModelDefaults(28, 3.5),
+    "flux1-schnell": ModelDefaults(4, 0.0, hd_steps=4),
+    "flux1-fill": ModelDefaults(50, 30.0),
+    "flux1-kontext": ModelDefaults(28, 2.5),
+    "flux2-dev": ModelDefaults(50, 4.0),
+    "flux2-klein": ModelDefaults(4, 1.0, hd_steps=4),
+    "flux2-klein-base": ModelDefaults(50, 4.0),
+    "sd35": ModelDefaults(40, 4.5),  # the tiny one is built as SD 3.5 Medium (MMDiT-X)
+    "qwen-image": ModelDefaults(50, 4.0),
+    "qwen-image-edit": ModelDefaults(50, 4.0),
+    "qwen-image-edit-plus": ModelDefaults(40, 4.0),
+    "z-image": ModelDefaults(9, 0.0, hd_steps=9),
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_family_reports_the_steps_and_guidance_of_its_model_card(
+        name: str, served: Callable[[str], DiffusersBackend]) -> None:
+    assert served(name).defaults == MODEL_CARD_DEFAULTS[name]
+
+
+def test_a_pipeline_of_no_listed_family_reports_no_defaults_of_its_own(
+        tiny_models: dict[str, Path]) -> None:
+    """SD 1.x, SDXL, the built-in model: the service's 30 steps at 7.5, as before."""
+    backend = DiffusersBackend(ModelSpec(name="sd", source=str(tiny_models["sd"]),
+                                         resolution=64))
+    backend.load()
+    assert backend.defaults is None
+
+
+def test_schnell_and_klein_draw_without_guidance(
+        served: Callable[[str], DiffusersBackend]) -> None:
+    assert [served(name).describe()["guidance"] for name in (
+        "flux1-dev", "flux1-schnell", "flux2-klein", "flux2-klein-base")] == [
+        "distilled", "none", "none", "cfg"]
+
+
+def masked(request: GenerationParams) -> GenerationParams:
+    return replace(request, mask=mask())
+
+
+#: What each model cannot draw, refused by ``check`` before it is queued, and the words
+#: of the refusal.
+REFUSED: list[tuple[str, GenerationParams, str]] = [
+    ("flux1-fill", params(), "generate tasks"),
+    ("flux1-fill", params(image=start_image()), "edits without a mask"),
+    ("qwen-image-edit", params(), "generate tasks"),
+    ("sd35", params(image=start_image(), references=(start_image(),)),
+     "edits of more than 1 image"),
+    ("flux2-klein", params(image=start_image(), mask=mask(),
+                           references=(start_image(),) * 10), "masked edits of more than 10"),
+    ("flux1-dev", params(negative_prompt="blurry"), "negative prompt (FLUX.1"),
+    ("flux2-klein", params(negative_prompt="blurry"), "negative prompt (FLUX.2"),
+    ("z-image", params(negative_prompt="blurry", guidance_scale=0.0),
+     "only at guidance_scale above 0"),
+    ("sd35", params(negative_prompt="blurry", guidance_scale=1.0),
+     "only at guidance_scale above 1"),
+]
+
+
+@pytest.mark.parametrize(("name", "request_", "words"), REFUSED,
+                         ids=[f"{name}-{words}" for name, _, words in REFUSED])
+def test_what_a_model_cannot_draw_is_refused_by_its_check(
+        name: str, request_: GenerationParams, words: str,
+        served: Callable[[str], DiffusersBackend]) -> None:
+    with pytest.raises(UnsupportedTask, match=re.escape(words)) as refused:
+        served(name).check(request_)
+    assert refused.value.field == ("negative_prompt" if request_.negative_prompt else None)
+
+
+@pytest.mark.parametrize(("name", "request_"), [
+    ("flux1-fill", params(image=start_image(), mask=mask())),
+    ("flux2-klein", params(image=start_image(), references=(start_image(),) * 9)),
+    ("qwen-image-edit-plus", params(image=start_image(), references=(start_image(),) * 2)),
+    ("sd35", params(negative_prompt="blurry", guidance_scale=4.0)),
+    ("z-image", params(negative_prompt="blurry", guidance_scale=2.0)),
+    ("qwen-image", params(negative_prompt="blurry", guidance_scale=4.0)),
+])
+def test_what_a_model_can_draw_passes_its_check(
+        name: str, request_: GenerationParams,
+        served: Callable[[str], DiffusersBackend]) -> None:
+    served(name).check(request_)
+
+
+def test_the_models_files_own_negative_prompt_is_not_refused_but_logged(
+        family_folder: Callable[[str], Path], calls: list[Call],
+        caplog: pytest.LogCaptureFixture) -> None:
+    spec = ModelSpec(name="schnell", source=str(family_folder("flux1-schnell")),
+                     resolution=RESOLUTION, negative_prompt="blurry")
+    backend = DiffusersBackend(spec)
+    backend.load()
+    request = params(negative_prompt="blurry")
+    backend.check(request)
+    with caplog.at_level(logging.INFO, logger="diffuserve.engine.backends.diffusers"):
+        assert_sized(backend.generate(request), 1)
+    assert "negative prompt not used" in caplog.text
+    (call,) = calls
+    assert "negative_prompt" not in call.kwargs
+
+
+def test_an_edit_a_model_cannot_draw_is_refused_before_it_is_queued(
+        served: Callable[[str], DiffusersBackend], calls: list[Call]) -> None:
+    """An unmasked edit sent to FLUX.1 Fill: refused at submit, while the engine drains
+    (a task that reached the queue would be refused as Draining), nothing drawn."""
+    backend = served("flux1-fill")
+    spec = ModelSpec(name="flux1-fill", source="unused", resolution=RESOLUTION)
+
+    async def scenario() -> None:
+        engine = LocalEngine([spec], {"flux1-fill": backend})
+        engine.drain()
+        with pytest.raises(UnsupportedTask, match="edits without a mask"):
+            await engine.run(Task(model="flux1-fill", kind=TaskKind.EDIT,
+                                  params=params(image=start_image())))
+        with pytest.raises(Draining):
+            await engine.run(Task(model="flux1-fill", kind=TaskKind.EDIT,
+                                  params=masked(params(image=start_image()))))
+        await engine.stop()
+
+    asyncio.run(scenario())
+    assert calls == []
 
 
 @pytest.mark.parametrize("name", GENERATING)

@@ -9,7 +9,7 @@ from collections.abc import Hashable, Sequence
 from PIL import Image
 
 from diffuserve.engine.errors import ContentFlagged, EngineError
-from diffuserve.engine.types import GenerationParams, StepCallback, TaskKind
+from diffuserve.engine.types import GenerationParams, ModelDefaults, StepCallback, TaskKind
 
 _WORDS = re.compile(r"\w+|[^\w\s]")
 
@@ -48,6 +48,10 @@ class Backend(ABC):
     #: Images per call this backend chose once loaded (``max_batch_size = "auto"``);
     #: None: the model's ``max_batch_size``.
     max_batch_images: int | None = None
+    #: The steps and guidance the model is drawn with where its spec sets none, known
+    #: once loaded (reported in :class:`~diffuserve.engine.types.ModelStatus`); None:
+    #: none of its own.
+    defaults: ModelDefaults | None = None
 
     @abstractmethod
     def load(self) -> None:
@@ -58,6 +62,15 @@ class Backend(ABC):
     def generate(
         self, params: GenerationParams, on_step: StepCallback | None = None
     ) -> list[Image.Image]: ...
+
+    def check(self, params: GenerationParams) -> None:
+        """Refuse, before it is queued, a request this loaded model cannot draw as asked
+        (:class:`~diffuserve.engine.errors.UnsupportedTask`,
+        :class:`~diffuserve.engine.errors.TooManyImages`): what the engine's own checks of
+        :attr:`tasks`, :attr:`features` and :attr:`max_input_images` cannot see, such as
+        an edit without a mask for a model that only inpaints. Called on the event loop:
+        cheap, no I/O."""
+        return  # by default, nothing more to refuse
 
     def batch_key(self, params: GenerationParams) -> Hashable:
         """Requests with equal keys can share one pipeline call."""

@@ -196,6 +196,9 @@ class LocalEngine(EngineClient):
         inputs = 1 + len(task.params.references)
         if inputs > backend.max_input_images:
             raise TooManyImages(task.model, backend.max_input_images, inputs)
+        # What only the model knows it cannot draw (an edit without a mask for a model
+        # that only inpaints…), refused before it takes a place in the queue.
+        backend.check(task.params)
         prompt = task.params.prompt
         # A tokenizer takes 0.4 µs a character: a short prompt is counted here, quicker
         # than a thread hop; a long one (up to 32,000 characters: 14 ms) on a thread.
@@ -248,7 +251,8 @@ def _status(name: str, backend: Backend) -> ModelStatus:
         return ModelStatus(name, loaded=False)
     return ModelStatus(name, loaded=True, device=backend.device,
                        max_input_images=backend.max_input_images,
-                       tasks=tuple(kind.value for kind in TaskKind if kind in backend.tasks))
+                       tasks=tuple(kind.value for kind in TaskKind if kind in backend.tasks),
+                       defaults=backend.defaults)
 
 
 def _queued(job: Job) -> float:

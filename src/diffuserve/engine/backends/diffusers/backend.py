@@ -26,6 +26,7 @@ from diffuserve.engine.backends.diffusers.edits import choose_editor, edit_input
 from diffuserve.engine.backends.diffusers.families import (
     Editor,
     Family,
+    Route,
     accepted_by,
     family_of,
 )
@@ -67,6 +68,9 @@ class DiffusersBackend(Backend):
         self._accepted: frozenset[str] = frozenset()
         #: The edit a model that does not generate warms up with (its own pipeline's).
         self._probe_editor: Editor | None = None
+        #: The loaded pipeline's editors by route (each lane has copies of its own): what
+        #: :meth:`check` refuses by.
+        self._editors: dict[Route, Editor] = {}
         self._scheduler: Any = None
         self._draws_any_size = False
         #: What runs the denoiser: "torch", or "onnx" (ONNX Runtime, ``runtime = "onnx"``).
@@ -115,8 +119,9 @@ class DiffusersBackend(Backend):
         # A pipeline that takes `background` draws transparent backgrounds itself.
         self.features = (frozenset({TRANSPARENT_BACKGROUND}) if "background" in self._accepted
                          else frozenset())
-        editors = family.editors(pipeline)
+        editors = self._editors = family.editors(pipeline)
         self.tasks = family.tasks(editors)
+        self.defaults = family.defaults(pipeline)
         # A model that does not generate warms up and measures with an edit it does.
         self._probe_editor = (None if family.generates else
                               choose_editor(editors, self._probe_params(1, 64, 64), spec.name))
@@ -162,8 +167,15 @@ class DiffusersBackend(Backend):
     def _probe_params(self, images: int, width: int, height: int) -> GenerationParams:
         return GenerationParams(
             prompt="warm-up", negative_prompt=None, width=width, height=height,
-            num_inference_steps=2, guidance_scale=self.spec.guidance_scale,
+            num_inference_steps=2, guidance_scale=self._guidance_scale,
             seeds=(0,) * images, **self.family.probe_edit(width, height))
+
+    @property
+    def _guidance_scale(self) -> float:
+        """The guidance the model is drawn with unless a request says otherwise."""
+        if self.spec.guidance_scale is not None:
+            return self.spec.guidance_scale
+        return self.defaults.guidance_scale if self.defaults is not None else 7.5
 
     def _measure_batch(self, pipeline: Any, device: str) -> int:
         """``max_batch_size = "auto"``: see :func:`.tuning.measure_batch`."""
@@ -180,10 +192,33 @@ class DiffusersBackend(Backend):
             "compile": self.spec.compile,
             "runtime": self.runtime,
             **self.family.describe(),
+            "defaults": (None if self.defaults is None else
+                         {"steps": self.defaults.steps,
+                          "guidance_scale": self.defaults.guidance_scale}),
             "tasks": sorted(kind.value for kind in self.tasks),
             "max_input_images": self.max_input_images,
             "max_prompt_tokens": self.max_prompt_tokens,
         }
+
+    def check(self, params: GenerationParams) -> None:
+        """The task refused before it is queued as :meth:`generate_batch` would refuse
+        it: a generation by a model that only edits, an edit no editor of the model
+        draws (without a mask for one that only inpaints, more images than that kind of
+        edit takes), a request's negative prompt the pipeline would not use."""
+        if params.image is None and not self.family.generates:
+            raise UnsupportedTask(self.spec.name, f"{TaskKind.GENERATE} tasks")
+        editor = (choose_editor(self._editors, params, self.spec.name)
+                  if params.image is not None else None)
+        # The models file's own negative prompt is the server's choice (dropped with a
+        # log line where unused); a request's is refused rather than silently ignored.
+        if params.negative_prompt is not None \
+                and params.negative_prompt != self.spec.negative_prompt:
+            unused = self.family.negative_prompt_unused(
+                editor.pipeline if editor is not None else self.pipeline,
+                params.guidance_scale)
+            if unused is not None:
+                raise UnsupportedTask(self.spec.name, f"a negative prompt ({unused})",
+                                      field="negative_prompt")
 
     def batch_key(self, params: GenerationParams) -> Hashable:
         if params.image is not None:
@@ -255,7 +290,7 @@ class DiffusersBackend(Backend):
         editor = (choose_editor(lane.editors, first, self.spec.name)
                   if first.image is not None else None)
         unused = self.family.negative_prompt_unused(
-            editor.pipeline if editor is not None else lane.pipeline)
+            editor.pipeline if editor is not None else lane.pipeline, first.guidance_scale)
         if unused is not None:
             for params in requests:
                 if params.negative_prompt is not None:

@@ -16,7 +16,7 @@ from typing import Any
 from PIL import Image
 
 from diffuserve.engine.resolution import fit_to_size
-from diffuserve.engine.types import GenerationParams, TaskKind
+from diffuserve.engine.types import GenerationParams, ModelDefaults, TaskKind
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +168,10 @@ class Family:
     guidance: str = "cfg"
     #: Whether the loaded pipeline draws from a prompt alone (an edit-only model: no).
     generates: bool = True
+    #: The guidance scale above which the family's pipelines guide with the negative
+    #: prompt (their classifier-free guidance runs only then); None: not known (the
+    #: generic family: used wherever the pipeline takes one).
+    negative_prompt_above: float | None = None
 
     @classmethod
     def of(cls, pipeline: Any) -> Family:
@@ -224,13 +228,23 @@ class Family:
             kwargs["negative_prompt"] = negatives
         return kwargs
 
-    def negative_prompt_unused(self, pipeline: Any) -> str | None:
-        """Why ``pipeline`` draws without a negative prompt given to it (logged once per
-        request), or None when it uses one."""
+    def negative_prompt_unused(self, pipeline: Any, guidance_scale: float) -> str | None:
+        """Why ``pipeline`` at ``guidance_scale`` draws without a negative prompt given
+        to it, or None when it uses one."""
         accepted = accepted_by(pipeline)
-        if accepted is None or "negative_prompt" in accepted:
-            return None
-        return f"{type(pipeline).__name__} takes no negative prompt"
+        if accepted is not None and "negative_prompt" not in accepted:
+            return f"{type(pipeline).__name__} takes no negative prompt"
+        above = self.negative_prompt_above
+        if above is not None and guidance_scale <= above:
+            return (f"{type(pipeline).__name__} guides with a negative prompt only at "
+                    f"guidance_scale above {above:g}")
+        return None
+
+    def defaults(self, pipeline: Any) -> ModelDefaults | None:
+        """The steps and guidance the loaded ``pipeline``'s model is drawn with where the
+        models file sets none, as its model card gives them; None: none known (the
+        service's own, 30 steps at guidance 7.5)."""
+        return None
 
     def edit_inputs(self, editor: Editor, params: GenerationParams, count: int,
                     draw_size: tuple[int, int]) -> dict[str, Any]:

@@ -20,35 +20,59 @@ from diffuserve.engine.backends.diffusers.families.base import (
     variant,
     variant_editors,
 )
-from diffuserve.engine.types import GenerationParams
+from diffuserve.engine.types import GenerationParams, ModelDefaults
 
 #: Images one FLUX.2 edit takes (the first and its references), as its model cards say.
 FLUX2_MAX_IMAGES = 10
+
+#: How each model is drawn where the models file says nothing, as its model card (and
+#: diffusers' documentation of its pipeline) gives it. Step-distilled models draw their
+#: steps whatever the quality asks, but for ``low`` (half).
+FLUX1_DEV = ModelDefaults(steps=28, guidance_scale=3.5)
+FLUX1_SCHNELL = ModelDefaults(steps=4, guidance_scale=0.0, hd_steps=4)
+FLUX1_FILL = ModelDefaults(steps=50, guidance_scale=30.0)
+FLUX1_KONTEXT = ModelDefaults(steps=28, guidance_scale=2.5)
+FLUX2_DEV = ModelDefaults(steps=50, guidance_scale=4.0)
+FLUX2_KLEIN = ModelDefaults(steps=4, guidance_scale=1.0, hd_steps=4)
+FLUX2_KLEIN_BASE = ModelDefaults(steps=50, guidance_scale=4.0)
 
 
 class Flux1(Family):
     """``FluxPipeline`` (FLUX.1 dev and schnell). Edits through ``FluxInpaintPipeline``
     (with a mask) and ``FluxImg2ImgPipeline`` (without).
 
-    ``guidance_scale`` is the distilled guidance of dev (schnell ignores it). FLUX.1's
+    ``guidance_scale`` is the distilled guidance of dev; schnell (a transformer without
+    a guidance embedding) is step-distilled and draws without guidance. FLUX.1's
     pipelines apply a negative prompt only with true CFG (``true_cfg_scale`` > 1: two
     passes a step), which the distilled models are not made for: a negative prompt is
-    not used, and that is logged."""
+    not used."""
 
     name = "flux1"
     guidance = "distilled"
 
+    @classmethod
+    def of(cls, pipeline: Any) -> Family:
+        family = cls()
+        transformer = getattr(pipeline, "transformer", None)
+        if transformer is not None and not getattr(transformer.config, "guidance_embeds",
+                                                   True):
+            family.guidance = "none"  # schnell
+        return family
+
     def editors(self, pipeline: Any) -> dict[Route, Editor]:
         return variant_editors(pipeline, "FluxInpaintPipeline", "FluxImg2ImgPipeline")
+
+    def defaults(self, pipeline: Any) -> ModelDefaults | None:
+        return FLUX1_SCHNELL if self.guidance == "none" else FLUX1_DEV
 
     def call_arguments(self, pipeline: Any, guidance_scale: float,
                        negatives: list[str] | None, count: int,
                        draw_size: tuple[int, int]) -> dict[str, Any]:
         return {"guidance_scale": guidance_scale}
 
-    def negative_prompt_unused(self, pipeline: Any) -> str | None:
+    def negative_prompt_unused(self, pipeline: Any, guidance_scale: float) -> str | None:
         return ("FLUX.1 applies a negative prompt only with true CFG, which its "
-                "guidance-distilled models are not made for")
+                "distilled models are not made for")
 
     def counting_tokenizer(self, pipeline: Any) -> Any:
         return getattr(pipeline, "tokenizer_2", None)  # T5: the prompt's long encoder
@@ -71,7 +95,10 @@ class Flux1Fill(Flux1):
     def editors(self, pipeline: Any) -> dict[Route, Editor]:
         return {Route.INPAINT: Editor(pipeline, Route.INPAINT)}
 
-    def negative_prompt_unused(self, pipeline: Any) -> str | None:
+    def defaults(self, pipeline: Any) -> ModelDefaults | None:
+        return FLUX1_FILL
+
+    def negative_prompt_unused(self, pipeline: Any, guidance_scale: float) -> str | None:
         return "FluxFillPipeline takes no negative prompt"
 
     def probe_edit(self, width: int, height: int) -> dict[str, Any]:
@@ -98,6 +125,9 @@ class Flux1Kontext(Flux1):
             editors[Route.INPAINT] = Editor(inpaint, Route.INPAINT)
         return editors
 
+    def defaults(self, pipeline: Any) -> ModelDefaults | None:
+        return FLUX1_KONTEXT
+
     def call_arguments(self, pipeline: Any, guidance_scale: float,
                        negatives: list[str] | None, count: int,
                        draw_size: tuple[int, int]) -> dict[str, Any]:
@@ -120,12 +150,15 @@ class Flux2(Family):
     def editors(self, pipeline: Any) -> dict[Route, Editor]:
         return {Route.INSTRUCT: Editor(pipeline, Route.INSTRUCT, max_images=FLUX2_MAX_IMAGES)}
 
+    def defaults(self, pipeline: Any) -> ModelDefaults | None:
+        return FLUX2_DEV
+
     def call_arguments(self, pipeline: Any, guidance_scale: float,
                        negatives: list[str] | None, count: int,
                        draw_size: tuple[int, int]) -> dict[str, Any]:
         return {"guidance_scale": guidance_scale}
 
-    def negative_prompt_unused(self, pipeline: Any) -> str | None:
+    def negative_prompt_unused(self, pipeline: Any, guidance_scale: float) -> str | None:
         return "FLUX.2 pipelines take no negative prompt"
 
     def prompt_window(self, pipeline: Any) -> int | None:
@@ -191,6 +224,9 @@ class Flux2Klein(Flux2):
         if inpaint is not None:
             editors[Route.INPAINT] = Editor(inpaint, Route.INPAINT, max_images=2)
         return editors
+
+    def defaults(self, pipeline: Any) -> ModelDefaults | None:
+        return FLUX2_KLEIN if self.guidance == "none" else FLUX2_KLEIN_BASE
 
     def call_arguments(self, pipeline: Any, guidance_scale: float,
                        negatives: list[str] | None, count: int,

@@ -16,12 +16,17 @@ from diffuserve.engine.backends.diffusers.families.base import (
     variant,
     variant_editors,
 )
+from diffuserve.engine.types import ModelDefaults
 
 #: ``max_sequence_length`` passed: the most Qwen-Image's pipelines allow. Its prompts
 #: are not padded, so a longer limit changes nothing for shorter prompts.
 QWEN_MAX_SEQUENCE = 1024
 #: Images one Qwen-Image-Edit-Plus edit takes, as its model card says.
 EDIT_PLUS_MAX_IMAGES = 3
+#: As the model cards give them (the guidance is ``true_cfg_scale``): Qwen-Image and
+#: Qwen-Image-Edit 50 steps, Qwen-Image-Edit-2509 (Plus) 40, all at 4.
+QWEN_IMAGE = ModelDefaults(steps=50, guidance_scale=4.0)
+QWEN_IMAGE_EDIT_PLUS = ModelDefaults(steps=40, guidance_scale=4.0)
 
 
 class QwenImage(Family):
@@ -35,9 +40,13 @@ class QwenImage(Family):
 
     name = "qwen-image"
     guidance = "true-cfg"
+    negative_prompt_above = 1.0  # true CFG runs at a scale above 1
 
     def editors(self, pipeline: Any) -> dict[Route, Editor]:
         return variant_editors(pipeline, "QwenImageInpaintPipeline", "QwenImageImg2ImgPipeline")
+
+    def defaults(self, pipeline: Any) -> ModelDefaults | None:
+        return QWEN_IMAGE
 
     def call_arguments(self, pipeline: Any, guidance_scale: float,
                        negatives: list[str] | None, count: int,
@@ -114,3 +123,6 @@ class QwenImageEditPlus(QwenImageEdit):
     def editors(self, pipeline: Any) -> dict[Route, Editor]:
         return {Route.INSTRUCT: Editor(pipeline, Route.INSTRUCT,
                                        max_images=EDIT_PLUS_MAX_IMAGES, max_batch=1)}
+
+    def defaults(self, pipeline: Any) -> ModelDefaults | None:
+        return QWEN_IMAGE_EDIT_PLUS
