@@ -12,16 +12,19 @@ from fastapi import FastAPI
 
 from diffuserve import __version__
 from diffuserve.api.admission import Admission
-from diffuserve.api.auth import KeyEntry, KeyStore, read_keys_file
+from diffuserve.api.auth import KeyStore
 from diffuserve.api.cors import CorsForOrigins, answer_headers
 from diffuserve.api.deps import ServerParts
 from diffuserve.api.errors import install_error_handlers
 from diffuserve.api.middleware import RequestContextMiddleware
 from diffuserve.api.openapi import install_docs
-from diffuserve.api.ratelimit import Limits, RateLimiter, RateLimitStorageUnavailable
+from diffuserve.api.ratelimit import RateLimiter, RateLimitStorageUnavailable
 from diffuserve.api.routes import edits, files, generations, health, metrics, models, playground
 from diffuserve.api.urls import BaseUrlResolver
 from diffuserve.config import Settings
+from diffuserve.config.keys import KeyEntry, key_entries
+from diffuserve.config.limits import Limits
+from diffuserve.config.urls import parse_storage_url
 from diffuserve.engine.backends.base import Backend
 from diffuserve.engine.client import EngineClient
 from diffuserve.engine.local.engine import LocalEngine
@@ -31,7 +34,7 @@ from diffuserve.service.images import ImageService
 from diffuserve.service.moderation import Moderation, load_policy
 from diffuserve.storage.base import ImageStore, StorageUnavailable
 from diffuserve.storage.local import LocalImageStore
-from diffuserve.storage.s3 import S3ImageStore, parse_storage_url
+from diffuserve.storage.s3 import S3ImageStore
 from diffuserve.storage.signing import UrlSigner, load_or_create_secret
 
 logger = logging.getLogger("diffuserve.server")
@@ -40,14 +43,6 @@ logger = logging.getLogger("diffuserve.server")
 #: load, the image store cannot be reached); the CLI prints it and stops the server with
 #: exit status 1.
 FatalHandler = Callable[[str], None]
-
-
-def key_entries(settings: Settings) -> list[KeyEntry]:
-    """The configured keys: ``--api-key`` flags, then the keys file's lines."""
-    entries = [KeyEntry(key.get_secret_value()) for key in settings.api_keys]
-    if settings.api_keys_file is not None:
-        entries += read_keys_file(settings.api_keys_file)
-    return entries
 
 
 def build_keys(settings: Settings, entries: Sequence[KeyEntry] | None = None) -> KeyStore:

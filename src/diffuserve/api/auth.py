@@ -1,42 +1,24 @@
-"""API keys: kept only as SHA-256 digests, compared in constant time, with their limits."""
+"""Who sent a request: its bearer key checked against the configured keys (kept only as
+SHA-256 digests, compared in constant time: :mod:`diffuserve.config.keys`), or OpenAI's
+401."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from diffuserve.api.errors import AuthenticationError
-from diffuserve.api.ratelimit import Limits
+from diffuserve.config.keys import KeyEntry as KeyEntry
+from diffuserve.config.keys import StoredKey, find_key, hash_key
+from diffuserve.config.keys import mask_key as mask_key
+from diffuserve.config.keys import read_keys_file as read_keys_file
+from diffuserve.config.limits import Limits
 
 NO_KEY_MESSAGE = (
     "You didn't provide an API key. You need to provide your API key in an Authorization "
     "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
 )
-HASH_PREFIX = "sha256:"
 ANONYMOUS = "anonymous"
-
-
-def hash_key(key: str) -> bytes:
-    return hashlib.sha256(key.encode("utf-8")).digest()
-
-
-def mask_key(key: str) -> str:
-    """``sk-abcdef…xyz`` → ``sk-ab***yz``, as OpenAI shows a wrong key."""
-    if len(key) < 10:
-        return "***"
-    return f"{key[:5]}***{key[-2:]}"
-
-
-@dataclass(frozen=True)
-class KeyEntry:
-    """One line of a keys file: the key (or ``sha256:<hex>``), a name, its limits."""
-
-    key: str
-    name: str | None = None
-    limits: Limits | None = None
 
 
 @dataclass(frozen=True)
@@ -48,66 +30,15 @@ class Client:
     limits: Limits
 
 
-def _parse_limit(option: str, value: str, path: Path, number: int) -> int:
-    if not value.isdigit():
-        raise ValueError(f"{path}:{number}: {option} must be a whole number, not {value!r}")
-    return int(value)
-
-
-def read_keys_file(path: Path) -> list[KeyEntry]:
-    """One key per line: ``KEY [NAME] [rpm=N] [ipm=N]``; ``#`` starts a comment.
-
-    ``KEY`` is the key itself or ``sha256:<hex digest>`` of it; ``rpm``/``ipm`` are the
-    key's requests and images per minute (0: unlimited), overriding the defaults.
-    """
-    entries = []
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        key, *rest = line.split()
-        names: list[str] = []
-        options: dict[str, int] = {}
-        for word in rest:
-            option, sep, value = word.partition("=")
-            if sep and option in ("rpm", "ipm"):
-                options[option] = _parse_limit(option, value, path, number)
-            else:
-                names.append(word)
-        limits = None
-        if options:
-            limits = Limits(requests_per_minute=options.get("rpm"),
-                            images_per_minute=options.get("ipm"))
-        entries.append(KeyEntry(key, " ".join(names) or None, limits))
-    return entries
-
-
-@dataclass(frozen=True)
-class _Stored:
-    digest: bytes
-    name: str | None
-    limits: Limits | None
-
-
 class KeyStore:
     """The accepted keys. Empty means the server accepts any request."""
 
     def __init__(self, entries: Iterable[str | KeyEntry] = (),
                  default_limits: Limits | None = None) -> None:
         self.default_limits = default_limits or Limits()
-        stored: list[_Stored] = []
-        for item in entries:
-            entry = item if isinstance(item, KeyEntry) else KeyEntry(item)
-            if entry.key.startswith(HASH_PREFIX):
-                digest = bytes.fromhex(entry.key[len(HASH_PREFIX):])
-                if len(digest) != 32:
-                    raise ValueError("a sha256: key entry must hold 64 hex digits")
-            elif entry.key:
-                digest = hash_key(entry.key)
-            else:
-                continue
-            stored.append(_Stored(digest, entry.name, entry.limits))
-        self._keys = tuple(stored)
+        stored = (StoredKey.of(item if isinstance(item, KeyEntry) else KeyEntry(item))
+                  for item in entries)
+        self._keys = tuple(key for key in stored if key is not None)
 
     @property
     def enabled(self) -> bool:
@@ -127,12 +58,7 @@ class KeyStore:
                           self.default_limits)
         if not token:
             raise AuthenticationError(NO_KEY_MESSAGE)
-        presented = hash_key(token)
-        # Compare against every key, so the time taken says nothing about which matched.
-        found: _Stored | None = None
-        for stored in self._keys:
-            if hmac.compare_digest(presented, stored.digest):
-                found = stored
+        found = find_key(hash_key(token), self._keys)
         if found is None:
             raise AuthenticationError(
                 f"Incorrect API key provided: {mask_key(token)}. Ask the operator of this "

@@ -68,7 +68,9 @@ from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
 
 from diffuserve.api.errors import RateLimitError
-from diffuserve.config import check_rate_limit_storage, mask_url, url_secrets
+from diffuserve.config.limits import Limits as Limits  # a key's limits, as configured
+from diffuserve.config.limits import check_rate_limit_storage
+from diffuserve.config.urls import mask_url, url_secrets
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -96,14 +98,6 @@ def format_reset(seconds: float) -> str:
     whole = math.ceil(seconds)
     minutes, secs = divmod(whole, 60)
     return f"{minutes}m{secs}s" if minutes else f"{secs}s"
-
-
-@dataclass(frozen=True)
-class Limits:
-    """A key's limits a minute; ``None``: no limit."""
-
-    requests_per_minute: int | None = None
-    images_per_minute: int | None = None
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,8 @@ from pydantic import SecretStr
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from diffuserve.api.auth import HASH_PREFIX, KeyEntry, hash_key
 from diffuserve.config import ModelSpec, Settings
+from diffuserve.config.keys import HASH_PREFIX, KeyEntry, hash_key, key_entries
 from diffuserve.deploy.ray_engine import RayEngine
 from diffuserve.engine.local.engine import LocalEngine
 from diffuserve.engine.plugins import create_backends
@@ -173,8 +173,6 @@ def for_the_cluster(settings: Settings) -> tuple[Settings, list[KeyEntry]]:
     """Settings whose secrets are resolved where the command runs, not on a replica's
     disk: the keys as digests (the keys file read here, no raw key sent to the
     cluster), and for local storage one signing secret for every ingress replica."""
-    from diffuserve.app import key_entries
-
     keys = [KeyEntry(HASH_PREFIX + hash_key(entry.key).hex(), entry.name, entry.limits)
             if not entry.key.startswith(HASH_PREFIX) else entry
             for entry in key_entries(settings)]

@@ -15,6 +15,7 @@ from typing import Any
 
 from PIL import Image
 
+from diffuserve.config import PNG_COMPRESS_LEVEL
 from diffuserve.engine.client import EngineClient
 from diffuserve.engine.errors import UnsupportedTask
 from diffuserve.engine.types import Accepted, ModelStatus, Progress, Result, Task, TaskKind
@@ -32,7 +33,7 @@ from diffuserve.protocol.rules import ValidatedRequest
 from diffuserve.service.catalog import ModelCatalog
 from diffuserve.service.editing import keep_unmasked
 from diffuserve.service.moderation import Moderation
-from diffuserve.service.output import PNG_COMPRESS_LEVEL, OutputWriter
+from diffuserve.service.output import OutputWriter
 from diffuserve.service.planning import (
     GenerationPlan,
     check_edit_images,

@@ -11,16 +11,13 @@ from typing import TypeVar
 import pybase64
 from PIL import Image
 
+from diffuserve.config import PNG_COMPRESS_LEVEL
 from diffuserve.engine.image_memory import keep_image_memory
 from diffuserve.protocol.common import ImageObject
 from diffuserve.service import png
 from diffuserve.storage.base import ImageStore
 
 T = TypeVar("T")
-
-#: Deflate level of PNG output unless configured (see :mod:`~diffuserve.service.png`): on
-#: the request path, encode time counts more than the last per cent of size.
-PNG_COMPRESS_LEVEL = 1
 
 
 def encode_png(image: Image.Image) -> bytes:

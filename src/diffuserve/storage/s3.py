@@ -7,7 +7,8 @@ Expired images are deleted by the sweeper here, or by a lifecycle rule of the bu
 when the operator turns the sweeper off.
 
 boto3 is imported only when a store is made: the core install runs without the ``s3``
-extra, and :func:`parse_storage_url` needs nothing beyond the standard library.
+extra, and the URL is parsed by :func:`diffuserve.config.urls.parse_storage_url`, which
+needs nothing beyond the standard library (the settings check it without this module).
 """
 
 from __future__ import annotations
@@ -15,81 +16,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import ipaddress
 import logging
 import re
 import time
-from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
+from diffuserve.config.urls import INSTALL_HINT, S3Location
+from diffuserve.config.urls import parse_storage_url as parse_storage_url  # re-exported
 from diffuserve.storage.base import StorageUnavailable, new_image_name, stop_sweeper
 
 logger = logging.getLogger("diffuserve.storage")
 
-INSTALL_HINT = 'S3 storage (--storage-url s3://…) needs boto3: pip install "diffuserve[s3]"'
-
-#: S3's rules for bucket names: 3 to 63 lowercase letters, digits, dots and hyphens,
-#: a letter or digit at each end (no two dots in a row, not an IP address: checked apart).
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 #: What this store names its objects (below the prefix); nothing else is ever swept.
 _NAME_RE = re.compile(r"^img_[A-Za-z0-9_-]{22,64}\.(png|jpeg|webp)$")
-#: Keys are at most 1024 bytes: a prefix this long still leaves room for the names.
-MAX_PREFIX_BYTES = 512
 #: botocore waits 60 s for a connection, on each of its attempts: an unreachable store
 #: would hold a start-up (or a request) for minutes.
 CONNECT_TIMEOUT_SECONDS = 10.0
-
-
-@dataclass(frozen=True)
-class S3Location:
-    """A bucket, and the prefix its images go under: no slash at either end, may be empty."""
-
-    bucket: str
-    prefix: str = ""
-
-    @property
-    def key_prefix(self) -> str:
-        return f"{self.prefix}/" if self.prefix else ""
-
-    def __str__(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
-
-
-def is_bucket_name(name: str) -> bool:
-    if not _BUCKET_RE.match(name) or ".." in name:
-        return False
-    try:
-        ipaddress.IPv4Address(name)
-    except ValueError:
-        return True
-    return False
-
-
-def parse_storage_url(url: str) -> S3Location:
-    """``s3://BUCKET[/PREFIX]``; a :class:`ValueError` that says what is wrong otherwise.
-
-    Slashes around the prefix are dropped (``s3://b//images/`` keeps images under
-    ``images/``). Messages never repeat the URL: a mistaken one may hold a secret.
-    """
-    parts = urlsplit(url.strip())
-    if parts.scheme != "s3" or not parts.netloc:
-        raise ValueError("the storage URL must look like s3://BUCKET[/PREFIX]")
-    if "@" in parts.netloc:
-        raise ValueError("credentials do not belong in the storage URL: set "
-                         "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)")
-    if parts.query or parts.fragment:
-        raise ValueError("the storage URL takes no ?query or #fragment")
-    if not is_bucket_name(parts.netloc):
-        raise ValueError(
-            f"{parts.netloc!r} is not a valid S3 bucket name: 3 to 63 lowercase letters, "
-            "digits, dots and hyphens, starting and ending with a letter or digit")
-    prefix = parts.path.strip("/")
-    if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
-        raise ValueError("the storage URL's prefix must not have empty, '.' or '..' parts")
-    if len(prefix.encode()) > MAX_PREFIX_BYTES:
-        raise ValueError(f"the storage URL's prefix is longer than {MAX_PREFIX_BYTES} bytes")
-    return S3Location(parts.netloc, prefix)
 
 
 class S3Client(Protocol):

@@ -1,0 +1,161 @@
+"""The served models: one :class:`ModelSpec` each, from ``--model [NAME=]SOURCE`` or
+the ``[[models]]`` tables of a TOML file (``--models-file``)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Device = Literal["auto", "cuda", "mps", "cpu"]
+DType = Literal["auto", "float16", "bfloat16", "float32"]
+CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune-no-cudagraphs",
+                      "max-autotune"]
+
+
+class RayOptions(BaseModel):
+    """How a model is deployed under ``serve --ray``: its own Ray Serve deployment."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    replicas: int = Field(default=1, ge=1, le=4096,
+                          description="replicas (the first count when autoscaling)")
+    min_replicas: int | None = Field(
+        default=None, ge=0, le=4096, description="autoscaling floor (with max_replicas)")
+    max_replicas: int | None = Field(
+        default=None, ge=1, le=4096, description="autoscaling ceiling: setting it turns "
+                                                 "autoscaling on")
+    num_gpus: float | None = Field(
+        default=None, ge=0, le=64,
+        description="GPUs per replica (default: 1 when the model's device is cuda, else 0)")
+    num_cpus: float = Field(default=1.0, ge=0, le=1024, description="CPUs per replica")
+    max_ongoing_requests: int | None = Field(
+        default=None, ge=1, le=100_000,
+        description="requests a replica holds at once (default: twice max_batch_size, "
+                    "so the next batch is ready when one ends)")
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> RayOptions:
+        if self.min_replicas is not None and self.max_replicas is None:
+            raise ValueError("min_replicas needs max_replicas (which turns autoscaling on)")
+        if self.max_replicas is not None and not (
+                (self.min_replicas or 0) <= self.replicas <= self.max_replicas):
+            raise ValueError("replicas must lie between min_replicas and max_replicas")
+        return self
+
+
+class ModelSpec(BaseModel):
+    """One served model: where its weights are and how OpenAI's knobs drive it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+    source: str = Field(min_length=1, description="Hugging Face Hub id or local folder")
+    backend: str = Field(
+        default="diffusers", pattern=r"^[A-Za-z0-9_.-]+$",
+        description="a runtime registered under the `diffuserve.backends` entry points")
+    aliases: tuple[str, ...] = ()
+    edit_model: str | None = Field(
+        default=None, min_length=1,
+        description="another served model (its name or alias) that draws this one's edits "
+                    "and variations, e.g. a Qwen-Image-Edit beside a FLUX.1-dev; its own "
+                    "edit_model is not followed")
+    resolution: int | None = Field(
+        default=None,
+        ge=64,
+        le=4096,
+        description="Side of the square the model draws best; None reads it from the model",
+    )
+    steps: int = Field(default=30, ge=1, le=500)
+    hd_steps: int | None = Field(default=None, ge=1, le=500)
+    min_steps: int | None = Field(
+        default=None, ge=1, le=500,
+        description="the fewest steps any quality or complexity gives (the model draws "
+                    "noise below it); a request's own num_inference_steps is not raised")
+    guidance_scale: float = Field(default=7.5, ge=0.0, le=50.0)
+    vivid_guidance_scale: float | None = Field(default=None, ge=0.0, le=50.0)
+    natural_guidance_scale: float | None = Field(default=None, ge=0.0, le=50.0)
+    negative_prompt: str | None = None
+    prompt_revision: Literal["styled", "verbatim"] = Field(
+        default="styled",
+        description="dall-e-3's rewrite: 'styled' adds phrases by style; 'verbatim' draws "
+                    "the prompt as written (for models that know no such words)")
+    max_batch_size: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = Field(
+        default=4,
+        description="images per pipeline call; auto: measured at load (on a GPU from the "
+                    "free memory and one image's peak use, elsewhere the batch after "
+                    "which images stop getting cheaper)")
+    compile: CompileMode = Field(
+        default="off",
+        description="torch.compile the denoiser and VAE decoder at load (inductor, weights "
+                    "frozen; compiled kernels cached on disk): default, reduce-overhead "
+                    "(CUDA graphs), max-autotune-no-cudagraphs or max-autotune")
+    compile_sizes: tuple[Annotated[str, Field(pattern=r"^[1-9][0-9]{1,4}x[1-9][0-9]{1,4}$")],
+                         ...] = Field(
+        default=(), max_length=16,
+        description="sizes (WxH) drawn at load when compiled, at every batch size up to "
+                    "max_batch_size, so that no request waits for a compilation; default: "
+                    "the model's native square")
+    runtime: Literal["torch", "onnx"] = Field(
+        default="torch",
+        description="onnx: on a CPU, the denoiser runs on ONNX Runtime (exported at the "
+                    "first load and cached; pipelines that offer it: the built-in model); "
+                    "elsewhere, and with torch, PyTorch")
+    workers: int = Field(
+        default=1, ge=1, le=64,
+        description="on a CPU, pipeline calls of this model that run at once under load, "
+                    "each on its share of the cores (a call alone uses them all): small "
+                    "models fill the cores better side by side than one call can")
+    device: Device = "auto"
+    dtype: DType = "auto"
+    revision: str | None = None
+    variant: str | None = None
+    ray: RayOptions = RayOptions()
+
+    @model_validator(mode="after")
+    def _one_way_to_speed_up(self) -> ModelSpec:
+        if self.runtime == "onnx" and self.compile != "off":
+            raise ValueError("runtime = \"onnx\" and compile are alternatives: choose one")
+        if self.workers > 1 and self.compile != "off":
+            raise ValueError("workers above 1 run on a CPU without compile: choose one")
+        if self.workers > 1 and self.device not in ("auto", "cpu"):
+            raise ValueError("workers above 1 are for models on the CPU (device = \"cpu\")")
+        return self
+
+    @property
+    def batch_images(self) -> int:
+        """``max_batch_size`` as a number: the default 4 until ``auto`` is measured."""
+        return 4 if self.max_batch_size == "auto" else self.max_batch_size
+
+
+def parse_model_flag(value: str) -> ModelSpec:
+    """``--model [NAME=]SOURCE``: without a name, the source's last path part names it."""
+    name, sep, source = value.partition("=")
+    if not sep:
+        source = value
+        name = Path(value.rstrip("/")).name or value
+    return ModelSpec(name=name.strip(), source=source.strip())
+
+
+def load_models_file(path: Path) -> list[ModelSpec]:
+    """Read ``[[models]]`` tables from a TOML file."""
+    with path.open("rb") as fh:
+        data = tomllib.load(fh)
+    unknown = set(data) - {"models"}
+    if unknown:
+        raise ValueError(f"{path}: unknown top-level keys {sorted(unknown)}; expected [[models]]")
+    entries = data.get("models", [])
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: `models` must be an array of tables ([[models]])")
+    base = path.parent
+    specs = []
+    for entry in entries:
+        spec = ModelSpec.model_validate(entry)
+        local = (base / spec.source).expanduser()
+        if spec.source.startswith((".", "~", "/")) and local.exists():
+            spec = spec.model_copy(update={"source": str(local.resolve())})
+        specs.append(spec)
+    return specs
+
