@@ -42,23 +42,25 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 ROW = {part: row for row, parts in enumerate(LAYERS) for part in parts}
 
 
-def _imported(node: ast.AST, module: str) -> list[str]:
+def _imported(node: ast.AST, package: str) -> list[str]:
     """The modules ``node`` imports (``from a import b`` names ``a.b`` too, which is
-    either a submodule or a name of ``a``); relative imports resolved from ``module``."""
+    either a submodule or a name of ``a``); relative imports resolved from ``package``,
+    the one the importing file lies in."""
     if isinstance(node, ast.Import):
         return [alias.name for alias in node.names]
     if not isinstance(node, ast.ImportFrom):
         return []
     base = node.module or ""
     if node.level:
-        anchor = module.split(".")[:-node.level]
+        parts = package.split(".")
+        anchor = parts[:len(parts) - node.level + 1]
         base = ".".join([*anchor, *([base] if base else [])])
     return [base, *(f"{base}.{alias.name}" for alias in node.names)] if base else []
 
 
-def _module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+def _package_of(path: Path) -> str:
+    """``…/diffuserve/config/keys.py`` → ``diffuserve.config``."""
+    return ".".join(path.relative_to(PACKAGE.parent).parent.parts)
 
 
 def imports_of(folder: str) -> dict[str, set[str]]:
@@ -66,10 +68,10 @@ def imports_of(folder: str) -> dict[str, set[str]]:
     functions and ``TYPE_CHECKING`` blocks too: a lazy import still loads the module)."""
     found: dict[str, set[str]] = {}
     for path in sorted((PACKAGE / folder).rglob("*.py")):
-        module = _module_name(path)
+        package = _package_of(path)
         names: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names.update(_imported(node, module))
+            names.update(_imported(node, package))
         found[str(path.relative_to(PACKAGE))] = names
     assert found, f"no Python file under {folder!r}: a rule about it would check nothing"
     return found
