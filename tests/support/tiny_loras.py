@@ -1,0 +1,51 @@
+"""Tiny random LoRA adapters for the tests' tiny pipelines, written as diffusers writes
+them (``save_lora_weights``), so the server loads them as it would a downloaded one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+#: The attention projections an adapter changes (every family's denoiser has them).
+TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+
+
+def write_tiny_lora(pipeline: Any, folder: Path, name: str, *, seed: int = 0,
+                    rank: int = 4) -> Path:
+    """A random adapter for ``pipeline``'s denoiser (its ``unet`` or ``transformer``),
+    written to ``folder/name.safetensors``; the pipeline is left as it was."""
+    import torch
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    part = "unet" if getattr(pipeline, "unet", None) is not None else "transformer"
+    denoiser = getattr(pipeline, part)
+    names = {module_name.rsplit(".", 1)[-1] for module_name, _ in denoiser.named_modules()}
+    targets = [target for target in TARGETS if target.rsplit(".", 1)[-1] in names
+               or target in names]
+    torch.manual_seed(seed)
+    # Random (not zero) B matrices: the adapter changes what the pipeline draws.
+    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=targets,
+                        init_lora_weights=False)
+    denoiser.add_adapter(config, adapter_name="tiny_lora_writer")
+    try:
+        layers = convert_state_dict_to_diffusers(
+            get_peft_model_state_dict(denoiser, adapter_name="tiny_lora_writer"))
+        # Large enough to change a 2-step tiny drawing clearly, small enough to stay finite.
+        layers = {key: value * 4.0 for key, value in layers.items()}
+        folder.mkdir(parents=True, exist_ok=True)
+        type(pipeline).save_lora_weights(str(folder), **{f"{part}_lora_layers": layers},
+                                         weight_name=f"{name}.safetensors")
+    finally:
+        denoiser.delete_adapters("tiny_lora_writer")
+    return folder / f"{name}.safetensors"
+
+
+def write_tiny_loras(model_folder: Path, folder: Path, names: list[str]) -> list[Path]:
+    """Adapters ``names`` (each of its own random weights) for the tiny pipeline saved in
+    ``model_folder``."""
+    from diffusers import DiffusionPipeline
+
+    pipeline = DiffusionPipeline.from_pretrained(str(model_folder))
+    return [write_tiny_lora(pipeline, folder, name, seed=index)
+            for index, name in enumerate(names)]
