@@ -19,6 +19,7 @@ from diffuserve.api.errors import install_error_handlers
 from diffuserve.api.middleware import RequestContextMiddleware
 from diffuserve.api.openapi import install_docs
 from diffuserve.api.ratelimit import RateLimiter, RateLimitStorageUnavailable
+from diffuserve.api.remote import fetch_image_url
 from diffuserve.api.routes import edits, files, generations, health, metrics, models, playground
 from diffuserve.api.urls import BaseUrlResolver
 from diffuserve.config import Settings
@@ -103,7 +104,8 @@ def build_app(
             catalog, engine, store, request_timeout=settings.request_timeout_seconds,
             png_compress_level=settings.png_compress_level,
             moderation=Moderation(load_policy(settings.content_policy)
-                                  if settings.content_policy else None)),
+                                  if settings.content_policy else None),
+            fetch_image=fetch_image_url),
         engine=engine,
         store=store,
         keys=build_keys(settings, keys),

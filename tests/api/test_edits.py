@@ -126,6 +126,19 @@ def test_a_json_edit_with_a_data_url(client: TestClient, backend: EditingBackend
     assert backend.calls[0].strength == 0.5  # high fidelity, no mask
 
 
+@pytest.mark.parametrize("model", [["gpt-image-2"], {"name": "gpt-image-2"}, 5])
+def test_a_json_edits_model_that_is_no_string_is_a_400(client: TestClient,
+                                                        model: object) -> None:
+    data_url = "data:image/png;base64," + base64.b64encode(
+        png(Image.new("RGB", (64, 64), RED))).decode()
+    with client:
+        response = client.post("/v1/images/edits", headers=AUTH, json={
+            "model": model, "prompt": "x", "images": [{"image_url": data_url}]})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == ("model", "invalid_type")
+
+
 def test_variations_draw_n_distinct_images_without_a_prompt(
     client: TestClient, backend: EditingBackend
 ) -> None:

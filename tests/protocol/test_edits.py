@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from diffuserve.protocol.edits import parse_edit_form, parse_edit_json, parse_variation_form
 from diffuserve.protocol.errors import InvalidRequestError
 from diffuserve.protocol.generations import ImageGenerationRequest
 from diffuserve.protocol.rules import rules_for
 from diffuserve.protocol.uploads import Upload
+from tests.support.edit_bodies import parse_edit_form, parse_edit_json, parse_variation_form
 
 
 def png(size: tuple[int, int] = (64, 64), mode: str = "RGB", fill: Any = (200, 30, 30),

@@ -16,6 +16,8 @@ from diffuserve.protocol.rules import (
     GPT_IMAGE_2_5,
     RULES_BY_NAME,
 )
+from diffuserve.protocol.sizes import AUTO, Size
+from diffuserve.service.planning import drawn_size
 from tests.protocol.test_rules import rejection, validate
 
 
@@ -32,7 +34,7 @@ def test_gpt_image_defaults() -> None:
     assert (options.output_format, options.output_compression) == ("png", 100)
     assert (options.background, options.resolved_background) == ("auto", "opaque")
     assert (options.moderation, options.stream, options.partial_images) == ("auto", False, 0)
-    assert (request.size, request.width, request.height) == ("auto", 1024, 1024)
+    assert (request.size, drawn_size(request)) == (AUTO, Size(1024, 1024))
     assert request.gpt_image and request.response_format == "b64_json"
 
 
@@ -108,7 +110,7 @@ def test_bad_gpt_image_options_are_400s_naming_the_field(fields: dict[str, objec
 def test_gpt_image_2_takes_any_size_within_openais_limits(size: str) -> None:
     request = validate(GPT_IMAGE_2, size=size)
 
-    assert request.size == size
+    assert str(request.size) == size
 
 
 @pytest.mark.parametrize("size", ["1000x1000", "1024x1000", "4096x1024", "3856x2160",

@@ -25,6 +25,8 @@ from diffuserve.protocol.rules import (
     ValidatedRequest,
     rules_for,
 )
+from diffuserve.protocol.sizes import Size
+from diffuserve.service.planning import drawn_size
 
 ALL_RULES = pytest.mark.parametrize(
     "rules",
@@ -174,7 +176,8 @@ def test_supported_size_gives_width_and_height(
 ) -> None:
     validated = validate(rules, size=size)
 
-    assert (validated.width, validated.height) == expected
+    assert str(validated.size) == size  # as requested: auto is decided by planning
+    assert drawn_size(validated) == Size(*expected)
 
 
 @pytest.mark.parametrize(
@@ -341,8 +344,9 @@ def test_omitted_fields_take_the_model_defaults(
 ) -> None:
     v = validate(rules)
 
+    drawn = drawn_size(v)
     assert (
-        v.width, v.height, v.quality, v.style, v.response_format, v.revise_prompt
+        drawn.width, drawn.height, v.quality, v.style, v.response_format, v.revise_prompt
     ) == expected
 
 
@@ -366,8 +370,7 @@ def test_validated_request_carries_the_requested_values() -> None:
         model="dall-e-2",
         prompt="a lighthouse",
         n=3,
-        width=512,
-        height=512,
+        size=Size(512, 512),
         quality="standard",
         style=None,
         response_format="b64_json",
@@ -377,7 +380,6 @@ def test_validated_request_carries_the_requested_values() -> None:
         guidance_scale=4.5,
         negative_prompt="blurry",
         revise_prompt=False,
-        size="512x512",
     )
 
 

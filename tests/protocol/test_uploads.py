@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 from PIL import GifImagePlugin, Image
 
-from diffuserve.protocol.edits import (
-    parse_edit_form,
-    parse_edit_json,
-    parse_variation_form,
-    read_edit_form,
-)
 from diffuserve.protocol.errors import InvalidRequestError
 from diffuserve.protocol.uploads import MAX_IMAGE_PIXELS, Upload
 from tests.protocol.test_edits import mask_png, png
+from tests.support.edit_bodies import (
+    checked_edit_form,
+    parse_edit_form,
+    parse_edit_json,
+    parse_variation_form,
+)
 
 
 def declared_png(width: int, height: int) -> Upload:
@@ -54,22 +54,22 @@ def test_too_many_images_are_refused_before_any_is_read() -> None:
     # Sixteen images whose pixels cannot be decoded: refused by count, not as images.
     form = {"image[]": [declared_png(6320, 6320)] * 16, "prompt": ["x"]}
 
-    error = refused(read_edit_form, form, "dall-e-2")
+    error = refused(checked_edit_form, form, "dall-e-2")
 
     assert (error.param, error.code) == ("image", "too_many_images")
 
 
 def test_a_declared_size_past_the_limit_is_refused_from_the_header() -> None:
-    error = refused(read_edit_form, {"image": [declared_png(8000, 8000)], "prompt": ["x"]},
-                    "dall-e-2")
+    error = refused(checked_edit_form,
+                    {"image": [declared_png(8000, 8000)], "prompt": ["x"]}, "dall-e-2")
 
     assert (error.param, error.code) == ("image", "image_too_large")
     assert str(MAX_IMAGE_PIXELS) in error.message
 
 
 def test_reading_a_request_decodes_nothing() -> None:
-    pending = read_edit_form({"image": [declared_png(6000, 6000)], "prompt": ["x"]},
-                             "dall-e-2")
+    pending = checked_edit_form({"image": [declared_png(6000, 6000)], "prompt": ["x"]},
+                                "dall-e-2")
 
     assert pending.pixels == 36_000_000
     # Its pixels are garbage: only decoding finds out, with the same 400 as ever.

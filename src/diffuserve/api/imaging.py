@@ -1,10 +1,9 @@
-"""What every image route does with its request: plan, moderate, admit, draw or stream,
-answer — and count it, whatever happens."""
+"""What every image route does with its request: read, plan, moderate, admit, draw or
+stream, answer — and count it, whatever happens."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import orjson
 from fastapi import Request
@@ -12,58 +11,42 @@ from fastapi.responses import Response
 
 from diffuserve.api.admission import RequestRecord
 from diffuserve.api.auth import Client
-from diffuserve.api.deps import ServerParts, parts, request_id
+from diffuserve.api.deps import parts, request_id
 from diffuserve.api.disconnect import unless_client_leaves
 from diffuserve.api.errors import is_mapped, to_api_error
 from diffuserve.api.sse import event_stream
-from diffuserve.protocol.rules import ValidatedRequest
-from diffuserve.service.planning import GenerationPlan
+from diffuserve.protocol.edits import ImageRequest
+from diffuserve.service.planning import RemoteEdit
+
+#: Reads the route's body as a typed request (protocol; raising only client errors).
+BodyReader = Callable[[Request], Awaitable[ImageRequest]]
 
 
-@dataclass(frozen=True)
-class AdmitFirst:
-    """A request valid as far as it can be known before work that costs the server
-    something outside it (fetching remote images): admitted first, then ``plan()``."""
-
-    request: ValidatedRequest
-    plan: Callable[[], Awaitable[GenerationPlan]]
-
-
-#: Reads and plans the request (raising only client errors); gets the model label of the
-#: metrics as soon as the requested name is known.
-Planner = Callable[[ServerParts, Callable[[str | None], None]],
-                   Awaitable[GenerationPlan | AdmitFirst]]
-
-
-async def answer(request: Request, client: Client, planner: Planner) -> Response:
+async def answer(request: Request, client: Client, read: BodyReader) -> Response:
     """Validate, then admit, then draw: the one flow of the image routes."""
     server = parts(request)
+    service = server.service
     record = RequestRecord()
     limit_headers: dict[str, str] = {}
-
-    def label(model: str | None) -> None:
-        record.model = server.service.catalog.served_name(model)
-
     try:
-        planned = await planner(server, label)
+        body = await read(request)
+        record.model = service.catalog.served_name(body.model)
+        planned = await service.plan(body)
         rid = request_id(request)
-        if isinstance(planned, AdmitFirst):
-            await server.service.moderate_request(planned.request, rid)
-            limit_headers = await server.admission.admit(client, images=planned.request.n,
-                                                         user=planned.request.end_user)
-            plan = await unless_client_leaves(request, planned.plan())
+        await service.moderate(planned, rid)
+        limit_headers = await server.admission.admit(client, images=planned.images,
+                                                     user=planned.request.end_user)
+        if isinstance(planned, RemoteEdit):
+            plan = await unless_client_leaves(request, service.fetch(planned))
         else:
             plan = planned
-            await server.service.moderate(plan, rid)
-            limit_headers = await server.admission.admit(client, images=plan.images,
-                                                         user=plan.request.end_user)
         if plan.request.options.stream:
-            events = server.service.stream(plan, request_id=rid, client_id=client.id)
-            # Until the engine accepts the work, a refusal still gets its own status.
-            await unless_client_leaves(request, events.__anext__())
+            # Opened once the engine accepted the work: a refusal still gets its status.
+            events = await unless_client_leaves(request, service.open_stream(
+                plan, request_id=rid, client_id=client.id))
             record.status = 200
             return event_stream(events, request_id=rid, headers=limit_headers)
-        result = await unless_client_leaves(request, server.service.generate(
+        result = await unless_client_leaves(request, service.generate(
             plan, base_url=server.base_url(request), request_id=rid, client_id=client.id))
         record.status = 200
         # orjson writes megabytes of base64 at memory speed (pydantic-core's JSON takes

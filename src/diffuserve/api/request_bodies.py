@@ -35,8 +35,6 @@ from diffuserve.protocol.edits import (
     INPUT_FIDELITIES,
     MASK_MAX_BYTES,
     VARIATION_FIELDS,
-    UploadRules,
-    upload_rules_for,
 )
 from diffuserve.protocol.generations import ImageGenerationRequest
 from diffuserve.protocol.image_options import (
@@ -47,7 +45,6 @@ from diffuserve.protocol.image_options import (
     MODERATION_LEVELS,
     OUTPUT_FORMATS,
 )
-from diffuserve.protocol.rule_tables import NO_EDIT_NAMES
 from diffuserve.protocol.rules import (
     ANY_SIZE,
     FREE_SIZE,
@@ -56,10 +53,12 @@ from diffuserve.protocol.rules import (
     MAX_SEED,
     MAX_STEPS,
     MAX_USER_LENGTH,
+    NO_EDIT_NAMES,
     RULES_BY_NAME,
     STYLES,
     ModelRules,
     SizeLimits,
+    UploadRules,
 )
 
 Schema = dict[str, Any]
@@ -123,14 +122,14 @@ FREE_SIZE_NOTE = (f"Free sizes: for gpt-image-2 and later, {FREE_SIZE.hint}; for
                   f"name (a served model's own), {ANY_SIZE.hint}. The patterns state the "
                   "sides; the ratio and the pixel budget cannot be written as one.")
 SEED_NOTE = f"Image i of a request uses seed + i: seed + n - 1 must stay <= {MAX_SEED}."
+#: The upload rules of every row of the rule table.
+_ALL_UPLOADS = [rules.uploads for rules in (GENERIC, *RULES_BY_NAME.values())]
 #: Every format any name takes as an upload.
-IMAGE_FORMATS = tuple(dict.fromkeys(
-    fmt for name in ("", *RULES_BY_NAME) for fmt in upload_rules_for(name).formats))
+IMAGE_FORMATS = tuple(dict.fromkeys(fmt for uploads in _ALL_UPLOADS for fmt in uploads.formats))
 #: What any name takes at most: every format, the most images.
 ANY_UPLOADS = UploadRules(
-    max_images=max(upload_rules_for(name).max_images for name in ("", *RULES_BY_NAME)),
-    formats=IMAGE_FORMATS, max_bytes=max(upload_rules_for(name).max_bytes
-                                         for name in ("", *RULES_BY_NAME)),
+    max_images=max(uploads.max_images for uploads in _ALL_UPLOADS),
+    formats=IMAGE_FORMATS, max_bytes=max(uploads.max_bytes for uploads in _ALL_UPLOADS),
     square=False, input_fidelity=True)
 _BASE64 = "(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"
 
@@ -141,19 +140,21 @@ class Family:
 
     names: tuple[str, ...]
     rules: ModelRules
-    uploads: UploadRules
+
+    @property
+    def uploads(self) -> UploadRules:
+        return self.rules.uploads
 
 
 def families(refused: Iterable[str] = ()) -> list[Family]:
-    """The names of the rule table grouped by the rules they follow (for uploads too),
+    """The names of the rule table grouped by the rules they follow (uploads included),
     then every other name; ``refused`` names are in no family."""
-    grouped: dict[tuple[ModelRules, UploadRules], list[str]] = {}
+    grouped: dict[ModelRules, list[str]] = {}
     for name, rules in RULES_BY_NAME.items():
         if name not in refused:
-            grouped.setdefault((rules, upload_rules_for(name)), []).append(name)
-    found = [Family(tuple(names), rules, uploads)
-             for (rules, uploads), names in grouped.items()]
-    return [*found, Family((), GENERIC, upload_rules_for(""))]
+            grouped.setdefault(rules, []).append(name)
+    found = [Family(tuple(names), rules) for rules, names in grouped.items()]
+    return [*found, Family((), GENERIC)]
 
 
 def _enum(values: Iterable[Any]) -> Schema:
@@ -438,8 +439,8 @@ NEVER_SET_NOTE = (f"{', '.join(NEVER_SET)} (GIF and SVG output) are answered 400
 
 
 def _uploads_note() -> str:
-    square = [name for name in RULES_BY_NAME if upload_rules_for(name).square]
-    any_other, squares = upload_rules_for(""), upload_rules_for(square[0])
+    square = [name for name, rules in RULES_BY_NAME.items() if rules.uploads.square]
+    any_other, squares = GENERIC.uploads, RULES_BY_NAME[square[0]].uploads
     return (f"Images must be real images: {', '.join(any_other.formats)} below "
             f"{any_other.max_bytes >> 20} MB ({', '.join(square)}: square "
             f"{', '.join(squares.formats)} below {squares.max_bytes >> 20} MB); a mask or "
@@ -486,10 +487,10 @@ def edit_form_body(default: str) -> Schema:
     schema = _body(
         EDIT_FIELDS, json=False, default=default, empty_is_default=True,
         required=("prompt", "image"), refused=NO_EDIT_NAMES,
-        # markup: a transparent png drawn over the image to guide the edit; GPT-image
-        # names (those with the GPT-image fields) and any other name take it.
+        # markup: a transparent png drawn over the image to guide the edit, for the
+        # names whose rules take it (GPT-image names and any other name).
         files={"image": _binary(), "mask": _binary(), "markup": _binary()},
-        files_for=lambda family: {} if family.rules.image_options else {"markup": False})
+        files_for=lambda family: {} if family.rules.markup else {"markup": False})
     # "A mask or a markup, not both" is one more anyOf, which would double the branches
     # past what schema-driven generators (schemathesis') can unfold: it is said in words.
     schema["description"] = _description(

@@ -7,10 +7,14 @@ particular to uploads is checked here: how many images, which formats, how large
 of the same size with transparency.
 
 Reading a body (:func:`read_edit_form`, :func:`read_edit_json`,
-:func:`read_variation_form`) checks every field, the number of uploads and their headers
-(bytes, format, declared pixels) and decodes nothing; :func:`decode_edit` and
-:func:`decode_variation` then decode the pixels (CPU work, for a worker thread) and check
-what only pixels show (a mask's transparency, its size against the upright image).
+:func:`read_variation_form`) checks what needs no model name: the fields' names and
+types, the files' parts. Once the service has resolved the name (an omitted ``model``
+is its default), :func:`check_edit` and :func:`check_variation` apply that name's rules
+(one row of :data:`~diffuserve.protocol.rules.RULES_BY_NAME`): the fields' values, the
+number of uploads and their headers (bytes, format, declared pixels), decoding nothing;
+:func:`decode_edit` and :func:`decode_variation` then decode the pixels (CPU work, for a
+worker thread) and check what only pixels show (a mask's transparency, its size against
+the upright image).
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from pydantic import ValidationError
 from diffuserve.protocol.common import translate_validation_errors
 from diffuserve.protocol.errors import InvalidRequestError
 from diffuserve.protocol.generations import ImageGenerationRequest
-from diffuserve.protocol.rules import ValidatedRequest, rules_for
+from diffuserve.protocol.rules import GPT_IMAGE_UPLOADS as GPT_IMAGE_UPLOADS  # re-exported
+from diffuserve.protocol.rules import UploadRules, ValidatedRequest, rules_for
 from diffuserve.protocol.uploads import (
     DecodedImage,
     ProbedImage,
@@ -66,26 +71,7 @@ _BRACKETED = re.compile(r"^([a-z_]+)((?:\[[^\[\]]+\])+)$")
 JSON_IMAGE_SHAPE = '{"image_url": "data:image/png;base64,..."} or the data URL itself'
 
 
-@dataclass(frozen=True)
-class UploadRules:
-    """What one requested name accepts as uploads, as OpenAI enforces it."""
-
-    max_images: int
-    formats: tuple[str, ...]
-    max_bytes: int
-    square: bool
-    input_fidelity: bool
-
-
-DALL_E_2_UPLOADS = UploadRules(max_images=1, formats=("png",), max_bytes=4 * MB, square=True,
-                               input_fidelity=False)
-GPT_IMAGE_UPLOADS = UploadRules(max_images=16, formats=("png", "webp", "jpeg"),
-                                max_bytes=50 * MB, square=False, input_fidelity=True)
 MASK_MAX_BYTES = 4 * MB
-
-
-def upload_rules_for(model: str) -> UploadRules:
-    return DALL_E_2_UPLOADS if model == "dall-e-2" else GPT_IMAGE_UPLOADS
 
 
 def too_many_images(model: str, limit: int, given: int) -> InvalidRequestError:
@@ -190,6 +176,48 @@ class PendingVariation:
 
 
 Form = Mapping[str, Sequence["str | Upload"]]
+#: A file part (or a JSON image) with the param that names it.
+Part = tuple[str, Upload | RemoteImage]
+
+
+@dataclass(frozen=True)
+class EditBody:
+    """An edit as read from its body (multipart or JSON): the fields by name, of their
+    types; the files by param, not probed yet. :func:`check_edit` applies the rules of
+    its model name."""
+
+    fields: Mapping[str, Any]
+    images: tuple[Part, ...]
+    masks: tuple[Part, ...]
+    markups: tuple[tuple[str, Upload], ...] = ()
+
+    @property
+    def model(self) -> str | None:
+        """The name asked for; None: none (the service's default model)."""
+        return _model_field(self.fields)
+
+
+@dataclass(frozen=True)
+class VariationBody:
+    """A variation as read from its form: the fields, its one image (not probed yet).
+    :func:`check_variation` applies the rules of its model name."""
+
+    fields: Mapping[str, Any]
+    image: tuple[str, Upload]
+
+    @property
+    def model(self) -> str | None:
+        """The name asked for; None: none (the service's default model)."""
+        return _model_field(self.fields)
+
+
+def _model_field(fields: Mapping[str, Any]) -> str | None:
+    model = fields.get("model")
+    return model if isinstance(model, str) and model else None
+
+
+#: A request as its route reads it, before the service resolves and plans it.
+ImageRequest = ImageGenerationRequest | EditBody | VariationBody
 
 
 def _coerce(name: str, values: Sequence[str | Upload], kind: type) -> Any:
@@ -276,8 +304,7 @@ def _put(values: dict[str, Any], field: str, keys: list[str], value: str, name: 
     node[keys[-1]] = value
 
 
-def _validated(values: Mapping[str, Any], model_default: str) -> ValidatedRequest:
-    model = values.get("model") or model_default
+def _validated(values: Mapping[str, Any], model: str) -> ValidatedRequest:
     shared = {key: value for key, value in values.items() if key != "input_fidelity"}
     try:
         body = ImageGenerationRequest.model_validate({**shared, "model": model})
@@ -286,8 +313,8 @@ def _validated(values: Mapping[str, Any], model_default: str) -> ValidatedReques
     return rules_for(model).validate(body, model)
 
 
-def read_edit_form(form: Form, model_default: str) -> PendingEdit:
-    """An edit from a multipart form (strings and files), checked but not decoded."""
+def read_edit_form(form: Form) -> EditBody:
+    """An edit from a multipart form (strings and files)."""
     values = _fields(form, EDIT_FIELDS, ("image", "mask", "markup"))
     if "prompt" not in values:
         raise InvalidRequestError("Missing required parameter: 'prompt'.", param="prompt",
@@ -295,13 +322,13 @@ def read_edit_form(form: Form, model_default: str) -> PendingEdit:
     images = _files(form, "image")
     masks = _files(form, "mask")
     markups = _files(form, "markup")
-    return _edit(values, images, masks, model_default, markups)
+    return EditBody(values, tuple(images), tuple(masks), tuple(markups))
 
 
-def read_edit_json(payload: Any, model_default: str, *,
-                   remote_allowed: bool = False) -> PendingEdit:
+def read_edit_json(payload: Any, *, remote_allowed: bool = False) -> EditBody:
     """An edit from the JSON form: ``images: [{image_url}]``, ``mask: {image_url}``, data
-    URLs; http(s) URLs only where ``remote_allowed`` (left for the caller to fetch).
+    URLs; http(s) URLs only where ``remote_allowed`` (fetched by the service once the
+    request is admitted).
 
     What clients also send and cannot be mistaken is taken too: an image as its bare URL
     (``images: ["data:…"]``, ``mask: "data:…"``) and one image as ``image``."""
@@ -328,7 +355,7 @@ def read_edit_json(payload: Any, model_default: str, *,
               for param, entry in _json_images(payload)]
     mask = payload.get("mask")
     masks = [("mask", _json_upload(mask, "mask", remote_allowed))] if mask is not None else []
-    return _edit(values, images, masks, model_default)
+    return EditBody(values, tuple(images), tuple(masks))
 
 
 def _json_images(payload: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -353,8 +380,8 @@ def _json_images(payload: dict[str, Any]) -> list[tuple[str, Any]]:
     return [(f"images[{index}]", entry) for index, entry in enumerate(entries)]
 
 
-def read_variation_form(form: Form, model_default: str) -> PendingVariation:
-    """A variation from a multipart form: one image, no prompt; not decoded yet."""
+def read_variation_form(form: Form) -> VariationBody:
+    """A variation from a multipart form: one image, no prompt."""
     values = _fields(form, VARIATION_FIELDS, ("image",))
     images = _files(form, "image")
     if not images:
@@ -363,10 +390,15 @@ def read_variation_form(form: Form, model_default: str) -> PendingVariation:
     if len(images) > 1:
         raise InvalidRequestError("Invalid 'image': a variation takes one image.",
                                   param="image", code="too_many_images")
-    model = values.get("model") or model_default
-    request = _validated({**values, "prompt": _NO_PROMPT}, model_default)
-    param, upload = images[0]
-    image = _probed_upload(upload, param, upload_rules_for(model))
+    return VariationBody(values, images[0])
+
+
+def check_variation(body: VariationBody, model: str) -> PendingVariation:
+    """The variation checked by the rules of ``model`` (the name asked for, or the
+    default); its image's header read, nothing decoded yet."""
+    request = _validated({**body.fields, "prompt": _NO_PROMPT}, model)
+    param, upload = body.image
+    image = _probed_upload(upload, param, rules_for(model).uploads)
     check_request_pixels([image])
     return PendingVariation(request=request, image=image)
 
@@ -399,21 +431,6 @@ def decode_variation(pending: PendingVariation) -> VariationRequest:
                             image=flatten(decode_probed(pending.image).image))
 
 
-def parse_edit_form(form: Form, model_default: str) -> EditRequest:
-    """Read and decode at once (for callers with no event loop to keep free)."""
-    return decode_edit(read_edit_form(form, model_default))
-
-
-def parse_edit_json(payload: Any, model_default: str) -> EditRequest:
-    """Read and decode a JSON edit of data URLs at once."""
-    return decode_edit(read_edit_json(payload, model_default))
-
-
-def parse_variation_form(form: Form, model_default: str) -> VariationRequest:
-    """Read and decode a variation at once."""
-    return decode_variation(read_variation_form(form, model_default))
-
-
 def _json_type_ok(value: Any, kind: type) -> bool:
     if kind is int:
         return isinstance(value, int) and not isinstance(value, bool)
@@ -441,15 +458,15 @@ def _json_upload(entry: Any, param: str, remote_allowed: bool) -> Upload | Remot
                               param=param, code="invalid_type")
 
 
-def _edit(values: dict[str, Any], images: Sequence[tuple[str, Upload | RemoteImage]],
-          masks: Sequence[tuple[str, Upload | RemoteImage]], model_default: str,
-          markups: Sequence[tuple[str, Upload]] = ()) -> PendingEdit:
-    """Every check that needs no pixel: fields, how many uploads, their headers."""
-    model = values.get("model") or model_default
-    if model == "dall-e-3":
-        raise InvalidRequestError("The model dall-e-3 does not support image edits.",
+def check_edit(body: EditBody, model: str) -> PendingEdit:
+    """The edit checked by the rules of ``model`` (the name asked for, or the default):
+    every check that needs no pixel (fields, how many uploads, their headers)."""
+    values, images, masks = body.fields, body.images, body.masks
+    rules = rules_for(model)
+    if not rules.edits:
+        raise InvalidRequestError(f"The model {model} does not support image edits.",
                                   param="model", code="invalid_value")
-    uploads = upload_rules_for(model)
+    uploads = rules.uploads
     fidelity = values.get("input_fidelity")
     if fidelity is not None and not uploads.input_fidelity:
         raise InvalidRequestError(f"Unknown parameter: 'input_fidelity'. It is not supported "
@@ -459,7 +476,7 @@ def _edit(values: dict[str, Any], images: Sequence[tuple[str, Upload | RemoteIma
         raise InvalidRequestError(f"{fidelity!r} is not one of {list(INPUT_FIDELITIES)!r} - "
                                   "'input_fidelity'", param="input_fidelity",
                                   code="invalid_value")
-    request = _validated(values, model_default)
+    request = _validated(values, model)
     if not images:
         raise InvalidRequestError("Missing required parameter: 'image'.", param="image",
                                   code="missing_required_parameter")
@@ -471,7 +488,7 @@ def _edit(values: dict[str, Any], images: Sequence[tuple[str, Upload | RemoteIma
     if len(masks) > 1:
         raise InvalidRequestError("Invalid 'mask': only one mask is accepted.", param="mask",
                                   code="invalid_value")
-    markup = _markup(markups, masks, model)
+    markup = _markup(body.markups, masks, model)
     pending = PendingEdit(
         request=request, uploads=uploads,
         images=tuple(_probed(source, param, uploads) for param, source in images),
@@ -502,7 +519,7 @@ def _markup(markups: Sequence[tuple[str, Upload]],
     if not markups:
         return None
     param, upload = markups[0]
-    if model in ("dall-e-2", "dall-e-3"):
+    if not rules_for(model).markup:
         raise InvalidRequestError(f"Unknown parameter: 'markup'. It is not supported for "
                                   f"{model}.", param="markup", code="unknown_parameter")
     if masks:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from diffuserve.protocol.edits import INPUT_FIDELITIES, MASK_MAX_BYTES, upload_rules_for
+from diffuserve.protocol.edits import INPUT_FIDELITIES, MASK_MAX_BYTES
 from diffuserve.protocol.image_options import (
     BACKGROUNDS,
     MAX_PARTIAL_IMAGES,
@@ -27,16 +27,16 @@ from diffuserve.protocol.rules import (
     MAX_GUIDANCE,
     MAX_SEED,
     MAX_STEPS,
+    NO_EDIT_NAMES,
     RULES_BY_NAME,
     ModelRules,
 )
 
-#: Names that cannot edit (OpenAI's rule, enforced in protocol/edits.py).
-NO_EDIT_NAMES = ("dall-e-3",)
+__all__ = ["NO_EDIT_NAMES", "rules_document"]
 
 
-def _describe(name: str | None, rules: ModelRules) -> dict[str, Any]:
-    uploads = upload_rules_for(name or "")
+def _describe(rules: ModelRules) -> dict[str, Any]:
+    uploads = rules.uploads
     return {
         "max_prompt_length": rules.max_prompt_length,
         "min_n": 1,
@@ -57,7 +57,7 @@ def _describe(name: str | None, rules: ModelRules) -> dict[str, Any]:
         # The GPT-image fields: background, output format, streaming with partial images.
         "image_options": rules.image_options,
         "gpt_image": rules.gpt_image,
-        "edits": name not in NO_EDIT_NAMES,
+        "edits": rules.edits,
         "uploads": {
             "max_images": uploads.max_images,
             "formats": list(uploads.formats),
@@ -71,9 +71,9 @@ def _describe(name: str | None, rules: ModelRules) -> dict[str, Any]:
 def rules_document() -> dict[str, Any]:
     """Every requested name's rules, the rules of any other name, and the shared limits."""
     return {
-        "names": {name: _describe(name, rules) for name, rules in RULES_BY_NAME.items()},
+        "names": {name: _describe(rules) for name, rules in RULES_BY_NAME.items()},
         # Any other name: the served models' own names, custom aliases.
-        "other": _describe(None, GENERIC),
+        "other": _describe(GENERIC),
         "default_model": DEFAULT_MODEL_NAME,
         "seed": {"min": 0, "max": MAX_SEED,
                  "note": "image i of a request uses seed + i, so seed <= max - (n - 1)"},

@@ -9,7 +9,6 @@ and code.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -21,6 +20,7 @@ from diffuserve.protocol.image_options import (
     validate_image_options,
     validate_safety_identifier,
 )
+from diffuserve.protocol.sizes import Size
 
 if TYPE_CHECKING:
     from diffuserve.protocol.generations import ImageGenerationRequest
@@ -48,8 +48,8 @@ class ValidatedRequest:
     model: str
     prompt: str
     n: int
-    width: int
-    height: int
+    #: The size as requested (``auto`` kept: planning decides it).
+    size: Size
     quality: str
     style: str | None
     response_format: str
@@ -59,8 +59,7 @@ class ValidatedRequest:
     guidance_scale: float | None
     negative_prompt: str | None
     revise_prompt: bool
-    #: The size as requested (``auto`` kept), and the output and delivery options.
-    size: str = ""
+    #: The output and delivery options.
     options: ImageOptions = ImageOptions()
     #: A GPT-image name: the response echoes the resolved options and carries usage.
     gpt_image: bool = False
@@ -122,9 +121,6 @@ def prompt_too_long(model: str, limit: int, given: int) -> InvalidRequestError:
         param="prompt", code="string_above_max_length")
 
 
-_SIZE_RE = re.compile(r"^([1-9][0-9]{1,4})x([1-9][0-9]{1,4})$")
-
-
 @dataclass(frozen=True)
 class SizeLimits:
     """The ``WIDTHxHEIGHT`` sizes a name takes besides its named ones: sides that are
@@ -137,7 +133,8 @@ class SizeLimits:
     max_pixels: int
     max_ratio: int
 
-    def allows(self, width: int, height: int) -> bool:
+    def allows(self, size: Size) -> bool:
+        width, height = size.width, size.height
         longer, shorter = max(width, height), min(width, height)
         return (width % self.multiple == 0 and height % self.multiple == 0
                 and shorter >= self.min_side and longer <= self.max_side
@@ -179,9 +176,25 @@ def size_not_supported(model: str, sizes: Sequence[str],
     return f"{SIZE_NOT_SUPPORTED} Supported sizes for {model}: {accepted}."
 
 
-def _free_size_ok(size: str, limits: SizeLimits) -> bool:
-    match = _SIZE_RE.match(size)
-    return match is not None and limits.allows(int(match.group(1)), int(match.group(2)))
+_MB = 1 << 20
+
+
+@dataclass(frozen=True)
+class UploadRules:
+    """What one requested name accepts as uploads (edits and variations), as OpenAI
+    enforces it."""
+
+    max_images: int
+    formats: tuple[str, ...]
+    max_bytes: int
+    square: bool
+    input_fidelity: bool
+
+
+DALL_E_2_UPLOADS = UploadRules(max_images=1, formats=("png",), max_bytes=4 * _MB,
+                               square=True, input_fidelity=False)
+GPT_IMAGE_UPLOADS = UploadRules(max_images=16, formats=("png", "webp", "jpeg"),
+                                max_bytes=50 * _MB, square=False, input_fidelity=True)
 
 
 @dataclass(frozen=True)
@@ -208,6 +221,12 @@ class ModelRules:
     #: Any ``WxH`` within ``size_limits``, besides ``sizes``.
     free_size: bool = False
     size_limits: SizeLimits = FREE_SIZE
+    #: Takes edits (``/v1/images/edits``); variations are taken by every name.
+    edits: bool = True
+    #: The images an edit or a variation may upload.
+    uploads: UploadRules = GPT_IMAGE_UPLOADS
+    #: Takes an edit's ``markup`` (a transparent png drawn over the image).
+    markup: bool = True
 
     @property
     def free_limits(self) -> SizeLimits | None:
@@ -227,17 +246,14 @@ class ModelRules:
                 f"{n} is greater than the maximum of {self.max_n} - 'n'", param="n"
             )
 
-        requested_size = size = self.default_size if req.size is None else req.size
-        if size not in self.sizes and not (self.free_size
-                                           and _free_size_ok(size, self.size_limits)):
-            if size == "auto" or _SIZE_RE.match(size):
-                raise InvalidRequestError(
-                    size_not_supported(model, self.sizes, self.free_limits),
-                    param="size", code="invalid_size")
-            raise _not_one_of(size, self.sizes, "size", code="invalid_size")
-        if size == "auto":
-            size = "1024x1024"
-        width, height = (int(part) for part in size.split("x"))
+        text = self.default_size if req.size is None else req.size
+        size = Size.parse(text)
+        if size is None:
+            raise _not_one_of(text, self.sizes, "size", code="invalid_size")
+        if text not in self.sizes and not (self.free_size and not size.is_auto
+                                           and self.size_limits.allows(size)):
+            raise InvalidRequestError(size_not_supported(model, self.sizes, self.free_limits),
+                                      param="size", code="invalid_size")
 
         quality = self.default_quality if req.quality is None else req.quality
         if quality not in self.qualities:
@@ -290,8 +306,7 @@ class ModelRules:
             model=model,
             prompt=req.prompt,
             n=n,
-            width=width,
-            height=height,
+            size=size,
             quality=quality,
             style=style,
             response_format=response_format,
@@ -301,7 +316,6 @@ class ModelRules:
             guidance_scale=guidance,
             negative_prompt=req.negative_prompt or None,
             revise_prompt=self.revise_prompt,
-            size=requested_size,
             options=options,
             gpt_image=self.gpt_image,
         )
@@ -319,6 +333,8 @@ DALL_E_2 = ModelRules(
     response_formats=RESPONSE_FORMATS,
     default_response_format="url",
     revise_prompt=False,
+    uploads=DALL_E_2_UPLOADS,
+    markup=False,
 )
 
 DALL_E_3 = ModelRules(
@@ -334,6 +350,8 @@ DALL_E_3 = ModelRules(
     default_response_format="url",
     revise_prompt=True,
     single_image=True,
+    edits=False,
+    markup=False,
 )
 
 GPT_IMAGE_1 = ModelRules(
@@ -403,5 +421,11 @@ OPENAI_MODEL_NAMES = tuple(RULES_BY_NAME)
 DEFAULT_MODEL_NAME = "dall-e-2"
 
 
+#: Names that cannot edit (OpenAI's rule).
+NO_EDIT_NAMES = tuple(name for name, rules in RULES_BY_NAME.items() if not rules.edits)
+
+
 def rules_for(model_name: str) -> ModelRules:
+    """The rules of a requested name: its row of :data:`RULES_BY_NAME`, else
+    :data:`GENERIC`."""
     return RULES_BY_NAME.get(model_name, GENERIC)

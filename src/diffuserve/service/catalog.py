@@ -91,7 +91,7 @@ class ModelCatalog:
     def served_name(self, name: str | None) -> str:
         """The configured model a requested name resolves to, for metric labels
         (never the client's free text: that would make label cardinality unbounded)."""
-        target = self.request_default() if name is None else name
+        target = self.requested_name(name)
         target = self._aliases.get(target, target)
         return target if target in self._models else "unknown"
 
@@ -99,6 +99,11 @@ class ModelCatalog:
         """The name an omitted ``model`` means: OpenAI's default where it is served."""
         served = DEFAULT_MODEL_NAME in self._aliases or DEFAULT_MODEL_NAME in self._models
         return DEFAULT_MODEL_NAME if served else self.default_name
+
+    def requested_name(self, name: str | None) -> str:
+        """The name a request asked for, its rules' name: ``name``, or for none (None)
+        the one place the default is resolved, :meth:`request_default`."""
+        return self.request_default() if name is None else name
 
     def names(self) -> Iterator[tuple[str, ModelSpec]]:
         """Every public name (models first, then aliases) with the model it serves."""

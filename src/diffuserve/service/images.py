@@ -1,7 +1,10 @@
-"""ImageService: a planned request becomes an engine task, then OpenAI's response.
+"""ImageService: a request becomes a plan, an engine task, then OpenAI's response.
 
-plan (pure, :mod:`~diffuserve.service.planning`) → task → engine client → images →
-output (PNG, base64 or stored and linked) → response. Nothing here imports FastAPI.
+One way through, whatever the route: ``plan(request)`` (client errors only, nothing
+admitted yet; :mod:`~diffuserve.service.planning`) → for an edit of remote images,
+``fetch(plan)`` once admitted → ``generate(plan)`` or ``open_stream(plan)`` (task →
+engine client → images → output: PNG, base64 or stored and linked → response or
+events). Nothing here imports FastAPI.
 """
 
 from __future__ import annotations
@@ -11,31 +14,44 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from PIL import Image
 
 from diffuserve.config import PNG_COMPRESS_LEVEL
 from diffuserve.engine.client import EngineClient
-from diffuserve.engine.errors import UnsupportedTask
-from diffuserve.engine.types import Accepted, ModelStatus, Progress, Result, Task, TaskKind
+from diffuserve.engine.errors import GenerationFailed, UnsupportedTask
+from diffuserve.engine.types import (
+    ModelStatus,
+    Progress,
+    Result,
+    Task,
+    TaskEvent,
+    TaskKind,
+)
 from diffuserve.protocol.common import ImagesResponse
 from diffuserve.protocol.edits import (
     EditRequest,
+    ImageRequest,
     PendingEdit,
     PendingVariation,
+    VariationBody,
     VariationRequest,
+    check_edit,
+    check_variation,
     decode_edit,
     decode_variation,
 )
 from diffuserve.protocol.generations import ImageGenerationRequest
-from diffuserve.protocol.rules import ValidatedRequest
+from diffuserve.protocol.uploads import Upload
 from diffuserve.service.catalog import ModelCatalog
 from diffuserve.service.editing import keep_unmasked
 from diffuserve.service.moderation import Moderation
 from diffuserve.service.output import OutputWriter
 from diffuserve.service.planning import (
     GenerationPlan,
+    Plan,
+    RemoteEdit,
     check_edit_images,
     plan_edit,
     plan_generation,
@@ -50,15 +66,18 @@ logger = logging.getLogger("diffuserve.generation")
 
 @dataclass(frozen=True)
 class StreamEvent:
-    """One Server-Sent Event of a streamed request: its ``event:`` name and JSON data.
-    The first item of every stream is :data:`STREAM_OPENED` instead, once the engine
-    accepted the work (so that refusals still get their own status)."""
+    """One Server-Sent Event of a streamed request: its ``event:`` name and JSON data."""
 
     event: str
     data: dict[str, Any]
 
 
-STREAM_OPENED = StreamEvent("opened", {})
+class ImageFetcher(Protocol):
+    """Fetches an edit's remote image URL as an upload, or raises a client error naming
+    ``param``. The server's is :func:`~diffuserve.api.remote.fetch_image_url` (the api
+    alone speaks HTTP)."""
+
+    async def __call__(self, url: str, param: str, *, max_bytes: int) -> Upload: ...
 
 
 class ImageService:
@@ -74,6 +93,7 @@ class ImageService:
         clock: Callable[[], float] = time.time,
         moderation: Moderation | None = None,
         png_compress_level: int = PNG_COMPRESS_LEVEL,
+        fetch_image: ImageFetcher | None = None,
     ) -> None:
         self.catalog = catalog
         self.moderation = moderation or Moderation()
@@ -82,12 +102,43 @@ class ImageService:
         self.uploads = UploadDecoder()
         self.request_timeout = request_timeout
         self.clock = clock
+        self.fetch_image = fetch_image
 
-    def plan(self, body: ImageGenerationRequest) -> GenerationPlan:
-        """Validate and plan; raises only client errors, before anything is admitted."""
-        return plan_generation(self.catalog, body)
+    async def plan(self, request: ImageRequest) -> Plan:
+        """What will be drawn for ``request``, before anything is admitted; raises only
+        client errors (and the engine's refusal of a task its loaded model cannot do).
 
-    async def check_edit(self, pending: PendingEdit) -> None:
+        The requested name is resolved here (an omitted ``model`` is the catalog's
+        default) and its rules applied. An edit or a variation is first checked against
+        what the engine says its model takes, then its uploads are decoded off the event
+        loop; an edit of remote images is planned as far as it can be (a
+        :class:`RemoteEdit`), to :meth:`fetch` once admitted."""
+        if isinstance(request, ImageGenerationRequest):
+            return plan_generation(self.catalog, request)
+        name = self.catalog.requested_name(request.model)
+        if isinstance(request, VariationBody):
+            variation = await self._decode_variation(check_variation(request, name))
+            return plan_variation(self.catalog, variation)
+        pending = check_edit(request, name)
+        if pending.remote:
+            # Fetched only once valid and admitted, and no more of them than the images
+            # the served model may take.
+            await self._check_edit(pending)
+            return RemoteEdit(pending)
+        return plan_edit(self.catalog, await self._decode_edit(pending))
+
+    async def fetch(self, plan: RemoteEdit) -> GenerationPlan:
+        """The admitted edit's remote images fetched, checked as uploads are, decoded,
+        and the edit planned."""
+        if self.fetch_image is None:
+            raise RuntimeError("an edit of remote images, but no fetcher to fetch them")
+        pending = plan.pending
+        fetched = {image.url: await self.fetch_image(image.url, image.param,
+                                                     max_bytes=pending.uploads.max_bytes)
+                   for image in pending.remote}
+        return plan_edit(self.catalog, await self._decode_edit(pending.with_fetched(fetched)))
+
+    async def _check_edit(self, pending: PendingEdit) -> None:
         """What the model that draws the edit takes (the task, how many images), as the
         engine reports it, checked before an upload is fetched or decoded."""
         spec = self.catalog.resolve_edit(pending.request.model)
@@ -95,14 +146,14 @@ class ImageService:
         check_edit_images(self.catalog, pending.request, len(pending.images),
                           served.max_input_images if served is not None else None)
 
-    async def decode_edit(self, pending: PendingEdit) -> EditRequest:
+    async def _decode_edit(self, pending: PendingEdit) -> EditRequest:
         """The edit's uploads decoded off the event loop, within the decoding budget."""
-        await self.check_edit(pending)
+        await self._check_edit(pending)
         return await self.uploads.decode(
             pending.pixels, lambda: decode_edit(pending),
             lambda edit: (*edit.images, *([edit.mask] if edit.mask is not None else [])))
 
-    async def decode_variation(self, pending: PendingVariation) -> VariationRequest:
+    async def _decode_variation(self, pending: PendingVariation) -> VariationRequest:
         spec = self.catalog.resolve_edit(pending.request.model)
         await self._served(spec.name, TaskKind.VARIATION)
         return await self.uploads.decode(pending.pixels, lambda: decode_variation(pending),
@@ -117,12 +168,6 @@ class ImageService:
             raise UnsupportedTask(model, f"{kind} tasks")
         return served
 
-    def plan_edit(self, edit: EditRequest) -> GenerationPlan:
-        return plan_edit(self.catalog, edit)
-
-    def plan_variation(self, variation: VariationRequest) -> GenerationPlan:
-        return plan_variation(self.catalog, variation)
-
     async def _finished(self, plan: GenerationPlan, images: tuple[Image.Image, ...]
                         ) -> tuple[Image.Image, ...]:
         """The engine's images, with an edit's unmasked pixels put back."""
@@ -132,15 +177,9 @@ class ImageService:
         image, mask = params.image, params.mask
         return tuple(await asyncio.to_thread(keep_unmasked, images, image, mask))
 
-    async def moderate(self, plan: GenerationPlan, request_id: str = "") -> None:
+    async def moderate(self, plan: Plan, request_id: str = "") -> None:
         """The content policy's verdict on the prompt, before anything is admitted."""
-        await self.moderation.check(plan.params.prompt, plan.request.options.moderation,
-                                    request_id)
-
-    async def moderate_request(self, request: ValidatedRequest, request_id: str = "") -> None:
-        """The verdict on a request's prompt before it is planned (an edit whose remote
-        images are fetched only once it is admitted)."""
-        await self.moderation.check(request.prompt, request.options.moderation, request_id)
+        await self.moderation.check(plan.prompt, plan.request.options.moderation, request_id)
 
     def _task(self, plan: GenerationPlan, request_id: str, client_id: str,
               previews: int = 0) -> Task:
@@ -149,13 +188,33 @@ class ImageService:
                     deadline=self.clock() + self.request_timeout,
                     progress=previews > 0 or plan.request.options.stream, previews=previews)
 
-    async def stream(
+    async def open_stream(
         self,
         plan: GenerationPlan,
         *,
         request_id: str = "",
         client_id: str = "anonymous",
     ) -> AsyncIterator[StreamEvent]:
+        """Submit ``plan`` for a streamed answer; returns once the engine accepted the
+        work (its refusal, a full queue or a draining server, raises here, before any
+        answer is sent) with the events to send (see :meth:`_events`). Cancelling the
+        call, or closing the events, cancels the task."""
+        task = self._task(plan, request_id, client_id,
+                          previews=plan.request.options.partial_images)
+        events = self.engine.stream(task)
+        try:
+            # Accepted; from an engine that does not send it, the first progress or result.
+            first = await anext(events, None)
+        except BaseException:
+            await events.aclose()  # type: ignore[attr-defined]
+            raise
+        if first is None:
+            raise GenerationFailed(task.model, "the engine ended the task without a result")
+        return self._events(plan, request_id, events, first)
+
+    async def _events(self, plan: GenerationPlan, request_id: str,
+                      events: AsyncIterator[TaskEvent], first: TaskEvent
+                      ) -> AsyncIterator[StreamEvent]:
         """OpenAI's streamed answer: ``<kind>.partial_image`` events (previews of the
         first image while it is drawn), then one ``<kind>.completed`` event per image.
 
@@ -164,18 +223,15 @@ class ImageService:
         """
         request, options = plan.request, plan.request.options
         kind = "image_edit" if plan.kind == TaskKind.EDIT else "image_generation"
-        task = self._task(plan, request_id, client_id, previews=options.partial_images)
         echo = {"background": options.background, "output_format": options.output_format,
-                "quality": request.quality, "size": request.size}
+                "quality": request.quality, "size": str(request.size)}
         # Completed events carry the effective safety identifier, as OpenAI's do.
         identified = {} if request.end_user is None else {
             "safety_identifier": request.end_user}
-        events = self.engine.stream(task)
+        event: TaskEvent | None = first
         try:
-            async for event in events:
-                if isinstance(event, Accepted):
-                    yield STREAM_OPENED
-                elif isinstance(event, Progress) and event.preview is not None:
+            while event is not None:
+                if isinstance(event, Progress) and event.preview is not None:
                     (b64,) = await self.output.encoded([event.preview], options.output_format,
                                                        options.output_compression)
                     yield StreamEvent(f"{kind}.partial_image", {
@@ -197,6 +253,7 @@ class ImageService:
                             "created_at": int(self.clock()), **echo,
                             "usage": usage.model_dump(), **identified})
                     self._log(plan, request_id, event, streamed=True)
+                event = await anext(events, None)
         finally:
             await events.aclose()  # type: ignore[attr-defined]
 
@@ -225,7 +282,7 @@ class ImageService:
             response.background = options.resolved_background
             response.output_format = options.output_format
             response.quality = plan.resolved_quality
-            response.size = f"{width}x{height}"
+            response.size = str(plan.size)
             response.usage = usage_for(
                 text_tokens=result.prompt_tokens, image_tokens_in=plan.input_image_tokens,
                 images_out=plan.images,
@@ -244,7 +301,7 @@ class ImageService:
                     "served_by": plan.spec.name,
                     "user": request.end_user,
                     "n": plan.params.n,
-                    "size": f"{plan.params.width}x{plan.params.height}",
+                    "size": str(plan.size),
                     "steps": plan.params.num_inference_steps,
                     "guidance_scale": plan.params.guidance_scale,
                     "seeds": list(plan.params.seeds),

@@ -1,9 +1,10 @@
 """Planning: a request becomes exactly what will be drawn, before anything is admitted.
 
-Pure: it resolves the model, applies OpenAI's rules for the requested name, fills in
-defaults, turns ``quality`` and ``style`` into steps and guidance (the one place a
-model's knobs become generation parameters), picks seeds and revises the prompt. It
-raises only client errors.
+Pure: it resolves the model (an omitted one is the catalog's default), applies OpenAI's
+rules for the requested name, fills in defaults, decides ``size=auto``
+(:func:`drawn_size`), turns ``quality`` and ``style`` into steps and guidance (the one
+place a model's knobs become generation parameters), picks seeds and revises the
+prompt. It raises only client errors.
 """
 
 from __future__ import annotations
@@ -15,13 +16,19 @@ from typing import Any
 
 from diffuserve.config import ModelSpec
 from diffuserve.engine.types import GenerationParams, TaskKind
-from diffuserve.protocol.edits import EditRequest, VariationRequest, too_many_images
+from diffuserve.protocol.edits import (
+    EditRequest,
+    PendingEdit,
+    VariationRequest,
+    too_many_images,
+)
 from diffuserve.protocol.generations import ImageGenerationRequest
 from diffuserve.protocol.rules import (
     MAX_SEED,
     ValidatedRequest,
     rules_for,
 )
+from diffuserve.protocol.sizes import Size
 from diffuserve.service.catalog import ModelCatalog
 from diffuserve.service.prompting import revise_prompt
 from diffuserve.service.usage import input_image_tokens
@@ -79,13 +86,48 @@ class GenerationPlan:
         return self.params.n
 
     @property
+    def size(self) -> Size:
+        """The size drawn (never ``auto``)."""
+        return Size(self.params.width, self.params.height)
+
+    @property
     def resolved_quality(self) -> str:
         return RESOLVED_QUALITY.get(self.request.quality, self.request.quality)
+
+    @property
+    def prompt(self) -> str:
+        """The prompt drawn (dall-e-3's revised one), for the content policy."""
+        return self.params.prompt
+
+
+@dataclass(frozen=True)
+class RemoteEdit:
+    """An edit planned as far as it can be before its remote images are fetched (work
+    that costs the server something outside it): admitted as it stands, then fetched
+    and planned (:meth:`~diffuserve.service.images.ImageService.fetch`)."""
+
+    pending: PendingEdit
+
+    @property
+    def request(self) -> ValidatedRequest:
+        return self.pending.request
+
+    @property
+    def images(self) -> int:
+        return self.request.n
+
+    @property
+    def prompt(self) -> str:
+        return self.request.prompt
+
+
+#: What planning gives: a plan to draw, or an edit to fetch once admitted.
+Plan = GenerationPlan | RemoteEdit
 
 
 def plan_generation(catalog: ModelCatalog, body: ImageGenerationRequest) -> GenerationPlan:
     """Resolve, validate and fill in defaults; raises before any compute."""
-    name = body.model if body.model is not None else catalog.request_default()
+    name = catalog.requested_name(body.model)
     spec = catalog.resolve(name)
     req = rules_for(name).validate(body, name)
 
@@ -94,11 +136,11 @@ def plan_generation(catalog: ModelCatalog, body: ImageGenerationRequest) -> Gene
         if req.revise_prompt else None
     )
     params = _params(spec, req, revised if revised is not None else req.prompt,
-                     (req.width, req.height))
+                     drawn_size(req))
     return GenerationPlan(spec=spec, request=req, params=params, revised_prompt=revised)
 
 
-def _params(spec: ModelSpec, req: ValidatedRequest, prompt: str, size: tuple[int, int],
+def _params(spec: ModelSpec, req: ValidatedRequest, prompt: str, size: Size,
             **edit: Any) -> GenerationParams:
     """The model's knobs applied to a valid request."""
     steps = (req.num_inference_steps if req.num_inference_steps is not None
@@ -109,8 +151,8 @@ def _params(spec: ModelSpec, req: ValidatedRequest, prompt: str, size: tuple[int
     return GenerationParams(
         prompt=prompt,
         negative_prompt=req.negative_prompt or spec.negative_prompt,
-        width=size[0],
-        height=size[1],
+        width=size.width,
+        height=size.height,
         num_inference_steps=steps,
         guidance_scale=guidance,
         seeds=tuple(first_seed + i for i in range(req.n)),
@@ -145,11 +187,9 @@ def plan_edit(catalog: ModelCatalog, edit: EditRequest) -> GenerationPlan:
     mask applies to the first image)."""
     req = edit.request
     spec = catalog.resolve_edit(req.model)
-    size = (auto_size(edit.input_size, req.model) if req.size == "auto"
-            else (req.width, req.height))
     first, *references = edit.images
-    params = _params(spec, req, req.prompt, size, image=first, mask=edit.mask,
-                     references=tuple(references),
+    params = _params(spec, req, req.prompt, drawn_size(req, edit.input_size), image=first,
+                     mask=edit.mask, references=tuple(references),
                      strength=EDIT_STRENGTH[(edit.input_fidelity, edit.mask is not None)])
     # Every image sent is read, and counted, as OpenAI counts them.
     tokens = sum(input_image_tokens(image.width, image.height, edit.input_fidelity)
@@ -162,14 +202,26 @@ def plan_variation(catalog: ModelCatalog, variation: VariationRequest) -> Genera
     """Variations of the image: drawn again from it without a prompt."""
     req = variation.request
     spec = catalog.resolve_edit(req.model)
-    size = (auto_size(variation.image.size, req.model) if req.size == "auto"
-            else (req.width, req.height))
-    params = _params(spec, req, "", size, image=variation.image, strength=VARIATION_STRENGTH)
+    params = _params(spec, req, "", drawn_size(req, variation.image.size),
+                     image=variation.image, strength=VARIATION_STRENGTH)
     return GenerationPlan(spec=spec, request=req, params=params, revised_prompt=None,
                           kind=TaskKind.VARIATION)
 
 
-def auto_size(input_size: tuple[int, int], model: str) -> tuple[int, int]:
+#: What ``size=auto`` draws without an input image (GPT-image's square).
+AUTO_DRAWN_SIZE = Size(1024, 1024)
+
+
+def drawn_size(request: ValidatedRequest, input_size: tuple[int, int] | None = None) -> Size:
+    """The size drawn for a valid request, the one place ``size=auto`` is decided: the
+    size asked for; for ``auto``, 1024x1024 without an input image, else
+    :func:`auto_size` of the input's (upright) size."""
+    if not request.size.is_auto:
+        return request.size
+    return AUTO_DRAWN_SIZE if input_size is None else auto_size(input_size, request.model)
+
+
+def auto_size(input_size: tuple[int, int], model: str) -> Size:
     """``size=auto`` for an edit: the input's size where the name takes any size (scaled
     into its limits, sides rounded to its multiple), else its supported size nearest in
     shape."""
@@ -187,7 +239,7 @@ def auto_size(input_size: tuple[int, int], model: str) -> tuple[int, int]:
             w, h = (w - step, h) if w >= h else (w, h - step)
         while max(w, h) > limits.max_ratio * min(w, h):
             w, h = (w - step, h) if w > h else (w, h - step)
-        return w, h
-    options = [(int(w), int(h)) for w, _, h in (size.partition("x") for size in rules.sizes
-                                                if size != "auto")]
-    return min(options, key=lambda s: abs(math.log((s[0] / s[1]) / (width / height))))
+        return Size(w, h)
+    named = [size for size in map(Size.parse, rules.sizes)
+             if size is not None and not size.is_auto]
+    return min(named, key=lambda s: abs(math.log((s.width / s.height) / (width / height))))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -11,20 +10,19 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from diffuserve.api.auth import Client
-from diffuserve.api.deps import ServerParts, authenticate
-from diffuserve.api.imaging import AdmitFirst, answer
-from diffuserve.api.remote import fetch_image_url
+from diffuserve.api.deps import authenticate, parts
+from diffuserve.api.imaging import answer
 from diffuserve.protocol.common import load_json
 from diffuserve.protocol.edits import (
+    EditBody,
     Form,
-    PendingEdit,
+    VariationBody,
     read_edit_form,
     read_edit_json,
     read_variation_form,
 )
 from diffuserve.protocol.errors import InvalidRequestError
 from diffuserve.protocol.uploads import Upload
-from diffuserve.service.planning import GenerationPlan
 
 router = APIRouter()
 
@@ -63,6 +61,19 @@ async def read_form(request: Request) -> Form:
     return values
 
 
+async def read_edit(request: Request) -> EditBody:
+    """The edit as multipart, or as JSON with data URLs (http(s) URLs too where the
+    operator allows them: fetched by the service once the request is admitted)."""
+    if request.headers.get("content-type", "").startswith("application/json"):
+        return read_edit_json(load_json(await request.body()),
+                              remote_allowed=parts(request).allow_remote_image_urls)
+    return read_edit_form(await read_form(request))
+
+
+async def read_variation(request: Request) -> VariationBody:
+    return read_variation_form(await read_form(request))
+
+
 # Bodies and answers are published by diffuserve.api.openapi, from the protocol's tables.
 @router.post("/v1/images/edits")
 async def edit_image(
@@ -70,35 +81,7 @@ async def edit_image(
 ) -> Response:
     """Edit images (OpenAI's ``images.edit``): inpainting where the mask is clear, image
     to image without one; multipart, or JSON with data URLs."""
-
-    async def planner(server: ServerParts, label: Callable[[str | None], None]
-                      ) -> GenerationPlan | AdmitFirst:
-        default = server.service.catalog.request_default()
-        if request.headers.get("content-type", "").startswith("application/json"):
-            payload = load_json(await request.body())
-            label(payload.get("model") if isinstance(payload, dict) else None)
-            pending = read_edit_json(payload, default,
-                                     remote_allowed=server.allow_remote_image_urls)
-        else:
-            form = await read_form(request)
-            label(_text(form, "model"))
-            pending = read_edit_form(form, default)
-        if pending.remote:
-            # Fetched only for a request that is valid and admitted, and no more of
-            # them than the images the served model may take.
-            await server.service.check_edit(pending)
-            return AdmitFirst(pending.request, lambda: _fetched_then_planned(server, pending))
-        return server.service.plan_edit(await server.service.decode_edit(pending))
-
-    return await answer(request, client, planner)
-
-
-async def _fetched_then_planned(server: ServerParts, pending: PendingEdit) -> GenerationPlan:
-    fetched = {image.url: await fetch_image_url(image.url, image.param,
-                                                max_bytes=pending.uploads.max_bytes)
-               for image in pending.remote}
-    return server.service.plan_edit(
-        await server.service.decode_edit(pending.with_fetched(fetched)))
+    return await answer(request, client, read_edit)
 
 
 @router.post("/v1/images/variations")
@@ -106,17 +89,4 @@ async def create_variation(
     request: Request, client: Annotated[Client, Depends(authenticate)]
 ) -> Response:
     """Variations of an image (OpenAI's ``images.create_variation``)."""
-
-    async def planner(server: ServerParts, label: Callable[[str | None], None]
-                      ) -> GenerationPlan:
-        form = await read_form(request)
-        label(_text(form, "model"))
-        pending = read_variation_form(form, server.service.catalog.request_default())
-        return server.service.plan_variation(await server.service.decode_variation(pending))
-
-    return await answer(request, client, planner)
-
-
-def _text(form: Form, name: str) -> str | None:
-    values = form.get(name, ())
-    return values[0] if values and isinstance(values[0], str) else None
+    return await answer(request, client, read_variation)
