@@ -38,9 +38,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import openai  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from benchmarks.load_test import percentile, scrape_metrics, sum_samples  # noqa: E402
-from tests.conftest import start_server  # noqa: E402
-from tests.tiny_pipelines import build_tiny_sd  # noqa: E402
+from tests.support.live_server import start_server  # noqa: E402
+from tests.support.load import percentile, scrape_metrics, sum_samples  # noqa: E402
+from tests.support.tiny_pipelines import build_tiny_sd  # noqa: E402
 
 MODEL_NAME = "bench"
 

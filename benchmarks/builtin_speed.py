@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from diffuserve import builtin  # noqa: E402
-from tests.conftest import LiveServer, start_server  # noqa: E402
+from tests.support.live_server import LiveServer, start_server  # noqa: E402
 
 DEFAULT_DATA = Path(platformdirs.user_cache_dir("diffuserve")) / "training" / "data"
 SIZES = ("256x256", "1024x1024")

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.builtin_speed import DEFAULT_DATA, load_prompts, models_file, time_requests  # noqa: E402  # noqa: E402
 from diffuserve import builtin  # noqa: E402
 from diffuserve.config import CompileMode  # noqa: E402
-from tests.conftest import start_server  # noqa: E402
+from tests.support.live_server import start_server  # noqa: E402
 
 
 def serve_and_time(folder: Path, models: Path, cache: Path, size: str, prompts: list[str],

@@ -10,7 +10,7 @@ while a thread polls ``/health`` every 50 ms, sends:
 
 Prints, per phase: statuses, the longest /health answer, RSS (VmRSS) after the phase and
 its peak so far (VmHWM), and again 20 s after the last phase. (How many remote fetches a
-request can cause is a test: tests/api/test_remote_images.py.) Run it on old and new
+request can cause is a test: tests/api/test_remote.py.) Run it on old and new
 code alike:
 
     python benchmarks/hostile_uploads.py
@@ -33,7 +33,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.conftest import LiveServer, start_server  # noqa: E402
+from tests.support.live_server import LiveServer, start_server  # noqa: E402
 
 SIDE = 6320  # 39.9 MP: just under the per-image limit
 

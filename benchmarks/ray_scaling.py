@@ -39,7 +39,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import openai  # noqa: E402
 
-from tests.conftest import LiveServer, start_server  # noqa: E402
+from tests.support.live_server import LiveServer, start_server  # noqa: E402
 from tests.support.ray_cluster import RAY_ENV, ray_head  # noqa: E402
 
 

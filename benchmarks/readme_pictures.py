@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from builtin_speed import models_file  # noqa: E402
 
 from diffuserve import builtin  # noqa: E402
-from tests.conftest import start_server  # noqa: E402
+from tests.support.live_server import start_server  # noqa: E402
 
 SIDE = 256
 #: The checkerboard a transparent mask is shown on.

@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.tiny_pipelines import build_tiny_clip_tokenizer  # noqa: E402
+from tests.support.tiny_pipelines import build_tiny_clip_tokenizer  # noqa: E402
 
 
 def _clip(tokenizer: Any, hidden: int, layers: int, heads: int, intermediate: int,

@@ -48,7 +48,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchmarks import step_cost  # noqa: E402
 from diffuserve.config import CompileMode  # noqa: E402
-from tests.conftest import LiveServer, start_server  # noqa: E402
+from tests.support.live_server import LiveServer, start_server  # noqa: E402
 from tests.support.load import server_log_entries  # noqa: E402
 
 LAUNCHER = [sys.executable, str(Path(step_cost.__file__).resolve())]
@@ -250,10 +250,10 @@ def main() -> None:
                               "batch_setting": args.batch}
     with tempfile.TemporaryDirectory() as tmp:
         if args.tiny:
-            from tests.tiny_pipelines import build_tiny_sd
+            from tests.support.tiny_pipelines import build_tiny_sd
 
             folder = build_tiny_sd(Path(tmp) / "tiny-sd")
-            report["model"] = "tiny random SD (tests/tiny_pipelines.py)"
+            report["model"] = "tiny random SD (tests/support/tiny_pipelines.py)"
         else:
             folder = args.model or step_cost.write(Path(tmp) / "step-cost")
             report["model"] = str(args.model or "step-cost pipeline (benchmarks/step_cost.py)")

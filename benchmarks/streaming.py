@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from tests.conftest import start_server  # noqa: E402
+from tests.support.live_server import start_server  # noqa: E402
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from diffuserve.cli import _settings, build_parser, main
 from diffuserve.config import Settings, default_storage_dir
-from tests.conftest import LiveServer
+from tests.support.live_server import LiveServer
 
 
 @pytest.fixture(autouse=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.test_app import AUTH, assert_envelope, generate, make_client
-from tests.conftest import FakeBackend
+from tests.support.clients import AUTH, assert_envelope, generate, make_client
+from tests.support.fakes import FakeBackend
 
 
 def remaining_images(client: TestClient) -> int:

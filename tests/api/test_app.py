@@ -9,50 +9,20 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from diffuserve.app import build_app
 from diffuserve.config import ModelSpec, Settings
-from tests.conftest import FakeBackend, SlowLoadingBackend
-
-KEY = "sk-test-0123456789abcdef"
-AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-def make_client(tmp_path: Path, backend: FakeBackend, **settings: object) -> TestClient:
-    options: dict[str, object] = {"storage_dir": tmp_path / "images", "api_keys": (KEY,)}
-    options.update(settings)
-    spec = ModelSpec(name="fake", source="fake", steps=10, guidance_scale=5.0,
-                     vivid_guidance_scale=7.0, natural_guidance_scale=3.0)
-    options.setdefault("models", (spec,))
-    options.setdefault("aliases", ("dall-e-2=fake", "dall-e-3=fake"))
-    options.setdefault("auto_aliases", False)
-    config = Settings(**options)  # type: ignore[arg-type]
-    return TestClient(build_app(config, backends={"fake": backend}),
-                      raise_server_exceptions=False)
+from tests.support.clients import AUTH, KEY, assert_envelope, generate, make_client
+from tests.support.fakes import FakeBackend, SlowLoadingBackend
 
 
 @pytest.fixture
 def client(tmp_path: Path, fake_backend: FakeBackend) -> Iterator[TestClient]:
     with make_client(tmp_path, fake_backend) as test_client:
         yield test_client
-
-
-def generate(client: TestClient, **body: object) -> httpx.Response:
-    return client.post("/v1/images/generations", json=body, headers=AUTH)
-
-
-def assert_envelope(response: httpx.Response, status: int, code: str | None = None,
-                    param: str | None = None) -> dict[str, object]:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["code"] == code
-    assert error["param"] == param
-    return dict(error)
 
 
 def test_b64_json_is_a_png_of_the_requested_size(client: TestClient) -> None:

@@ -12,8 +12,8 @@ import pytest
 
 from diffuserve.app import build_app
 from diffuserve.config import ModelSpec, Settings
-from tests.api.test_app import AUTH, KEY
-from tests.conftest import FakeBackend
+from tests.support.clients import AUTH, KEY
+from tests.support.fakes import FakeBackend
 from tests.support.threaded import serving_in_thread
 
 APP = "http://localhost:3000"

@@ -21,9 +21,8 @@ from diffuserve.config import ModelSpec, Settings
 from diffuserve.engine.local.engine import LocalEngine
 from diffuserve.engine.types import GenerationParams, ModelStatus, StepCallback, TaskKind
 from diffuserve.protocol import edits
-from tests.api.test_app import AUTH, KEY, make_client
-from tests.api.test_serving import sdk_for
-from tests.conftest import FakeBackend
+from tests.support.clients import AUTH, KEY, make_client, sdk_for
+from tests.support.fakes import FakeBackend
 
 RED, BLUE = (200, 30, 30), (20, 40, 220)
 

@@ -7,7 +7,7 @@ import pytest
 from diffuserve.api.errors import SERVER_ERROR_MESSAGE, to_api_error
 from diffuserve.engine import errors as engine
 from diffuserve.storage import base as storage
-from tests.engine.test_errors import SAMPLES
+from tests.support.engine_errors import SAMPLES
 
 EXPECTED = {
     "QueueFull": (429, "requests", "rate_limit_exceeded", {"Retry-After": "12"}),

@@ -13,8 +13,8 @@ import httpx
 import openai
 import pytest
 
-from tests.api.test_app import KEY, make_client
-from tests.conftest import FakeBackend, SlowLoadingBackend
+from tests.support.clients import KEY, make_client
+from tests.support.fakes import FakeBackend, SlowLoadingBackend
 
 
 @pytest.fixture

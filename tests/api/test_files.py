@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.test_app import assert_envelope, generate, make_client
-from tests.conftest import FakeBackend
+from tests.support.clients import assert_envelope, generate, make_client
+from tests.support.fakes import FakeBackend
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from schemathesis.checks import negative_data_rejection
 from schemathesis.python.asgi import get_client
 from schemathesis.schemas import BaseSchema
 
-from tests.api import fuzzing
-from tests.api.test_app import AUTH
+from tests.support import fuzzing
+from tests.support.clients import AUTH
 
 #: The operations that need a key: they document 401.
 PROTECTED = ["POST /v1/images/generations", "POST /v1/images/edits",

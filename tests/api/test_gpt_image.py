@@ -14,9 +14,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from diffuserve.engine.types import GenerationParams, StepCallback
-from tests.api.test_app import AUTH, make_client
-from tests.api.test_serving import sdk_for
-from tests.conftest import FakeBackend
+from tests.support.clients import AUTH, make_client, sdk_for
+from tests.support.fakes import FakeBackend
 
 MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "jpeg": b"\xff\xd8\xff", "webp": b"RIFF"}
 

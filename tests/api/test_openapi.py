@@ -26,8 +26,8 @@ from diffuserve.protocol.rules import (
     OPENAI_MODEL_NAMES,
     rules_for,
 )
-from tests.api import fuzzing
-from tests.api.test_app import AUTH, make_client
+from tests.support import fuzzing
+from tests.support.clients import AUTH, make_client
 
 
 @pytest.fixture

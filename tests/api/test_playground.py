@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from diffuserve.api.routes.playground import CONTENT_SECURITY_POLICY, WEB_FILES
 from diffuserve.protocol.image_options import BACKGROUNDS, MAX_PARTIAL_IMAGES, OUTPUT_FORMATS
 from diffuserve.protocol.rules import GENERIC, MAX_SEED, RULES_BY_NAME
-from tests.api.test_app import make_client
-from tests.conftest import FakeBackend
+from tests.support.clients import make_client
+from tests.support.fakes import FakeBackend
 
 WEB_DIR = Path(__file__).parents[2] / "src" / "diffuserve" / "web"
 

@@ -22,8 +22,8 @@ from diffuserve.app import build_app
 from diffuserve.config import ModelSpec, Settings
 from diffuserve.engine.types import TaskKind
 from diffuserve.protocol.errors import InvalidRequestError
-from tests.api.test_app import AUTH, KEY, make_client
-from tests.conftest import FakeBackend
+from tests.support.clients import AUTH, KEY, make_client
+from tests.support.fakes import FakeBackend
 from tests.support.threaded import serving_in_thread
 
 

@@ -14,8 +14,8 @@ from PIL import Image
 from diffuserve.app import build_app
 from diffuserve.config import ModelSpec, Settings
 from diffuserve.storage.base import StorageUnavailable
-from tests.api.test_app import assert_envelope, generate, make_client
-from tests.conftest import FakeBackend
+from tests.support.clients import assert_envelope, generate, make_client
+from tests.support.fakes import FakeBackend
 from tests.support.s3 import S3Bucket
 
 

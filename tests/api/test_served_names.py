@@ -12,9 +12,8 @@ import openai
 import pytest
 from PIL import Image
 
-from tests.api.test_app import make_client
-from tests.api.test_serving import sdk_for
-from tests.conftest import FakeBackend
+from tests.support.clients import make_client, sdk_for
+from tests.support.fakes import FakeBackend
 
 
 def size_of(b64: str | None) -> tuple[int, int]:

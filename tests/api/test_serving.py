@@ -11,13 +11,8 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.test_app import AUTH, KEY, assert_envelope, generate, make_client
-from tests.conftest import FakeBackend
-
-
-def sdk_for(client: TestClient, key: str = KEY) -> openai.OpenAI:
-    return openai.OpenAI(base_url="http://testserver/v1", api_key=key, max_retries=0,
-                         http_client=client)
+from tests.support.clients import AUTH, assert_envelope, generate, make_client, sdk_for
+from tests.support.fakes import FakeBackend
 
 
 def in_background(client: TestClient, **body: object) -> tuple[threading.Thread,

@@ -19,8 +19,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from diffuserve.api.ratelimit import RateLimitStorageUnavailable
-from tests.api.test_app import AUTH, assert_envelope, generate, make_client
-from tests.conftest import FakeBackend, LiveServer
+from tests.support.clients import AUTH, assert_envelope, generate, make_client
+from tests.support.fakes import FakeBackend
+from tests.support.live_server import LiveServer
 from tests.support.redis_server import RedisServer, free_port
 
 

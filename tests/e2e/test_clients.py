@@ -26,7 +26,7 @@ import openai
 import pytest
 from PIL import Image
 
-from tests.conftest import LiveServer, start_server
+from tests.support.live_server import LiveServer, start_server
 
 pytestmark = pytest.mark.e2e
 

@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 
 from diffuserve.protocol.rules import OPENAI_MODEL_NAMES
-from tests.conftest import LiveServer, start_server
+from tests.support.live_server import LiveServer, start_server
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from diffuserve.protocol.rules import OPENAI_MODEL_NAMES
-from tests.conftest import start_server
+from tests.support.live_server import start_server
 from tests.support.node import NODE_DIR, node_binary, require_node_sdk
 
 pytestmark = pytest.mark.e2e

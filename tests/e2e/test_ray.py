@@ -25,7 +25,7 @@ from PIL import Image
 
 from diffuserve import builtin
 from diffuserve.deploy.ray_serve import max_ongoing_requests
-from tests.conftest import LiveServer, start_server
+from tests.support.live_server import LiveServer, start_server
 from tests.support.ray_cluster import RAY_ENV, model_replica_cpu, ray_head
 from tests.support.redis_server import RedisServer
 from tests.support.s3 import MotoS3, S3Bucket

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from diffuserve import builtin
-from tests.conftest import LiveServer
+from tests.support.live_server import LiveServer
 from tests.support.s3 import SECRET_ACCESS_KEY, S3Bucket
 
 pytestmark = [

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import LiveServer, start_server
+from tests.support.live_server import LiveServer, start_server
 
 pytestmark = pytest.mark.e2e
 

@@ -8,24 +8,7 @@ import pytest
 
 from diffuserve.engine import errors
 from diffuserve.protocol.errors import InvalidRequestError, ModelNotFoundError
-
-SAMPLES: list[errors.EngineError] = [
-    errors.QueueFull("sd", 64, 12),
-    errors.Draining(7),
-    errors.ModelNotLoaded("sd", 5),
-    errors.WorkerLost("sd", 3),
-    errors.UnknownModel("sd"),
-    errors.UnsupportedTask("sd", "edit"),
-    errors.TooManyImages("qwen-edit", 3, 4),
-    errors.PromptTooLong("flux", 512, 600),
-    errors.DeadlineExceeded(started=False, timeout_seconds=540.0, retry_after=30),
-    errors.DeadlineExceeded(started=True, timeout_seconds=0.5, retry_after=1),
-    errors.Cancelled(),
-    errors.OutOfMemory("CUDA out of memory. Tried to allocate 2.00 GiB"),
-    errors.ContentFlagged(),
-    errors.GenerationFailed("sd", "RuntimeError: boom"),
-    errors.ModelLoadFailed("Could not load model 'sd' from 'x': that folder does not exist."),
-]
+from tests.support.engine_errors import SAMPLES
 
 
 def test_every_engine_error_has_a_sample() -> None:

@@ -10,7 +10,7 @@ from PIL import Image
 from diffuserve.config import ModelSpec
 from diffuserve.engine.image_memory import BLOCKS_MAX, keep_image_memory
 from diffuserve.engine.local.engine import LocalEngine
-from tests.conftest import FakeBackend
+from tests.support.fakes import FakeBackend
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ from diffuserve.engine.plugins import (
     installed_backends,
     pipeline_class,
 )
-from tests.conftest import FakeBackend
+from tests.support.fakes import FakeBackend
 
 
 def test_the_diffusers_runtime_is_registered_as_an_entry_point() -> None:

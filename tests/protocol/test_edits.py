@@ -14,22 +14,7 @@ from diffuserve.protocol.generations import ImageGenerationRequest
 from diffuserve.protocol.rules import rules_for
 from diffuserve.protocol.uploads import Upload
 from tests.support.edit_bodies import parse_edit_form, parse_edit_json, parse_variation_form
-
-
-def png(size: tuple[int, int] = (64, 64), mode: str = "RGB", fill: Any = (200, 30, 30),
-        fmt: str = "PNG") -> Upload:
-    buffer = io.BytesIO()
-    Image.new(mode, size, fill).save(buffer, format=fmt)
-    return Upload("image.png", f"image/{fmt.lower()}", buffer.getvalue())
-
-
-def mask_png(size: tuple[int, int] = (64, 64), clear_top: bool = True) -> Upload:
-    image = Image.new("RGBA", size, (0, 0, 0, 255))
-    if clear_top:
-        image.paste((0, 0, 0, 0), (0, 0, size[0], size[1] // 2))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return Upload("mask.png", "image/png", buffer.getvalue())
+from tests.support.uploads import mask_png, png
 
 
 def refused(form: dict[str, list[Any]], model_default: str = "dall-e-2") -> InvalidRequestError:

@@ -18,7 +18,7 @@ from diffuserve.protocol.rules import (
 )
 from diffuserve.protocol.sizes import AUTO, Size
 from diffuserve.service.planning import drawn_size
-from tests.protocol.test_rules import rejection, validate
+from tests.support.validation import rejection, validate
 
 
 def test_every_name_of_the_sdks_image_model_has_openais_rules() -> None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
 from diffuserve.api.errors import to_api_error
 from diffuserve.protocol.common import JSON_PARSE_MESSAGE, translate_validation_errors
 from diffuserve.protocol.errors import InvalidRequestError
-from diffuserve.protocol.generations import ImageGenerationRequest, parse_generation_request
+from diffuserve.protocol.generations import parse_generation_request
 from diffuserve.protocol.rules import (
     DALL_E_2,
     DALL_E_3,
@@ -27,27 +26,13 @@ from diffuserve.protocol.rules import (
 )
 from diffuserve.protocol.sizes import Size
 from diffuserve.service.planning import drawn_size
+from tests.support.validation import make_request, rejection, validate
 
 ALL_RULES = pytest.mark.parametrize(
     "rules",
     [DALL_E_2, DALL_E_3, GPT_IMAGE_1, GENERIC],
     ids=["dall-e-2", "dall-e-3", "gpt-image-1", "generic"],
 )
-
-
-def make_request(**fields: Any) -> ImageGenerationRequest:
-    fields.setdefault("prompt", "a red fox in the snow")
-    return ImageGenerationRequest(**fields)
-
-
-def validate(rules: ModelRules, **fields: Any) -> ValidatedRequest:
-    return rules.validate(make_request(**fields), "some-model")
-
-
-def rejection(rules: ModelRules, **fields: Any) -> InvalidRequestError:
-    with pytest.raises(InvalidRequestError) as info:
-        validate(rules, **fields)
-    return info.value
 
 
 def parse_error(raw: bytes) -> InvalidRequestError:

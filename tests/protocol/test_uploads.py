@@ -14,13 +14,13 @@ from PIL import GifImagePlugin, Image
 
 from diffuserve.protocol.errors import InvalidRequestError
 from diffuserve.protocol.uploads import MAX_IMAGE_PIXELS, Upload
-from tests.protocol.test_edits import mask_png, png
 from tests.support.edit_bodies import (
     checked_edit_form,
     parse_edit_form,
     parse_edit_json,
     parse_variation_form,
 )
+from tests.support.uploads import mask_png, png
 
 
 def declared_png(width: int, height: int) -> Upload:

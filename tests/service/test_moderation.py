@@ -9,8 +9,8 @@ import pytest
 
 from diffuserve.protocol.errors import InvalidRequestError
 from diffuserve.service.moderation import Moderation, load_policy
-from tests.api.test_app import assert_envelope, generate, make_client
-from tests.conftest import FakeBackend
+from tests.support.clients import assert_envelope, generate, make_client
+from tests.support.fakes import FakeBackend
 
 
 def strict_unless_low(prompt: str, level: str) -> str | None:

@@ -18,9 +18,9 @@ from diffuserve.engine.types import TaskKind
 from diffuserve.protocol import edits
 from diffuserve.protocol.uploads import DecodedImage, ProbedImage
 from diffuserve.service.uploads import PixelBudget, UploadDecoder
-from tests.api.test_app import AUTH, make_client
-from tests.conftest import FakeBackend
-from tests.protocol.test_edits import mask_png, png
+from tests.support.clients import AUTH, make_client
+from tests.support.fakes import FakeBackend
+from tests.support.uploads import mask_png, png
 
 
 def test_a_budget_never_holds_more_than_its_pixels_and_serves_in_order() -> None:

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from diffuserve.config import Settings
 from diffuserve.storage.base import StorageUnavailable
 from diffuserve.storage.s3 import S3ImageStore, S3Location, parse_storage_url
-from tests.conftest import free_port
+from tests.support.live_server import free_port
 from tests.support.s3 import SECRET_ACCESS_KEY, S3Bucket
 
 TTL = 3600

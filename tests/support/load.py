@@ -30,8 +30,8 @@ import openai
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import LiveServer, start_server
-from tests.tiny_pipelines import build_tiny_sd
+from tests.support.live_server import LiveServer, start_server
+from tests.support.tiny_pipelines import build_tiny_sd
 
 MODEL_NAME = "tiny"
 #: Sizes each requested name accepts, among those this test uses.

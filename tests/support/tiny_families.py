@@ -13,7 +13,7 @@ reads by default, the same guidance embedding, scheduler settings of the real mo
 cards) and shrink everything else. Tokenizers and processors are made offline, in
 ``tests/support/tiny_tokenizers.py``.
 
-Like ``tests/tiny_pipelines.py``, after the configs of diffusers' own
+Like ``tests/support/tiny_pipelines.py``, after the configs of diffusers' own
 ``get_dummy_components()``. Seeded: the same call writes the same weights.
 
 Three folders name a processor that transformers 5 loads only with torchvision:
@@ -36,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.support.tiny_pipelines import build_tiny_clip_tokenizer
 from tests.support.tiny_tokenizers import (
     QWEN2_VL_CHAT_TEMPLATE,
     build_tiny_mistral_tokenizer,
@@ -46,7 +47,6 @@ from tests.support.tiny_tokenizers import (
     write_pixtral_processor,
     write_qwen2_vl_processor,
 )
-from tests.tiny_pipelines import build_tiny_clip_tokenizer
 
 __all__ = [
     "FAMILIES",

@@ -9,26 +9,14 @@ screenshots go to ``$DIFFUSERVE_SCREENSHOTS`` when set, else to a temporary fold
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.conftest import LiveServer, start_server, wait_until_ready
-
-CHROMIUM = os.environ.get("DIFFUSERVE_CHROMIUM", "/usr/bin/chromium")
-KEY = "sk-playground-right-key-0123"
-
-
-def chromium_path() -> str:
-    found = shutil.which(CHROMIUM)
-    if found is None:
-        pytest.fail(f"the browser tests need Chromium at {CHROMIUM}: scripts/test-setup.sh "
-                    "(the README's second command) installs it (apt-get install chromium), "
-                    "or DIFFUSERVE_CHROMIUM names another binary")
-    return found
+from tests.support.browser import KEY, chromium_path
+from tests.support.live_server import LiveServer, start_server, wait_until_ready
 
 
 @pytest.fixture(scope="session")

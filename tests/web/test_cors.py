@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser
 
-from tests.conftest import LiveServer, start_server
+from tests.support.live_server import LiveServer, start_server
 from tests.support.node import NODE_SDK, require_node_sdk
 
 KEY = "sk-browser-app-0123456789"

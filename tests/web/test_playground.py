@@ -16,8 +16,8 @@ from PIL import Image
 from playwright.sync_api import Locator, Page, expect
 
 from diffuserve.protocol.rules import GENERIC, MAX_SEED, RULES_BY_NAME
-from tests.conftest import LiveServer
-from tests.web.conftest import KEY
+from tests.support.browser import KEY
+from tests.support.live_server import LiveServer
 
 pytestmark = pytest.mark.e2e
 

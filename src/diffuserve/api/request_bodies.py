@@ -19,7 +19,7 @@ ratio and pixel budget, that a file must hold a real image of the right size, wh
 served model itself can draw) and what it could say but only at a size schema-driven
 generators give up on (a mask or a markup but not both in the edit form; partial images
 only when streamed in the JSON edit, whose images rule doubles its branches) is in the
-descriptions, and the fuzz tests (tests/api/fuzzing.py) name each such refusal. The
+descriptions, and the fuzz tests (tests/support/fuzzing.py) name each such refusal. The
 routes' own declarations play no part: :func:`diffuserve.api.openapi.build_schema`
 replaces them with these.
 """

@@ -33,7 +33,7 @@ from diffuserve.engine.types import (
     Task,
     TaskKind,
 )
-from tests.conftest import FakeBackend, SlowLoadingBackend
+from tests.support.fakes import FakeBackend, SlowLoadingBackend
 
 T = TypeVar("T")
 

@@ -8,7 +8,7 @@ a few seconds, and writes a folder of a few hundred KB that loads with
 
 Usage for manual checks::
 
-    python tests/tiny_pipelines.py /tmp/tiny-models   # -> /tmp/tiny-models/{tiny-sd,tiny-sdxl}
+    python tests/support/tiny_pipelines.py /tmp/tiny-models  # -> /tmp/tiny-models/tiny-sd{,xl}
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ def tiny_emoji_pipeline(text_encoder, tokenizer, detail: bool = False):
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python tests/tiny_pipelines.py OUTPUT_DIR", file=sys.stderr)
+        print("usage: python tests/support/tiny_pipelines.py OUTPUT_DIR", file=sys.stderr)
         return 2
     out = pathlib.Path(argv[0])
     out.mkdir(parents=True, exist_ok=True)

@@ -60,8 +60,8 @@ from diffuserve.protocol.rules import (
     MAX_SEED,
     OPENAI_MODEL_NAMES,
 )
-from tests.api.test_app import AUTH, make_client
-from tests.conftest import FakeBackend
+from tests.support.clients import AUTH, make_client
+from tests.support.fakes import FakeBackend
 
 # schemathesis' generics, parameterised by its specification types: any will do here.
 APIOperation = AnyOperation[Any, Any, Any, Any]

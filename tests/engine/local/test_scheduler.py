@@ -25,7 +25,7 @@ from diffuserve.engine.local.engine import LocalEngine
 from diffuserve.engine.local.scheduler import Job, ModelScheduler
 from diffuserve.engine.types import GenerationParams, StepCallback
 from diffuserve.metrics import Metrics
-from tests.conftest import FakeBackend
+from tests.support.fakes import FakeBackend
 
 T = TypeVar("T")
 
