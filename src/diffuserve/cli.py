@@ -380,8 +380,10 @@ def cmd_models(args: argparse.Namespace, source: CliSettingsSource[Any]) -> int:
         print(f"  backend     {spec.backend}")
         print(f"  aliases     {', '.join(catalog.aliases_of(spec.name)) or '-'}")
         print(f"  resolution  {spec.resolution or 'from the model'}")
-        print(f"  steps       {spec.steps} (hd {hd_steps(spec)}), "
-              f"guidance {spec.guidance_scale:g}")
+        own = "the model's own (read at load)"
+        steps = own if spec.steps is None else f"{spec.steps} (hd {hd_steps(spec)})"
+        guidance = own if spec.guidance_scale is None else f"{spec.guidance_scale:g}"
+        print(f"  steps       {steps}, guidance {guidance}")
     return 0
 
 

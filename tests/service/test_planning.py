@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from diffuserve.config import ModelSpec, Settings
+from diffuserve.engine.types import ModelDefaults
 from diffuserve.protocol.edits import EditRequest
 from diffuserve.protocol.errors import InvalidRequestError, ModelNotFoundError
 from diffuserve.protocol.generations import ImageGenerationRequest
@@ -62,6 +63,36 @@ def test_style_without_its_own_guidance_uses_the_base_guidance(style: str | None
     ("standard", 20), ("hd", 36), ("low", 10), ("medium", 20), ("auto", 20), ("high", 36)])
 def test_quality_picks_the_models_steps(quality: str, steps: int) -> None:
     assert steps_for(SPEC, quality) == steps
+
+
+UNSET = ModelSpec(name="u", source="org/u")  # steps and guidance: the model's own
+SCHNELL = ModelDefaults(steps=4, guidance_scale=0.0, hd_steps=4)
+DEV = ModelDefaults(steps=28, guidance_scale=3.5)
+
+
+@pytest.mark.parametrize(("defaults", "quality", "steps"), [
+    (SCHNELL, "standard", 4), (SCHNELL, "hd", 4), (SCHNELL, "low", 2),
+    (DEV, "standard", 28), (DEV, "hd", 45), (DEV, "max", 68),
+    (None, "standard", 30), (None, "hd", 48)])  # none of its own: 30, as before
+def test_a_spec_without_steps_draws_the_models_own(
+        defaults: ModelDefaults | None, quality: str, steps: int) -> None:
+    assert steps_for(UNSET, quality, defaults=defaults) == steps
+
+
+@pytest.mark.parametrize(("defaults", "guidance"), [(SCHNELL, 0.0), (DEV, 3.5), (None, 7.5)])
+def test_a_spec_without_guidance_guides_as_the_model_does(
+        defaults: ModelDefaults | None, guidance: float) -> None:
+    assert guidance_for(UNSET, None, defaults) == guidance
+    assert guidance_for(UNSET.model_copy(update={"vivid_guidance_scale": 5.0}), "vivid",
+                        defaults) == 5.0
+
+
+def test_what_the_models_file_sets_wins_over_the_models_own() -> None:
+    assert (steps_for(SPEC, "standard", defaults=SCHNELL), steps_for(SPEC, "hd",
+            defaults=SCHNELL), guidance_for(SPEC, None, SCHNELL)) == (20, 36, 4.0)
+    # Steps set without hd_steps: hd follows the steps set, not the model's own hd.
+    two = UNSET.model_copy(update={"steps": 2})
+    assert steps_for(two, "hd", defaults=SCHNELL) == 3
 
 
 FLOORED = ModelSpec(name="f", source="org/f", steps=8, hd_steps=16, min_steps=7)

@@ -15,6 +15,12 @@ CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune-no-cuda
                       "max-autotune"]
 
 
+#: Steps and guidance of a model whose spec sets none and whose runtime reports none of
+#: its own (SD 1.x, SDXL: the diffusers families without an adapter).
+GENERIC_STEPS = 30
+GENERIC_GUIDANCE_SCALE = 7.5
+
+
 class RayOptions(BaseModel):
     """How a model is deployed under ``serve --ray``: its own Ray Serve deployment."""
 
@@ -68,13 +74,19 @@ class ModelSpec(BaseModel):
         le=4096,
         description="Side of the square the model draws best; None reads it from the model",
     )
-    steps: int = Field(default=30, ge=1, le=500)
+    steps: int | None = Field(
+        default=None, ge=1, le=500,
+        description="denoising steps at standard quality; default: the model's own (its "
+                    f"family's, once loaded), else {GENERIC_STEPS}")
     hd_steps: int | None = Field(default=None, ge=1, le=500)
     min_steps: int | None = Field(
         default=None, ge=1, le=500,
         description="the fewest steps any quality or complexity gives (the model draws "
                     "noise below it); a request's own num_inference_steps is not raised")
-    guidance_scale: float = Field(default=7.5, ge=0.0, le=50.0)
+    guidance_scale: float | None = Field(
+        default=None, ge=0.0, le=50.0,
+        description="guidance scale; default: the model's own (its family's, once "
+                    f"loaded), else {GENERIC_GUIDANCE_SCALE:g}")
     vivid_guidance_scale: float | None = Field(default=None, ge=0.0, le=50.0)
     natural_guidance_scale: float | None = Field(default=None, ge=0.0, le=50.0)
     negative_prompt: str | None = None

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from diffuserve.config import ModelSpec
-from diffuserve.engine.types import GenerationParams, TaskKind
+from diffuserve.config.models import GENERIC_GUIDANCE_SCALE, GENERIC_STEPS
+from diffuserve.engine.types import GenerationParams, ModelDefaults, TaskKind
 from diffuserve.protocol.edits import (
     EditRequest,
     PendingEdit,
@@ -43,30 +44,49 @@ COMPLEXITY_FACTORS = {"low": 0.75, "medium": 1.0, "high": 1.25}
 RESOLVED_QUALITY = {"auto": "medium", "standard": "medium", "hd": "high"}
 
 
-def hd_steps(spec: ModelSpec) -> int:
-    """Steps for ``quality=hd``: the model's ``hd_steps``, else 1.6 × its ``steps``."""
-    return spec.hd_steps if spec.hd_steps is not None else max(spec.steps + 1,
-                                                                round(spec.steps * 1.6))
+def standard_steps(spec: ModelSpec, defaults: ModelDefaults | None = None) -> int:
+    """Steps at standard quality: the spec's ``steps``, else the model's own
+    (``defaults``, as the engine reports them), else the generic 30."""
+    if spec.steps is not None:
+        return spec.steps
+    return defaults.steps if defaults is not None else GENERIC_STEPS
 
 
-def steps_for(spec: ModelSpec, quality: str, complexity: str | None = None) -> int:
-    """Denoising steps: the model's ``steps`` or ``hd_steps`` scaled by ``quality``, then
-    by ``complexity``, never below the model's ``min_steps`` (fewer draw noise)."""
+def hd_steps(spec: ModelSpec, defaults: ModelDefaults | None = None) -> int:
+    """Steps for ``quality=hd``: the spec's ``hd_steps``; else, where the spec sets no
+    ``steps``, the model's own; else 1.6 × :func:`standard_steps`."""
+    if spec.hd_steps is not None:
+        return spec.hd_steps
+    if spec.steps is None and defaults is not None and defaults.hd_steps is not None:
+        return defaults.hd_steps
+    steps = standard_steps(spec, defaults)
+    return max(steps + 1, round(steps * 1.6))
+
+
+def steps_for(spec: ModelSpec, quality: str, complexity: str | None = None,
+              defaults: ModelDefaults | None = None) -> int:
+    """Denoising steps: the model's standard or hd steps (the spec's, else its own
+    ``defaults``) scaled by ``quality``, then by ``complexity``, never below the model's
+    ``min_steps`` (fewer draw noise)."""
     if quality in _HD_FACTORS:
-        base = hd_steps(spec) * _HD_FACTORS[quality]
+        base = hd_steps(spec, defaults) * _HD_FACTORS[quality]
     else:
-        base = spec.steps * _QUALITY_STEP_FACTORS.get(quality, 1.0)
+        base = standard_steps(spec, defaults) * _QUALITY_STEP_FACTORS.get(quality, 1.0)
     steps = round(base * COMPLEXITY_FACTORS.get(complexity or "medium", 1.0))
     return max(1, spec.min_steps or 1, steps)
 
 
-def guidance_for(spec: ModelSpec, style: str | None) -> float:
-    """Guidance: the model's scale for ``style`` where it has one, else its default."""
+def guidance_for(spec: ModelSpec, style: str | None,
+                 defaults: ModelDefaults | None = None) -> float:
+    """Guidance: the spec's scale for ``style`` where it has one, else its
+    ``guidance_scale``, else the model's own (``defaults``), else the generic 7.5."""
     if style == "vivid" and spec.vivid_guidance_scale is not None:
         return spec.vivid_guidance_scale
     if style == "natural" and spec.natural_guidance_scale is not None:
         return spec.natural_guidance_scale
-    return spec.guidance_scale
+    if spec.guidance_scale is not None:
+        return spec.guidance_scale
+    return defaults.guidance_scale if defaults is not None else GENERIC_GUIDANCE_SCALE
 
 
 @dataclass(frozen=True)

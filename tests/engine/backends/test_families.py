@@ -31,6 +31,7 @@ from diffuserve.engine.backends.diffusers.previews import Previews
 from diffuserve.engine.errors import Draining, UnsupportedTask
 from diffuserve.engine.local.engine import LocalEngine
 from diffuserve.engine.types import GenerationParams, ModelDefaults, Preview, Task, TaskKind
+from tests.support.small_qwen_edits import cap_qwen_edit_area
 from tests.support.tiny_families import FAMILIES
 from tests.support.tiny_tokenizers import has_torchvision
 
@@ -103,20 +104,7 @@ def small_qwen_edit_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Qwen-Image-Edit's pipelines resize every input image to about 1 MP (and its
     inpainting draws there) whatever size is asked: here, to 96x64, or each edit would
     take half a minute on a CPU. What the backend passes them is unchanged."""
-    from diffusers.pipelines.qwenimage import (
-        pipeline_qwenimage_edit,
-        pipeline_qwenimage_edit_inpaint,
-        pipeline_qwenimage_edit_plus,
-    )
-
-    for module in (pipeline_qwenimage_edit, pipeline_qwenimage_edit_inpaint,
-                   pipeline_qwenimage_edit_plus):
-        original = module.calculate_dimensions
-
-        def small(area: float, ratio: float, original: Any = original) -> Any:
-            return original(min(area, WIDTH * HEIGHT), ratio)
-
-        monkeypatch.setattr(module, "calculate_dimensions", small)
+    cap_qwen_edit_area(WIDTH * HEIGHT, monkeypatch.setattr)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from typing import Any
 from PIL import Image
 
 from diffuserve.config import ModelSpec
+from diffuserve.config.models import GENERIC_GUIDANCE_SCALE
 from diffuserve.engine.backends.base import Backend
 from diffuserve.engine.backends.diffusers import tuning
 from diffuserve.engine.backends.diffusers.calling import (
@@ -175,7 +176,8 @@ class DiffusersBackend(Backend):
         """The guidance the model is drawn with unless a request says otherwise."""
         if self.spec.guidance_scale is not None:
             return self.spec.guidance_scale
-        return self.defaults.guidance_scale if self.defaults is not None else 7.5
+        return (self.defaults.guidance_scale if self.defaults is not None
+                else GENERIC_GUIDANCE_SCALE)
 
     def _measure_batch(self, pipeline: Any, device: str) -> int:
         """``max_batch_size = "auto"``: see :func:`.tuning.measure_batch`."""
