@@ -332,6 +332,9 @@ def cmd_generate(args: argparse.Namespace, source: CliSettingsSource[Any]) -> in
         engine = LocalEngine([spec], create_backends((spec,)), max_queue=1)
         print(f"Loading {spec.source} ...", file=sys.stderr)
         engine.load_all()
+        defaults = engine.backend(spec.name).defaults
+        if defaults is not None:  # the model's own steps and guidance, known once loaded
+            plan = plan_generation(catalog, body, defaults)
         image = asyncio.run(_draw_with_progress(engine, plan.spec.name, plan.params))
     except ClientError as exc:
         return _fail(f"diffuserve: {exc.message}")

@@ -13,7 +13,14 @@ from PIL import Image
 from diffuserve.config import ModelSpec, Settings
 from diffuserve.engine.client import EngineClient
 from diffuserve.engine.errors import QueueFull
-from diffuserve.engine.types import Accepted, ModelStatus, Result, Task, TaskEvent
+from diffuserve.engine.types import (
+    Accepted,
+    ModelDefaults,
+    ModelStatus,
+    Result,
+    Task,
+    TaskEvent,
+)
 from diffuserve.protocol.generations import ImageGenerationRequest
 from diffuserve.protocol.sizes import Size
 from diffuserve.service.catalog import ModelCatalog
@@ -106,3 +113,42 @@ def test_a_refusal_is_raised_by_opening_the_stream(tmp_path: Path) -> None:
     with pytest.raises(QueueFull):
         streamed(service_for(tmp_path, engine), "busy")
     assert engine.closed == 1
+
+
+class ReportingEngine(ScriptedEngine):
+    """Reports model "m" loaded with a step-distilled model's own steps and guidance,
+    and counts the questions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = 0
+
+    async def models(self) -> list[ModelStatus]:
+        self.asked += 1
+        return [ModelStatus("m", loaded=True,
+                            defaults=ModelDefaults(steps=4, guidance_scale=0.0, hd_steps=4))]
+
+
+def planned_knobs(service: ImageService, **body: object) -> tuple[int, float]:
+    plan = asyncio.run(service.plan(ImageGenerationRequest(model="m", prompt="a", **body)))  # type: ignore[arg-type]
+    assert isinstance(plan, GenerationPlan)
+    return plan.params.num_inference_steps, plan.params.guidance_scale
+
+
+def test_a_model_its_spec_leaves_steps_and_guidance_to_is_planned_with_its_own(
+        tmp_path: Path) -> None:
+    service = service_for(tmp_path, ReportingEngine())
+    assert [planned_knobs(service, quality=quality) for quality in ("medium", "high", "low")
+            ] == [(4, 0.0), (4, 0.0), (2, 0.0)]
+    assert planned_knobs(service, num_inference_steps=6, guidance_scale=1.5) == (6, 1.5)
+
+
+def test_a_spec_that_sets_steps_and_guidance_is_planned_without_asking_the_engine(
+        tmp_path: Path) -> None:
+    engine = ReportingEngine()
+    spec = ModelSpec(name="m", source="org/m", steps=10, guidance_scale=5.0)
+    store = LocalImageStore(tmp_path, 60, UrlSigner(b"k" * 32, 60), link_path="/images")
+    service = ImageService(ModelCatalog.from_settings(Settings(models=(spec,))), engine,
+                           store)
+    assert planned_knobs(service) == (10, 5.0)
+    assert engine.asked == 0

@@ -18,10 +18,11 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from diffuserve.config import PNG_COMPRESS_LEVEL
+from diffuserve.config import PNG_COMPRESS_LEVEL, ModelSpec
 from diffuserve.engine.client import EngineClient
 from diffuserve.engine.errors import GenerationFailed, UnsupportedTask
 from diffuserve.engine.types import (
+    ModelDefaults,
     ModelStatus,
     Progress,
     Result,
@@ -113,19 +114,21 @@ class ImageService:
         what the engine says its model takes, then its uploads are decoded off the event
         loop; an edit of remote images is planned as far as it can be (a
         :class:`RemoteEdit`), to :meth:`fetch` once admitted."""
-        if isinstance(request, ImageGenerationRequest):
-            return plan_generation(self.catalog, request)
         name = self.catalog.requested_name(request.model)
+        if isinstance(request, ImageGenerationRequest):
+            return plan_generation(self.catalog, request,
+                                   await self._own_defaults(self.catalog.resolve(name)))
         if isinstance(request, VariationBody):
             variation = await self._decode_variation(check_variation(request, name))
-            return plan_variation(self.catalog, variation)
+            return plan_variation(self.catalog, variation, await self._own_defaults(
+                self.catalog.resolve_edit(name)))
         pending = check_edit(request, name)
         if pending.remote:
             # Fetched only once valid and admitted, and no more of them than the images
             # the served model may take.
             await self._check_edit(pending)
             return RemoteEdit(pending)
-        return plan_edit(self.catalog, await self._decode_edit(pending))
+        return await self._planned_edit(await self._decode_edit(pending))
 
     async def fetch(self, plan: RemoteEdit) -> GenerationPlan:
         """The admitted edit's remote images fetched, checked as uploads are, decoded,
@@ -136,7 +139,20 @@ class ImageService:
         fetched = {image.url: await self.fetch_image(image.url, image.param,
                                                      max_bytes=pending.uploads.max_bytes)
                    for image in pending.remote}
-        return plan_edit(self.catalog, await self._decode_edit(pending.with_fetched(fetched)))
+        return await self._planned_edit(await self._decode_edit(pending.with_fetched(fetched)))
+
+    async def _planned_edit(self, edit: EditRequest) -> GenerationPlan:
+        return plan_edit(self.catalog, edit, await self._own_defaults(
+            self.catalog.resolve_edit(edit.request.model)))
+
+    async def _own_defaults(self, spec: ModelSpec) -> ModelDefaults | None:
+        """The steps and guidance the model reports as its own, asked of the engine only
+        where the models file leaves either unset (None: it has none, or is not loaded
+        yet: the engine then refuses the task at submit)."""
+        if spec.steps is not None and spec.guidance_scale is not None:
+            return None
+        served = await self.engine.model(spec.name)
+        return served.defaults if served is not None else None
 
     async def _check_edit(self, pending: PendingEdit) -> None:
         """What the model that draws the edit takes (the task, how many images), as the

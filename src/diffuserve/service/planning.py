@@ -145,8 +145,10 @@ class RemoteEdit:
 Plan = GenerationPlan | RemoteEdit
 
 
-def plan_generation(catalog: ModelCatalog, body: ImageGenerationRequest) -> GenerationPlan:
-    """Resolve, validate and fill in defaults; raises before any compute."""
+def plan_generation(catalog: ModelCatalog, body: ImageGenerationRequest,
+                    defaults: ModelDefaults | None = None) -> GenerationPlan:
+    """Resolve, validate and fill in defaults (``defaults``: the model's own steps and
+    guidance, as the engine reports them); raises before any compute."""
     name = catalog.requested_name(body.model)
     spec = catalog.resolve(name)
     req = rules_for(name).validate(body, name)
@@ -156,17 +158,17 @@ def plan_generation(catalog: ModelCatalog, body: ImageGenerationRequest) -> Gene
         if req.revise_prompt else None
     )
     params = _params(spec, req, revised if revised is not None else req.prompt,
-                     drawn_size(req))
+                     drawn_size(req), defaults)
     return GenerationPlan(spec=spec, request=req, params=params, revised_prompt=revised)
 
 
 def _params(spec: ModelSpec, req: ValidatedRequest, prompt: str, size: Size,
-            **edit: Any) -> GenerationParams:
+            defaults: ModelDefaults | None, **edit: Any) -> GenerationParams:
     """The model's knobs applied to a valid request."""
     steps = (req.num_inference_steps if req.num_inference_steps is not None
-             else steps_for(spec, req.quality, req.options.complexity))
+             else steps_for(spec, req.quality, req.options.complexity, defaults))
     guidance = (req.guidance_scale if req.guidance_scale is not None
-                else guidance_for(spec, req.style))
+                else guidance_for(spec, req.style, defaults))
     first_seed = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED - req.n + 2)
     return GenerationParams(
         prompt=prompt,
@@ -201,15 +203,16 @@ def check_edit_images(catalog: ModelCatalog, request: ValidatedRequest, images: 
     return spec
 
 
-def plan_edit(catalog: ModelCatalog, edit: EditRequest) -> GenerationPlan:
+def plan_edit(catalog: ModelCatalog, edit: EditRequest,
+              defaults: ModelDefaults | None = None) -> GenerationPlan:
     """An edit of the images by the model that draws the name's edits: the first image
     where the mask says (or all of it), the others as references (OpenAI's rule: the
     mask applies to the first image)."""
     req = edit.request
     spec = catalog.resolve_edit(req.model)
     first, *references = edit.images
-    params = _params(spec, req, req.prompt, drawn_size(req, edit.input_size), image=first,
-                     mask=edit.mask, references=tuple(references),
+    params = _params(spec, req, req.prompt, drawn_size(req, edit.input_size), defaults,
+                     image=first, mask=edit.mask, references=tuple(references),
                      strength=EDIT_STRENGTH[(edit.input_fidelity, edit.mask is not None)])
     # Every image sent is read, and counted, as OpenAI counts them.
     tokens = sum(input_image_tokens(image.width, image.height, edit.input_fidelity)
@@ -218,11 +221,12 @@ def plan_edit(catalog: ModelCatalog, edit: EditRequest) -> GenerationPlan:
                           kind=TaskKind.EDIT, input_image_tokens=tokens)
 
 
-def plan_variation(catalog: ModelCatalog, variation: VariationRequest) -> GenerationPlan:
+def plan_variation(catalog: ModelCatalog, variation: VariationRequest,
+                   defaults: ModelDefaults | None = None) -> GenerationPlan:
     """Variations of the image: drawn again from it without a prompt."""
     req = variation.request
     spec = catalog.resolve_edit(req.model)
-    params = _params(spec, req, "", drawn_size(req, variation.image.size),
+    params = _params(spec, req, "", drawn_size(req, variation.image.size), defaults,
                      image=variation.image, strength=VARIATION_STRENGTH)
     return GenerationPlan(spec=spec, request=req, params=params, revised_prompt=None,
                           kind=TaskKind.VARIATION)

@@ -22,11 +22,13 @@ from diffuserve.engine.errors import (
     PromptTooLong,
     TooManyImages,
     UnknownModel,
+    UnsupportedTask,
 )
 from diffuserve.engine.local.engine import INLINE_COUNT_CHARS, LocalEngine
 from diffuserve.engine.types import (
     Accepted,
     GenerationParams,
+    ModelDefaults,
     Progress,
     Result,
     StepCallback,
@@ -293,6 +295,34 @@ def test_a_model_that_takes_one_image_refuses_any_reference() -> None:
     run(scenario)
 
 
+class InpaintOnlyFake(EditingFake):
+    """Edits only where a mask says, as a FLUX.1 Fill model does: its own check says so."""
+
+    def check(self, params: GenerationParams) -> None:
+        if params.mask is None:
+            raise UnsupportedTask("m", "edits without a mask")
+
+
+def test_what_the_backends_check_refuses_never_reaches_the_queue() -> None:
+    """Refused at submit, even while the engine drains (a task that reached the queue
+    would be refused as Draining); the backend draws nothing for it."""
+    backend = InpaintOnlyFake()
+    masked = replace(edit_params(0), mask=Image.new("L", (32, 32), 255))
+
+    async def scenario() -> None:
+        engine = engine_with(backend)
+        await engine.run(Task(model="m", params=masked, kind=TaskKind.EDIT))
+        engine.drain()
+        with pytest.raises(UnsupportedTask, match="without a mask"):
+            await engine.run(Task(model="m", params=edit_params(0), kind=TaskKind.EDIT))
+        with pytest.raises(Draining):
+            await engine.run(Task(model="m", params=masked, kind=TaskKind.EDIT))
+        await engine.stop()
+
+    run(scenario)
+    assert [call.mask is not None for call in backend.calls] == [True]
+
+
 def test_a_prompt_longer_than_the_text_encoders_window_is_refused_in_its_tokens() -> None:
     backend = FakeBackend()
     backend.max_prompt_tokens = 5
@@ -326,21 +356,24 @@ def test_without_a_known_window_any_prompt_is_drawn() -> None:
     assert len(backend.calls) == 1
 
 
-def test_models_report_their_image_limit_and_tasks_once_loaded() -> None:
+def test_models_report_their_image_limit_tasks_and_defaults_once_loaded() -> None:
     slow = SlowLoadingBackend()
     slow.max_input_images = 10
     slow.tasks = frozenset({TaskKind.EDIT, TaskKind.GENERATE})
+    slow.defaults = ModelDefaults(steps=4, guidance_scale=0.0)
 
     async def scenario() -> None:
         engine = engine_with(slow)
         await engine.start()
         (loading,) = await engine.models()
-        assert (loading.loaded, loading.max_input_images, loading.tasks) == (False, None, ())
+        assert (loading.loaded, loading.max_input_images, loading.tasks,
+                loading.defaults) == (False, None, (), None)
         slow.release.set()
         await until(lambda: slow.loaded)
         (loaded,) = await engine.models()
         assert (loaded.loaded, loaded.device) == (True, "fake")
         assert (loaded.max_input_images, loaded.tasks) == (10, ("generate", "edit"))
+        assert loaded.defaults == ModelDefaults(steps=4, guidance_scale=0.0)
         await engine.stop()
 
     run(scenario)
