@@ -91,7 +91,7 @@ def build_app(
     server_metrics = Metrics(max_users=settings.metrics_max_users)
     if engine is None:
         if backends is not None:
-            engine = LocalEngine(settings.models, backends, metrics=server_metrics,
+            engine = LocalEngine(settings.engine_models, backends, metrics=server_metrics,
                                  max_queue=settings.max_queue, batching=settings.batching,
                                  on_load_failure=on_fatal)
         else:

@@ -217,7 +217,8 @@ def test_the_edit_form_lists_every_field_it_reads(schema: dict[str, Any]) -> Non
     assert set(form["schema"]["properties"]) == {
         *EDIT_FIELDS, "image", "mask", "markup"} - set(NEVER_SET)
     assert set(form["schema"]["required"]) == {"prompt", "image"}
-    assert set(form["encoding"]) == {"image", "mask", "markup"}
+    assert set(form["encoding"]) == {"image", "mask", "markup", "lora"}
+    assert form["encoding"]["lora"] == {"contentType": "application/json"}
 
 
 @pytest.mark.parametrize("media_type", ["multipart/form-data", "application/json"])
@@ -233,6 +234,9 @@ def test_each_edit_field_has_the_type_the_protocol_reads(
             assert properties.get(name, {"type": "null"}) == {"type": "null"}, name
             continue
         published = properties[name]
+        if kind is object:  # lora: an object or a list of them (a JSON part in a form)
+            assert {"object", "array"} <= {part.get("type") for part in published["anyOf"]}
+            continue
         declared = published.get("type") or ("string" if "enum" in published else None)
         assert types[kind] in (declared if isinstance(declared, list) else [declared]), name
 

@@ -228,6 +228,17 @@ def _partial_images_not_streamed(case: Case, param: str | None) -> bool:
             and bool(fields.get("partial_images")) and fields.get("stream") is not True)
 
 
+def _adapter_named_twice(lora: Any) -> bool:
+    if isinstance(lora, str):  # a form's JSON part
+        try:
+            lora = json.loads(lora)
+        except ValueError:
+            return False
+    names = [entry.get("name") for entry in lora if isinstance(entry, dict)] \
+        if isinstance(lora, list) else []
+    return len(names) != len(set(names))
+
+
 REFUSALS = (
     Refusal((*BODIES, MODEL), 404, "model_not_found",
             "the schema takes any model name; only the served ones are found (GET /v1/models "
@@ -254,6 +265,14 @@ REFUSALS = (
     Refusal(BODIES, 400, "integer_above_max_value",
             "image i uses seed + i, so seed + n - 1 must stay within 32 bits: JSON Schema "
             "cannot add two fields (the description says it)", _seed_too_large),
+    Refusal(BODIES, 400, "adapter_not_found",
+            "a model's adapters are its own and an adapters folder changes while the "
+            "server runs: the schema takes any well-formed name",
+            lambda case, param: (param or "").startswith("lora")),
+    Refusal(BODIES, 400, "invalid_value",
+            "each adapter named once: JSON Schema's uniqueItems compares whole objects "
+            "(the description says it)", lambda case, param: param == "lora"
+            and _adapter_named_twice(_fields(case).get("lora"))),
     Refusal(BODIES, 400, "invalid_size",
             "a free size's aspect ratio and pixel budget: a pattern cannot compare the two "
             "sides (the description says it)", _free_size_outside_budget),

@@ -30,6 +30,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from diffuserve.config.adapters import (
+    ADAPTER_NAME_PATTERN,
+    MAX_ADAPTER_SCALE,
+    MAX_ADAPTERS_PER_REQUEST,
+    MIN_ADAPTER_SCALE,
+)
 from diffuserve.protocol.edits import (
     EDIT_FIELDS,
     INPUT_FIDELITIES,
@@ -62,6 +68,24 @@ from diffuserve.protocol.rules import (
 )
 
 Schema = dict[str, Any]
+
+#: One LoRA adapter a request names; which names a model has is not the schema's to say
+#: (an adapters folder changes while the server runs): an unknown one is a 400.
+LORA_ADAPTER: Schema = {
+    "type": "object", "required": ["name"], "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "pattern": ADAPTER_NAME_PATTERN,
+                 "description": "one of the model's adapters (never a path or a URL)"},
+        "scale": {"type": ["number", "null"], "minimum": MIN_ADAPTER_SCALE,
+                  "maximum": MAX_ADAPTER_SCALE,
+                  "description": "default: the adapter's own (0: as if absent)"}}}
+#: ``lora``: one adapter or a list of them (each named once: not stated, a 400).
+LORA: Schema = {
+    "description": "LoRA adapters to draw with (a diffuserve extension): one or a list; "
+                   "the model's own (a derived model's) are added; each name once. In a "
+                   "form, the part's JSON text (or lora[name], lora[scale] parts).",
+    "anyOf": [LORA_ADAPTER, {"type": "array", "items": LORA_ADAPTER,
+                             "maxItems": MAX_ADAPTERS_PER_REQUEST}]}
 
 #: The fields refused with any value but null: no model here draws GIF or SVG, and these
 #: only go with those formats.
@@ -203,6 +227,7 @@ def field_schema(name: str, family: Family) -> Schema | None:
         if options else None,
         "stream": {"type": "boolean"} if options else None,
         "complexity": _enum(COMPLEXITIES) if options else None,
+        "lora": LORA,
         **dict.fromkeys(NEVER_SET),
     }
     if name not in known:
@@ -229,6 +254,8 @@ def _widest(schemas: list[Schema | None]) -> Schema | None:
     given = [schema for schema in schemas if schema is not None]
     if not given:
         return None
+    if all(schema == given[0] for schema in given):  # the same for every family
+        return given[0]
     widest: Schema = {}
     for schema in given:
         for key, value in schema.items():
@@ -514,7 +541,8 @@ def variation_form_body(default: str) -> Schema:
 
 
 def form_encoding(fields: Iterable[str]) -> Schema:
-    """The content types of a form's file parts."""
+    """The content types of a form's file parts, and of its parts sent as JSON."""
     images = ", ".join(f"image/{fmt}" for fmt in IMAGE_FORMATS)
-    types = {"image": images, "mask": "image/png", "markup": "image/png"}
+    types = {"image": images, "mask": "image/png", "markup": "image/png",
+             "lora": "application/json"}
     return {name: {"contentType": types[name]} for name in fields if name in types}

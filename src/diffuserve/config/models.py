@@ -9,6 +9,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from diffuserve.config.adapters import (
+    MAX_ADAPTERS_PER_REQUEST,
+    AdapterSpec,
+    LoraChoice,
+    derive,
+)
+
 Device = Literal["auto", "cuda", "mps", "cpu"]
 DType = Literal["auto", "float16", "bfloat16", "float32"]
 CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune-no-cudagraphs",
@@ -125,6 +132,42 @@ class ModelSpec(BaseModel):
     revision: str | None = None
     variant: str | None = None
     ray: RayOptions = RayOptions()
+    # LoRA adapters (config/adapters.py).
+    adapters_dir: str | None = Field(
+        default=None, min_length=1,
+        description="a folder whose *.safetensors files are this model's adapters, named "
+                    "by their stems; a file added is usable without a restart")
+    adapters: tuple[AdapterSpec, ...] = Field(
+        default=(), max_length=1024, description="adapters declared by name ([[models.adapters]])")
+    max_loaded_adapters: int = Field(
+        default=8, ge=MAX_ADAPTERS_PER_REQUEST, le=256,
+        description="adapters kept loaded in the model's weights (least recently used "
+                    "unloaded first)")
+    base: str | None = Field(
+        default=None, min_length=1,
+        description="set on a derived model: the served model whose loaded weights it "
+                    "draws with (its own adapters and knobs on top)")
+    lora: tuple[LoraChoice, ...] = Field(
+        default=(), max_length=MAX_ADAPTERS_PER_REQUEST,
+        description="the adapters this model draws with when a request names none of "
+                    "its own (a derived model's style)")
+
+    @property
+    def engine_name(self) -> str:
+        """The configured model whose weights draw this one's images: itself, or for a
+        derived model its base."""
+        return self.base or self.name
+
+    @model_validator(mode="after")
+    def _unique_adapters(self) -> ModelSpec:
+        names = [adapter.name for adapter in self.adapters]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"adapters named more than once: {repeated}")
+        chosen = [choice.name for choice in self.lora]
+        if len(set(chosen)) != len(chosen):
+            raise ValueError("lora names an adapter more than once")
+        return self
 
     @model_validator(mode="after")
     def _one_way_to_speed_up(self) -> ModelSpec:
@@ -161,13 +204,46 @@ def load_models_file(path: Path) -> list[ModelSpec]:
     entries = data.get("models", [])
     if not isinstance(entries, list):
         raise ValueError(f"{path}: `models` must be an array of tables ([[models]])")
-    base = path.parent
-    specs = []
-    for entry in entries:
+    folder = path.parent
+    specs: list[ModelSpec] = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}: models[{index}] must be a table")
+        if entry.get("base") is not None:
+            continue
         spec = ModelSpec.model_validate(entry)
-        local = (base / spec.source).expanduser()
+        local = (folder / spec.source).expanduser()
         if spec.source.startswith((".", "~", "/")) and local.exists():
             spec = spec.model_copy(update={"source": str(local.resolve())})
+        if spec.adapters_dir is not None:
+            spec = spec.model_copy(update={"adapters_dir": str(
+                (folder / spec.adapters_dir).expanduser().resolve())})
+        if spec.adapters:
+            spec = spec.model_copy(update={"adapters": tuple(
+                _adapter_in(folder, adapter) for adapter in spec.adapters)})
         specs.append(spec)
+    # Derived models, once every model they may derive from is read.
+    served = {spec.name: spec for spec in specs}
+    for entry in entries:
+        if entry.get("base") is None:
+            continue
+        base = served.get(str(entry["base"]))
+        if base is None and any(other.get("name") == entry["base"] for other in entries):
+            raise ValueError(f"{path}: model {entry.get('name')!r} derives from "
+                             f"{entry['base']!r}, which is itself derived; name the model "
+                             "it derives from")
+        if base is None:
+            raise ValueError(f"{path}: model {entry.get('name')!r} derives from "
+                             f"{entry['base']!r}, which is not a model of this file")
+        specs.append(ModelSpec.model_validate(derive(base.model_dump(), entry)))
     return specs
 
+
+def _adapter_in(folder: Path, adapter: AdapterSpec) -> AdapterSpec:
+    """A declared adapter whose source is a path relative to the models file's folder,
+    resolved (a Hub id stays as it is; a name ending in .safetensors is a file)."""
+    local = (folder / adapter.source).expanduser()
+    if adapter.source.startswith((".", "~", "/")) or adapter.source.endswith(".safetensors") \
+            or local.exists():
+        return adapter.model_copy(update={"source": str(local.resolve())})
+    return adapter

@@ -81,7 +81,18 @@ class ModelSelection(BaseSettings):
                 if public in names:
                     raise ValueError(f"model name or alias {public!r} is configured twice")
                 names.add(public)
+        loaded = {spec.name for spec in self.engine_models}
+        for spec in self.models:
+            if spec.base is not None and spec.base not in loaded:
+                raise ValueError(f"model {spec.name!r} derives from {spec.base!r}, which is "
+                                 "not a served model with weights of its own")
         return self
+
+    @property
+    def engine_models(self) -> tuple[ModelSpec, ...]:
+        """The models whose weights the engine loads: every model but the derived ones
+        (which draw with their base's)."""
+        return tuple(spec for spec in self.models if spec.base is None)
 
     def _flag_models(self) -> tuple[ModelSpec, ...]:
         return ()

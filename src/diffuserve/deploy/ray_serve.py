@@ -192,7 +192,7 @@ def build_application(settings: Settings,
         raise ValueError(problem)
     taken: set[str] = {INGRESS_NAME}
     models: dict[str, Any] = {}
-    for spec in settings.models:
+    for spec in settings.engine_models:
         deployment = ModelDeployment.options(name=deployment_name(spec, taken),
                                              **model_options(spec, settings))
         models[spec.name] = deployment.bind(settings, spec.name)
@@ -223,7 +223,7 @@ def serve_config(settings: Settings) -> dict[str, Any]:
     """A Serve config (``serve deploy``, a KubeRay RayService's ``serveConfigV2``)."""
     taken: set[str] = {INGRESS_NAME}
     deployments = [{"name": INGRESS_NAME, **ingress_options(settings)}]
-    for spec in settings.models:
+    for spec in settings.engine_models:
         deployments.append({"name": deployment_name(spec, taken),
                             **model_options(spec, settings)})
     return {

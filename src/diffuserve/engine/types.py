@@ -54,6 +54,9 @@ class GenerationParams:
     #: Edits of several images: the images after ``image`` (RGB), in the order sent, for
     #: pipelines that take several references; ``mask`` applies to ``image`` alone.
     references: tuple[Image.Image, ...] = ()
+    #: LoRA adapters to draw with: (name, scale) pairs, sorted by name, no scale 0
+    #: (:func:`diffuserve.engine.adapters.canonical`); empty: the model's weights alone.
+    lora: tuple[tuple[str, float], ...] = ()
 
     @property
     def n(self) -> int:

@@ -27,6 +27,7 @@ from typing import Any
 from PIL import Image
 from pydantic import ValidationError
 
+from diffuserve.protocol.adapters import lora_from_form
 from diffuserve.protocol.common import translate_validation_errors
 from diffuserve.protocol.errors import InvalidRequestError
 from diffuserve.protocol.generations import ImageGenerationRequest
@@ -55,12 +56,14 @@ EDIT_FIELDS: dict[str, type] = {
     "safety_identifier": str, "complexity": str,
     # Answered as on generations: GIF and SVG fields are refused with a targeted 400.
     "frame_count": int, "frame_duration_ms": int, "svg": dict,
-    # diffuserve's extensions, as on generations.
+    # diffuserve's extensions, as on generations ("lora": an object or a list of them,
+    # in a form as JSON text or bracketed parts: protocol/adapters.py).
     "seed": int, "num_inference_steps": int, "guidance_scale": float, "negative_prompt": str,
+    "lora": object,
 }
 VARIATION_FIELDS: dict[str, type] = {
     "model": str, "n": int, "size": str, "response_format": str, "user": str,
-    "seed": int, "num_inference_steps": int, "guidance_scale": float,
+    "seed": int, "num_inference_steps": int, "guidance_scale": float, "lora": object,
 }
 #: Generation-rule checks need a prompt; a variation has none.
 _NO_PROMPT = "variation"
@@ -276,8 +279,12 @@ def _files(form: Form, name: str) -> list[tuple[str, Upload]]:
 
 def _fields(form: Form, allowed: Mapping[str, type], files: tuple[str, ...]) -> dict[str, Any]:
     values: dict[str, Any] = {}
+    lora: dict[str, list[str]] = {}
     for name, raw in form.items():
         if name in files or name.removesuffix("[]") in files:
+            continue
+        if "lora" in allowed and (name == "lora" or name.startswith("lora[")):
+            lora[name] = [_coerce(name, [value], str) for value in raw]
             continue
         bracketed = _BRACKETED.match(name)
         if bracketed is not None and allowed.get(bracketed.group(1)) is dict:
@@ -288,6 +295,8 @@ def _fields(form: Form, allowed: Mapping[str, type], files: tuple[str, ...]) -> 
             raise InvalidRequestError(f"Unknown parameter: '{name}'.", param=name,
                                       code="unknown_parameter")
         values[name] = _coerce(name, raw, allowed[name])
+    if lora:
+        values["lora"] = lora_from_form(lora)
     return values
 
 

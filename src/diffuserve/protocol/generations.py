@@ -13,7 +13,8 @@ class ImageGenerationRequest(BaseModel):
     """The JSON body of ``POST /v1/images/generations``.
 
     ``None`` means "not given": OpenAI treats an explicit ``null`` like an omitted field.
-    The last four fields are diffuserve extensions, sent with the SDK's ``extra_body``.
+    The last five fields are diffuserve extensions, sent with the SDK's ``extra_body``
+    (``lora``: the LoRA adapters to draw with, :mod:`diffuserve.protocol.adapters`).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -43,6 +44,7 @@ class ImageGenerationRequest(BaseModel):
     num_inference_steps: StrictInt | None = None
     guidance_scale: StrictFloat | StrictInt | None = None
     negative_prompt: StrictStr | None = None
+    lora: dict[str, Any] | list[Any] | None = None
 
 
 def parse_generation_request(raw: bytes) -> ImageGenerationRequest:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from diffuserve.protocol.adapters import LoraRequest, parse_lora
 from diffuserve.protocol.errors import InvalidRequestError
 from diffuserve.protocol.image_options import (
     ImageOptions,
@@ -59,6 +60,9 @@ class ValidatedRequest:
     guidance_scale: float | None
     negative_prompt: str | None
     revise_prompt: bool
+    #: The LoRA adapters asked for (names and scales checked; whether the model has
+    #: them is the service's to say).
+    lora: tuple[LoraRequest, ...] = ()
     #: The output and delivery options.
     options: ImageOptions = ImageOptions()
     #: A GPT-image name: the response echoes the resolved options and carries usage.
@@ -316,6 +320,7 @@ class ModelRules:
             guidance_scale=guidance,
             negative_prompt=req.negative_prompt or None,
             revise_prompt=self.revise_prompt,
+            lora=parse_lora(req.lora),
             options=options,
             gpt_image=self.gpt_image,
         )

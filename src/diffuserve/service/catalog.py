@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from diffuserve.config import ModelSelection, ModelSpec
+from diffuserve.engine.adapters import AdapterLibrary
 from diffuserve.protocol.errors import ModelNotFoundError
 from diffuserve.protocol.rules import DEFAULT_MODEL_NAME, OPENAI_MODEL_NAMES
 
@@ -50,6 +51,8 @@ class ModelCatalog:
                 self._aliases[name] = self.default_name
         #: When the models became available, for OpenAI's ``created`` field.
         self.created = int(time.time())
+        #: Each model's LoRA adapters by name.
+        self._adapters = {spec.name: AdapterLibrary(spec) for spec in specs}
 
     def _add_alias(self, alias: str, target: str) -> None:
         if target not in self._models:
@@ -113,6 +116,10 @@ class ModelCatalog:
 
     def aliases_of(self, name: str) -> list[str]:
         return [alias for alias, target in self._aliases.items() if target == name]
+
+    def adapters(self, spec: ModelSpec) -> AdapterLibrary:
+        """The LoRA adapters model ``spec`` answers to (a derived model: its base's)."""
+        return self._adapters[spec.name]
 
     @property
     def specs(self) -> list[ModelSpec]:

@@ -151,14 +151,14 @@ class ImageService:
         yet: the engine then refuses the task at submit)."""
         if spec.steps is not None and spec.guidance_scale is not None:
             return None
-        served = await self.engine.model(spec.name)
+        served = await self.engine.model(spec.engine_name)
         return served.defaults if served is not None else None
 
     async def _check_edit(self, pending: PendingEdit) -> None:
         """What the model that draws the edit takes (the task, how many images), as the
         engine reports it, checked before an upload is fetched or decoded."""
         spec = self.catalog.resolve_edit(pending.request.model)
-        served = await self._served(spec.name, TaskKind.EDIT)
+        served = await self._served(spec.engine_name, TaskKind.EDIT)
         check_edit_images(self.catalog, pending.request, len(pending.images),
                           served.max_input_images if served is not None else None)
 
@@ -171,7 +171,7 @@ class ImageService:
 
     async def _decode_variation(self, pending: PendingVariation) -> VariationRequest:
         spec = self.catalog.resolve_edit(pending.request.model)
-        await self._served(spec.name, TaskKind.VARIATION)
+        await self._served(spec.engine_name, TaskKind.VARIATION)
         return await self.uploads.decode(pending.pixels, lambda: decode_variation(pending),
                                          lambda variation: (variation.image,))
 
@@ -199,7 +199,7 @@ class ImageService:
 
     def _task(self, plan: GenerationPlan, request_id: str, client_id: str,
               previews: int = 0) -> Task:
-        return Task(model=plan.spec.name, params=plan.params, kind=plan.kind,
+        return Task(model=plan.spec.engine_name, params=plan.params, kind=plan.kind,
                     client=client_id, request_id=request_id,
                     deadline=self.clock() + self.request_timeout,
                     progress=previews > 0 or plan.request.options.stream, previews=previews)

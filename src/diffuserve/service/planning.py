@@ -30,6 +30,7 @@ from diffuserve.protocol.rules import (
     rules_for,
 )
 from diffuserve.protocol.sizes import Size
+from diffuserve.service.adapters import chosen_adapters
 from diffuserve.service.catalog import ModelCatalog
 from diffuserve.service.prompting import revise_prompt
 from diffuserve.service.usage import input_image_tokens
@@ -158,7 +159,7 @@ def plan_generation(catalog: ModelCatalog, body: ImageGenerationRequest,
         if req.revise_prompt else None
     )
     params = _params(spec, req, revised if revised is not None else req.prompt,
-                     drawn_size(req), defaults)
+                     drawn_size(req), defaults, lora=_lora(catalog, spec, req))
     return GenerationPlan(spec=spec, request=req, params=params, revised_prompt=revised)
 
 
@@ -181,6 +182,14 @@ def _params(spec: ModelSpec, req: ValidatedRequest, prompt: str, size: Size,
         background="transparent" if req.options.background == "transparent" else "opaque",
         **edit,
     )
+
+
+def _lora(catalog: ModelCatalog, spec: ModelSpec, req: ValidatedRequest
+          ) -> tuple[tuple[str, float], ...]:
+    """The adapters ``spec`` draws the request with (its own, then the request's)."""
+    if not spec.lora and not req.lora:
+        return ()
+    return chosen_adapters(spec, catalog.adapters(spec), req.lora)
 
 
 #: How far an edit may go from its image (diffusers' ``strength``): inpainting redraws
@@ -212,7 +221,8 @@ def plan_edit(catalog: ModelCatalog, edit: EditRequest,
     spec = catalog.resolve_edit(req.model)
     first, *references = edit.images
     params = _params(spec, req, req.prompt, drawn_size(req, edit.input_size), defaults,
-                     image=first, mask=edit.mask, references=tuple(references),
+                     lora=_lora(catalog, spec, req), image=first, mask=edit.mask,
+                     references=tuple(references),
                      strength=EDIT_STRENGTH[(edit.input_fidelity, edit.mask is not None)])
     # Every image sent is read, and counted, as OpenAI counts them.
     tokens = sum(input_image_tokens(image.width, image.height, edit.input_fidelity)
@@ -227,7 +237,8 @@ def plan_variation(catalog: ModelCatalog, variation: VariationRequest,
     req = variation.request
     spec = catalog.resolve_edit(req.model)
     params = _params(spec, req, "", drawn_size(req, variation.image.size), defaults,
-                     image=variation.image, strength=VARIATION_STRENGTH)
+                     lora=_lora(catalog, spec, req), image=variation.image,
+                     strength=VARIATION_STRENGTH)
     return GenerationPlan(spec=spec, request=req, params=params, revised_prompt=None,
                           kind=TaskKind.VARIATION)
 

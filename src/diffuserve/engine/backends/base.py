@@ -52,6 +52,9 @@ class Backend(ABC):
     #: once loaded (reported in :class:`~diffuserve.engine.types.ModelStatus`); None:
     #: none of its own.
     defaults: ModelDefaults | None = None
+    #: Whether requests may name LoRA adapters (``params.lora``), known once loaded;
+    #: the engine refuses them for a backend that takes none.
+    takes_adapters: bool = False
 
     @abstractmethod
     def load(self) -> None:

@@ -92,7 +92,8 @@ class LocalEngine(EngineClient):
     ) -> LocalEngine:
         """Every configured model, its backend built by its registered factory."""
         return cls(
-            settings.models, create_backends(settings.models, factories), metrics=metrics,
+            settings.engine_models, create_backends(settings.engine_models, factories),
+            metrics=metrics,
             max_queue=settings.max_queue, batching=settings.batching,
             on_load_failure=on_load_failure,
         )
@@ -193,6 +194,8 @@ class LocalEngine(EngineClient):
         if task.params.background == "transparent" \
                 and TRANSPARENT_BACKGROUND not in backend.features:
             raise UnsupportedTask(task.model, "a transparent background")
+        if task.params.lora and not backend.takes_adapters:
+            raise UnsupportedTask(task.model, "LoRA adapters", field="lora")
         inputs = 1 + len(task.params.references)
         if inputs > backend.max_input_images:
             raise TooManyImages(task.model, backend.max_input_images, inputs)

@@ -8,6 +8,7 @@ import logging
 import threading
 from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -16,8 +17,10 @@ from PIL import Image
 
 from diffuserve.config import ModelSpec
 from diffuserve.config.models import GENERIC_GUIDANCE_SCALE
+from diffuserve.engine.adapters import AdapterLibrary
 from diffuserve.engine.backends.base import Backend
 from diffuserve.engine.backends.diffusers import tuning
+from diffuserve.engine.backends.diffusers.adapters import LoadedAdapters, takes_adapters
 from diffuserve.engine.backends.diffusers.calling import (
     ImageEntries,
     call_pipeline,
@@ -87,6 +90,12 @@ class DiffusersBackend(Backend):
         self._graph_thread: ThreadPoolExecutor | None = None
         #: Lanes not in use; a call takes one and gives it back.
         self._lanes = Lanes()
+        #: The model's LoRA adapters by name, and those loaded into its weights (None:
+        #: the loaded pipeline takes none, or its denoiser does not run in PyTorch).
+        self._library = AdapterLibrary(spec)
+        self._adapters: LoadedAdapters | None = None
+        #: Why a request's adapters are refused, when they are.
+        self._no_adapters = "LoRA adapters (it has none configured)"
 
     @property
     def loaded(self) -> bool:
@@ -151,11 +160,38 @@ class DiffusersBackend(Backend):
         self._lanes = open_lanes(spec, device, Lane(pipeline, editors),
                                  warm=lambda twin: self._probe_call(twin, 1, side, side))
         self.workers = self._lanes.count
+        self._adapters = self._open_adapters(pipeline)
+        # Refused in check() with the reason instead, where the model has adapters.
+        self.takes_adapters = self._adapters is not None or bool(self._library)
         self.pipeline = pipeline  # loaded (and ready) only now
         # The token counter's own tokenizer is copied now (25 ms for the built-in
         # model's), not by the first request: short prompts are counted on the event loop.
         self.count_tokens("")
         logger.info("model loaded", extra={"fields": {"model": spec.name, **self.describe()}})
+
+    def _open_adapters(self, pipeline: Any) -> LoadedAdapters | None:
+        """The adapter cache over the loaded weights, where the model has adapters and
+        its pipeline can take them (the lanes share the weights, so one cache serves
+        them all)."""
+        spec = self.spec
+        if not self._library:
+            return None
+        if not takes_adapters(pipeline):
+            self._no_adapters = f"LoRA adapters ({type(pipeline).__name__} takes none)"
+        elif self.runtime != "torch":
+            self._no_adapters = "LoRA adapters (its denoiser runs on ONNX Runtime)"
+        else:
+            if spec.compile != "off":
+                # peft's layers go into the compiled modules: a new set of adapters
+                # changes the graph, which recompiles at its first call.
+                logger.warning("adapters on a compiled model", extra={"fields": {
+                    "model": spec.name, "why": "each new set of adapters recompiles the "
+                    "denoiser at its first call (diffusers' hotswap keeps one adapter's "
+                    "shape only): keep a model with many adapters uncompiled"}})
+            return LoadedAdapters(pipeline, self._library, spec.max_loaded_adapters)
+        logger.warning("adapters not served", extra={"fields": {
+            "model": spec.name, "why": self._no_adapters}})
+        return None
 
     def _probe_call(self, pipeline: Any, images: int, width: int, height: int) -> None:
         """One short call (2 steps) of ``images`` images drawn at ``width``×``height``
@@ -200,6 +236,9 @@ class DiffusersBackend(Backend):
             "tasks": sorted(kind.value for kind in self.tasks),
             "max_input_images": self.max_input_images,
             "max_prompt_tokens": self.max_prompt_tokens,
+            "adapters": (None if self._adapters is None else
+                         {"loaded": self._adapters.loaded(),
+                          "max_loaded": self._adapters.capacity}),
         }
 
     def check(self, params: GenerationParams) -> None:
@@ -209,6 +248,8 @@ class DiffusersBackend(Backend):
         edit takes), a request's negative prompt the pipeline would not use."""
         if params.image is None and not self.family.generates:
             raise UnsupportedTask(self.spec.name, f"{TaskKind.GENERATE} tasks")
+        if params.lora:
+            self._check_adapters(params.lora)
         editor = (choose_editor(self._editors, params, self.spec.name)
                   if params.image is not None else None)
         # The models file's own negative prompt is the server's choice (dropped with a
@@ -222,6 +263,14 @@ class DiffusersBackend(Backend):
                 raise UnsupportedTask(self.spec.name, f"a negative prompt ({unused})",
                                       field="negative_prompt")
 
+    def _check_adapters(self, lora: tuple[tuple[str, float], ...]) -> None:
+        if self._adapters is None:
+            raise UnsupportedTask(self.spec.name, self._no_adapters, field="lora")
+        if len(lora) > self._adapters.capacity:
+            raise UnsupportedTask(
+                self.spec.name, f"more than {self._adapters.capacity} adapters at once "
+                "(its max_loaded_adapters)", field="lora")
+
     def batch_key(self, params: GenerationParams) -> Hashable:
         if params.image is not None:
             return ("edit", id(params))  # every edit has images of its own: one call each
@@ -234,6 +283,8 @@ class DiffusersBackend(Backend):
             # SDXL encodes an absent negative prompt as zeros, not as "": keep them apart.
             params.negative_prompt is None,
             params.background,
+            # One call draws with one set of adapters.
+            params.lora,
         )
 
     def count_tokens(self, text: str) -> int:
@@ -275,7 +326,9 @@ class DiffusersBackend(Backend):
     ) -> list[list[Image.Image] | EngineError]:
         if self.pipeline is None:
             raise RuntimeError("generate_batch() before load()")
-        with self._lanes.lane() as lane:
+        with self._lanes.lane() as lane, (
+                self._adapters.using(requests[0].lora) if self._adapters is not None
+                else nullcontext()):
             return self._generate_on(lane, requests, max_images, on_step)
 
     def _generate_on(

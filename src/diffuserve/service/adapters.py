@@ -1,0 +1,51 @@
+"""Which LoRA adapters a request draws with: the model's own (a derived model's
+``lora``), then the request's on top, each at its asked or default scale."""
+
+from __future__ import annotations
+
+from diffuserve.config import ModelSpec
+from diffuserve.config.adapters import MAX_ADAPTERS_PER_REQUEST
+from diffuserve.engine.adapters import AdapterLibrary, Choice, canonical
+from diffuserve.protocol.adapters import LoraRequest
+from diffuserve.protocol.errors import InvalidRequestError
+
+#: How many of a model's adapter names a refusal lists.
+LISTED_NAMES = 20
+
+
+def chosen_adapters(spec: ModelSpec, library: AdapterLibrary,
+                    requested: tuple[LoraRequest, ...]) -> tuple[Choice, ...]:
+    """The adapters and scales ``spec`` draws a request with (canonical: equal sets
+    batch together). A name the model has no adapter for is a 400 naming it and the
+    names it has."""
+    scales: dict[str, float | None] = {choice.name: choice.scale for choice in spec.lora}
+    given = {adapter.name: index for index, adapter in enumerate(requested)}
+    for adapter in requested:  # the request's own scale wins over the model's
+        scales[adapter.name] = adapter.scale
+    if len(scales) > MAX_ADAPTERS_PER_REQUEST:
+        raise InvalidRequestError(
+            f"Invalid 'lora': model {spec.name!r} draws with {len(spec.lora)} adapters of "
+            f"its own; with the request's that is {len(scales)}, more than the "
+            f"{MAX_ADAPTERS_PER_REQUEST} one drawing may stack.", param="lora",
+            code="invalid_value")
+    chosen: list[Choice] = []
+    for name, scale in scales.items():
+        source = library.find(name)
+        if source is None:
+            raise _unknown(spec, library, name, given.get(name), len(requested))
+        chosen.append((name, source.scale if scale is None else scale))
+    return canonical(tuple(chosen))
+
+
+def _unknown(spec: ModelSpec, library: AdapterLibrary, name: str, index: int | None,
+             count: int) -> InvalidRequestError:
+    names = library.names()
+    has = (f"its adapters are {', '.join(names[:LISTED_NAMES])}"
+           f"{' …' if len(names) > LISTED_NAMES else ''}" if names else "it has none")
+    if index is None:  # the model's own: the server's configuration, not the request
+        return InvalidRequestError(
+            f"The model {spec.name!r} draws with the adapter {name!r}, which is not "
+            f"available now ({has}).", param="model", code="adapter_not_found")
+    param = "lora.name" if count == 1 else f"lora[{index}].name"
+    return InvalidRequestError(f"The model {spec.name!r} has no adapter named {name!r} "
+                               f"({has}).", param=param, code="adapter_not_found")
