@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import io
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from PIL import Image
 from playwright.sync_api import Locator, Page, expect
 
 from diffuserve.protocol.rules import GENERIC, MAX_SEED, RULES_BY_NAME
-from tests.support.browser import KEY
+from tests.support.browser import DRAW_TIMEOUT_MS, KEY, RECORD_FORMS, open_page, wait_until
 from tests.support.live_server import LiveServer
 
 pytestmark = pytest.mark.e2e
@@ -24,14 +23,6 @@ pytestmark = pytest.mark.e2e
 #: The built-in model's fewest steps (its min_steps): the tests watch the page, not the
 #: model, but their screenshots are the docs' pictures, and fewer steps draw noise.
 STEPS = "8"
-#: Long enough for a busy two-core machine.
-DRAW_TIMEOUT_MS = 90_000
-
-
-def open_page(page: Page, server: LiveServer) -> None:
-    page.goto(server.base_url + "/")
-    page.wait_for_selector("body[data-ready=true]")
-
 
 def set_up(page: Page, *, model: str, prompt: str, size: str | None = None,
            custom_size: str | None = None, partials: str | None = None) -> None:
@@ -45,37 +36,6 @@ def set_up(page: Page, *, model: str, prompt: str, size: str | None = None,
     page.fill("#steps", STEPS)
     if partials is not None:
         page.fill("#partial-images", partials)
-
-
-def wait_until(page: Page, script: str, timeout_ms: int = DRAW_TIMEOUT_MS) -> None:
-    """Poll ``script`` until it is true (wait_for_function evaluates a string, which the
-    page's policy forbids, rightly)."""
-    deadline = time.monotonic() + timeout_ms / 1000
-    while not page.evaluate(script):
-        assert time.monotonic() < deadline, f"not true within {timeout_ms} ms: {script}"
-        page.wait_for_timeout(100)
-
-
-#: Records the multipart forms the page sends (Chromium does not hand Playwright the
-#: body of a form with files), files as data URLs.
-RECORD_FORMS = """
-window.sentForms = [];
-const originalFetch = window.fetch;
-window.fetch = async (resource, options = {}) => {
-  if (options.body instanceof FormData) {
-    const fields = {};
-    for (const [name, value] of options.body.entries()) {
-      fields[name] = typeof value === "string" ? value : await new Promise((resolve) => {
-        const reader = new FileReader();
-        reader.onload = () => resolve(reader.result);
-        reader.readAsDataURL(value);
-      });
-    }
-    window.sentForms.push(fields);
-  }
-  return originalFetch(resource, options);
-};
-"""
 
 
 def data_url_bytes(url: str) -> bytes:

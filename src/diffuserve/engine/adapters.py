@@ -64,8 +64,14 @@ class AdapterLibrary:
 
     def names(self) -> list[str]:
         """Every adapter name this model answers to now (declared ones first)."""
-        return [*self._declared, *(name for name in sorted(self._folder_files())
-                                   if name not in self._declared)]
+        return [name for name, _ in self.defaults()]
+
+    def defaults(self) -> list[Choice]:
+        """Every adapter name this model answers to now, with its default scale (declared
+        ones first), from one look at the folder."""
+        return [*((name, adapter.scale) for name, adapter in self._declared.items()),
+                *((name, 1.0) for name in sorted(self._folder_files())
+                  if name not in self._declared)]
 
     def find(self, name: str) -> AdapterSource | None:
         """Where adapter ``name`` is, or None when the model has no such adapter."""

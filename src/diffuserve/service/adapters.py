@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from diffuserve.config import ModelSpec
 from diffuserve.config.adapters import MAX_ADAPTERS_PER_REQUEST
 from diffuserve.engine.adapters import AdapterLibrary, Choice, canonical
 from diffuserve.protocol.adapters import LoraRequest
 from diffuserve.protocol.errors import InvalidRequestError
+from diffuserve.service.catalog import ModelCatalog
 
 #: How many of a model's adapter names a refusal lists.
 LISTED_NAMES = 20
@@ -49,3 +52,35 @@ def _unknown(spec: ModelSpec, library: AdapterLibrary, name: str, index: int | N
     param = "lora.name" if count == 1 else f"lora[{index}].name"
     return InvalidRequestError(f"The model {spec.name!r} has no adapter named {name!r} "
                                f"({has}).", param=param, code="adapter_not_found")
+
+
+@dataclass(frozen=True)
+class AdapterOffer:
+    """What a request drawn by ``model`` may name in ``lora`` (each adapter with its
+    default scale, as the folder holds them now) and the adapters the model applies of
+    its own (a derived model's ``lora``; a scale of None: that adapter is missing now).
+    Names and scales only, never where the weights are."""
+
+    model: str
+    adapters: tuple[Choice, ...]
+    applied: tuple[tuple[str, float | None], ...]
+
+
+def adapter_offer(spec: ModelSpec, library: AdapterLibrary) -> AdapterOffer:
+    available = library.defaults()
+    defaults = dict(available)
+    applied = tuple((choice.name, defaults.get(choice.name) if choice.scale is None
+                     else choice.scale) for choice in spec.lora)
+    return AdapterOffer(spec.name, tuple(available), applied)
+
+
+def adapter_offers(catalog: ModelCatalog, name: str | None) -> dict[str, AdapterOffer]:
+    """The adapters a public ``name`` (None: the default) answers to, for generations
+    and for edits and variations (drawn by its ``edit_model`` where it has one). Reads
+    the adapters folders: a blocking call."""
+    requested = catalog.requested_name(name)
+    generator, editor = catalog.resolve(requested), catalog.resolve_edit(requested)
+    offer = adapter_offer(generator, catalog.adapters(generator))
+    return {"generations": offer,
+            "edits": offer if editor is generator
+            else adapter_offer(editor, catalog.adapters(editor))}

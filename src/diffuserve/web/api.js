@@ -23,8 +23,8 @@ export class ApiError extends Error {
     super(error.message || `The server answered ${status}.`);
     this.status = status;
     this.type = error.type || null;
-    // "image[0]" names the field "image".
-    this.param = typeof error.param === "string" ? error.param.replace(/\[.*$/, "") : null;
+    // "image[0]" names the field "image"; "lora[1].scale" and "lora.name" name "lora".
+    this.param = typeof error.param === "string" ? error.param.replace(/[[.].*$/, "") : null;
     this.code = error.code || null;
     this.retryAfter = retryAfter;
   }

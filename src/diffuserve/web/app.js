@@ -1,6 +1,7 @@
 // The playground: generate, watch the image form from streamed partial images, edit with
 // a painted mask, make variations, download; a bounded history in this browser.
 
+import { chosenAdapters, describeAdapters, refreshAdapters, showAdapters } from "./adapters.js";
 import { ApiError, apiKey, events, getJSON, request } from "./api.js";
 import * as history from "./history.js";
 import { Painter } from "./painter.js";
@@ -48,6 +49,8 @@ function showError(error) {
   if (error.status === 429 && error.retryAfter !== null) waitBeforeRetry(error.retryAfter);
   const slot = error.param && $(`${error.param}-error`);
   if (slot && !slot.closest("[hidden]:not(.field-error)")) {
+    const folded = slot.closest("details");
+    if (folded) folded.open = true;
     slot.textContent = message;
     slot.hidden = false;
     const field = $(FIELD_OF_PARAM[error.param] || "");
@@ -136,6 +139,7 @@ async function loadModels() {
     $("model").value = current;
   }
   applyRules(state.doc, state.mode, { keepValues: false });
+  await refreshAdapters($("model").value, state.mode);
 }
 
 function currentRules() {
@@ -151,10 +155,18 @@ function setMode(mode) {
   $("edit-area").hidden = mode !== "edit";
   $("go").textContent = goLabel();
   applyRules(state.doc, mode);
+  showAdapters(mode); // an edit may be drawn by another model (edit_model)
   clearErrors();
 }
 
-$("model").addEventListener("change", () => applyRules(state.doc, state.mode, { keepValues: true }));
+$("model").addEventListener("change", () => {
+  applyRules(state.doc, state.mode, { keepValues: true });
+  refreshAdapters($("model").value, state.mode);
+});
+// An adapters folder changes while the server runs: opening "More" asks again.
+$("more").addEventListener("toggle", () => {
+  if ($("more").open) refreshAdapters($("model").value, state.mode);
+});
 // A size typed in overrides the list: the list is greyed out meanwhile.
 $("size-custom").addEventListener("input", () => {
   $("size").disabled = $("size-custom").value.trim() !== "";
@@ -202,6 +214,8 @@ function commonFields(rules) {
   if (guidance !== null) fields.guidance_scale = guidance;
   const negative = $("negative-prompt").value;
   if (negative) fields.negative_prompt = negative;
+  const lora = chosenAdapters(state.mode);
+  if (lora) fields.lora = lora;
   return fields;
 }
 
@@ -314,7 +328,10 @@ async function edit() {
   }
   const fields = commonFields(rules);
   const form = new FormData();
-  for (const [name, value] of Object.entries(fields)) form.append(name, String(value));
+  for (const [name, value] of Object.entries(fields)) {
+    // The form's lora part is the JSON text of the list, as the API takes it.
+    form.append(name, name === "lora" ? JSON.stringify(value) : String(value));
+  }
   form.append("image", await painter.imageBlob(), "image.png");
   if (painter.painted) form.append("mask", await painter.maskBlob(), "mask.png");
   await run({
@@ -338,11 +355,14 @@ async function variations(source) {
   if (steps !== null) form.append("num_inference_steps", String(steps));
   const guidance = intOf("guidance");
   if (guidance !== null) form.append("guidance_scale", String(guidance));
+  // Variations are drawn by the model that draws edits: its adapters.
+  const lora = chosenAdapters("edit");
+  if (lora) form.append("lora", JSON.stringify(lora));
   form.append("image", source.blob, "image.png");
   await run({
     path: "v1/images/variations", form, streamed: false,
     meta: { model: $("model").value, n, seed, prompt: `variation of: ${source.prompt}`,
-            kind: "variation" },
+            kind: "variation", lora },
   });
 }
 
@@ -378,6 +398,7 @@ function renderCard(entry, list, { prepend = true } = {}) {
     card.querySelector(".revised").textContent = `Revised prompt: ${entry.revised}`;
   }
   const facts = [entry.model, entry.size, `seed ${entry.seed}`];
+  if (entry.adapters) facts.push(entry.adapters);
   card.querySelector(".facts").textContent = facts.join(" · ");
   card.querySelector(".facts").title = entry.prompt;
   const download = card.querySelector(".download");
@@ -408,6 +429,7 @@ async function addResults(results, meta) {
       created: Date.now(), kind: meta.kind, prompt: meta.prompt, model: meta.model,
       size: result.size || meta.size, seed: meta.seed + index, revised: result.revised || null,
       format: result.format || "png", blob: b64Blob(result.b64, result.format),
+      adapters: describeAdapters(meta.lora) || null,
     };
     const bitmap = await createImageBitmap(entry.blob);
     entry.size = `${bitmap.width}x${bitmap.height}`;

@@ -12,6 +12,12 @@ and ``blob:`` images of its own are all it shows. The files are a fixed list rea
 from the package (no directory listing, no path from the request reaches the disk),
 served with their content type, an ETag and ``Cache-Control: no-cache`` (revalidated on
 every load, so an upgraded server is never paired with a stale script).
+
+``/playground/adapters.json?model=NAME`` says which LoRA adapters a request for ``NAME``
+may name (with their default scales) and which its model applies of its own. It is not
+a public rule but this server's own, so it wants the key, as ``/v1/models`` does; it is
+asked again whenever the page needs it, because an adapters folder changes while the
+server runs. Names and scales only: never where the weights are.
 """
 
 from __future__ import annotations
@@ -21,13 +27,19 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from diffuserve import builtin
-from diffuserve.api.deps import parts
+from diffuserve.api.deps import authenticate, parts
 from diffuserve.api.errors import NotFoundError
+from diffuserve.config.adapters import (
+    MAX_ADAPTER_SCALE,
+    MAX_ADAPTERS_PER_REQUEST,
+    MIN_ADAPTER_SCALE,
+)
 from diffuserve.protocol.rule_tables import rules_document
+from diffuserve.service.adapters import AdapterOffer, adapter_offers
 
 PREFIX = "/playground"
 
@@ -37,6 +49,7 @@ WEB_FILES = {
     "playground.css": "text/css; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
     "api.js": "text/javascript; charset=utf-8",
+    "adapters.js": "text/javascript; charset=utf-8",
     "pickers.js": "text/javascript; charset=utf-8",
     "painter.js": "text/javascript; charset=utf-8",
     "history.js": "text/javascript; charset=utf-8",
@@ -115,6 +128,23 @@ def router_for(files: dict[str, WebFile]) -> APIRouter:
         body = json.dumps(document).encode()
         return answer_file(request, WebFile(body, "application/json", _etag(body)))
 
+    # A plain function: FastAPI runs it on a worker thread, as reading the adapters
+    # folders must not block the event loop.
+    @router.get(PREFIX + "/adapters.json", dependencies=[Depends(authenticate)])
+    def adapters(request: Request, model: str | None = None) -> Response:
+        catalog = parts(request).service.catalog
+        offers = adapter_offers(catalog, model)
+        document = {
+            "model": catalog.requested_name(model),
+            "max_adapters": MAX_ADAPTERS_PER_REQUEST,
+            "min_scale": MIN_ADAPTER_SCALE, "max_scale": MAX_ADAPTER_SCALE,
+            **{route: _offer_document(offer) for route, offer in offers.items()},
+        }
+        # Per key and changing while the server runs: never kept by a cache.
+        headers = {**SECURITY_HEADERS, "Cache-Control": "no-store"}
+        return Response(json.dumps(document).encode(), media_type="application/json",
+                        headers=headers)
+
     @router.get(PREFIX + "/{name}")
     async def web_file(name: str, request: Request) -> Response:
         file = files.get(name)
@@ -123,3 +153,11 @@ def router_for(files: dict[str, WebFile]) -> APIRouter:
         return answer_file(request, file)
 
     return router
+
+
+def _offer_document(offer: AdapterOffer) -> dict[str, object]:
+    return {
+        "model": offer.model,
+        "adapters": [{"name": name, "scale": scale} for name, scale in offer.adapters],
+        "applied": [{"name": name, "scale": scale} for name, scale in offer.applied],
+    }
