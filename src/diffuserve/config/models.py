@@ -149,8 +149,8 @@ class ModelSpec(BaseModel):
                     "draws with (its own adapters and knobs on top)")
     lora: tuple[LoraChoice, ...] = Field(
         default=(), max_length=MAX_ADAPTERS_PER_REQUEST,
-        description="the adapters this model draws with when a request names none of "
-                    "its own (a derived model's style)")
+        description="adapters this model always draws with (a derived model's style); a "
+                    "request's own are added, and its scale for one of these wins")
 
     @property
     def engine_name(self) -> str:
