@@ -10,6 +10,7 @@ import asyncio
 import pickle
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from PIL import Image
 from ray.exceptions import ActorDiedError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 
-from diffuserve.deploy.ray_engine import RayEngine
+from diffuserve.deploy.ray_engine import RayEngine, adapter_set_id
 from diffuserve.engine.errors import (
     DeadlineExceeded,
     Draining,
@@ -80,12 +81,14 @@ class FakeHandle:
     def __init__(self, response: FakeResponse, status: Any = None) -> None:
         self.response = response
         self.tasks: list[Task] = []
+        #: The options of every call, in order.
+        self.calls: list[dict[str, Any]] = []
         self.stream = FakeMethod(self._stream)
         self._status = status
         self.status = FakeMethod(self._status_call)
 
     def options(self, **options: Any) -> FakeHandle:
-        assert options == {"stream": True}
+        self.calls.append(options)
         return self
 
     def _stream(self, task: Task) -> FakeResponse:
@@ -126,7 +129,35 @@ def test_events_from_the_replica_pass_through_in_order() -> None:
 
     assert events == [Accepted(), Progress(1, 2), RESULT]
     assert handle.tasks == [task]
+    assert handle.calls == [{"stream": True}]
     assert not handle.response.cancelled
+
+
+def test_an_adapter_set_has_one_id_everywhere_and_each_set_its_own() -> None:
+    pixel = (("pixel", 0.8),)
+
+    # The same in every process and release (a digest, not Python's salted hash).
+    assert adapter_set_id(pixel) == adapter_set_id((("pixel", 0.8),)) \
+        == "lora-9a36009271c71d25b2d3"
+    ids = {adapter_set_id(lora) for lora in [
+        pixel, (("pixel", 0.5),), (("pixel", 1.0),), (("ink", 0.8),),
+        (("ink", 0.8), ("pixel", 0.8)), (("ink", 1.0), ("pixel", 0.8))]}
+    assert len(ids) == 6
+    assert adapter_set_id(()) is None
+
+
+def test_a_task_with_adapters_asks_ray_for_a_replica_that_has_them() -> None:
+    engine, handle = engine_for(FakeResponse([RESULT]))
+    stacked = (("ink", 1.0), ("pixel", 0.8))
+
+    for lora in [stacked, (), stacked]:
+        asyncio.run(collect(engine, Task(model="emoji", params=replace(PARAMS, lora=lora))))
+
+    # Without adapters no id: Ray sends the task to any replica.
+    assert handle.calls == [
+        {"stream": True, "multiplexed_model_id": adapter_set_id(stacked)},
+        {"stream": True},
+        {"stream": True, "multiplexed_model_id": adapter_set_id(stacked)}]
 
 
 def test_rays_back_pressure_is_a_full_queue_with_a_wait() -> None:

@@ -28,8 +28,9 @@ RAY_ENV = {
     # Applications are deleted before the cluster stops: nothing is left to drain.
     "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
 }
-#: Process titles of the model replicas of ``diffuserve serve --ray``.
-MODEL_REPLICA = "ServeReplica:diffuserve:model-"
+#: Process titles of the replicas of ``diffuserve serve --ray``: this, then the name of
+#: their deployment (``model-<name>`` for a model's).
+REPLICA = "ServeReplica:diffuserve:"
 
 
 def free_port() -> int:
@@ -65,10 +66,11 @@ def ray_head(tmp: Path, env: dict[str, str] | None = None,
             head.wait()
 
 
-def model_replica_cpu() -> dict[int, float]:
-    """The model replicas' processes of this run's cluster and the CPU seconds each has
-    used: those whose environment holds this run's token, not the replicas of another
-    run on the same machine, or of one whose cluster is still going down."""
+def model_replica_cpu(deployment: str = "model-") -> dict[int, float]:
+    """The model replicas' processes of this run's cluster (of one model, given its
+    ``deployment``'s name) and the CPU seconds each has used: those whose environment
+    holds this run's token, not the replicas of another run on the same machine, or of
+    one whose cluster is still going down."""
     found: dict[int, float] = {}
     ticks = os.sysconf("SC_CLK_TCK")
     token = f"RAY_AUTH_TOKEN={RAY_ENV['RAY_AUTH_TOKEN']}".encode()
@@ -76,7 +78,8 @@ def model_replica_cpu() -> dict[int, float]:
         if not entry.name.isdigit():
             continue
         try:
-            if MODEL_REPLICA not in (entry / "cmdline").read_bytes().decode(errors="replace") \
+            if REPLICA + deployment not in \
+                    (entry / "cmdline").read_bytes().decode(errors="replace") \
                     or token not in (entry / "environ").read_bytes().split(b"\0"):
                 continue
             stat = (entry / "stat").read_text()

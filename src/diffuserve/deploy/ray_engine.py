@@ -12,12 +12,19 @@ process:
 
 Closing the stream (the client went away) cancels the call, and Ray cancels the
 replica's coroutine, which abandons the task in the replica's queue.
+
+A task with LoRA adapters is sent with its adapter set's id as Ray Serve's multiplexed
+model id (:func:`adapter_set_id`): Ray routes it preferably to a replica that drew with
+that set lately, whose weights have it loaded (a switch of adapters costs a load from
+disk); a task without adapters names no id and goes to any replica.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import math
 import time
@@ -51,6 +58,15 @@ STATUS_TIMEOUT_SECONDS = 2.0
 BACKPRESSURE_RETRY_SECONDS = 2
 
 
+def adapter_set_id(lora: tuple[tuple[str, float], ...]) -> str | None:
+    """The multiplexed model id of a task's adapters (``GenerationParams.lora``, the
+    canonical set: sorted, no scale 0), the same in every process; None without any."""
+    if not lora:
+        return None
+    canonical = json.dumps([[name, float(scale)] for name, scale in lora])
+    return "lora-" + hashlib.sha256(canonical.encode()).hexdigest()[:20]
+
+
 class RayEngine(EngineClient):
     """Tasks sent to one Ray Serve deployment per model through deployment handles."""
 
@@ -75,7 +91,11 @@ class RayEngine(EngineClient):
         handle = self._handle(task.model)
         if self._draining:
             raise Draining()
-        calls: Any = handle.options(stream=True)
+        options: dict[str, Any] = {"stream": True}
+        adapters = adapter_set_id(task.params.lora)
+        if adapters is not None:
+            options["multiplexed_model_id"] = adapters
+        calls: Any = handle.options(**options)
         response: DeploymentResponseGenerator[Any] = calls.stream.remote(task)
         self._running.add(response)
         events = response.__aiter__()

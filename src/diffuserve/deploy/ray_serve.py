@@ -61,7 +61,20 @@ NOT_IN_CONFIG = frozenset({"api_keys", "signing_secret", "model", "models_file",
 
 
 class ModelServer:
-    """One replica of one model: its engine, loaded before Ray routes work to it."""
+    """One replica of one model: its engine, loaded before Ray routes work to it.
+
+    **Adapters.** A task with LoRA adapters comes with its set's id as Ray's multiplexed
+    model id (:func:`~diffuserve.deploy.ray_engine.adapter_set_id`). The replica passes
+    it through a ``@serve.multiplexed`` loader, so Ray knows which sets each replica
+    drew with lately (at most ``max_loaded_adapters``, least recently used forgotten
+    first) and sends a set's tasks preferably to a replica that has it. The loader only
+    records the set; the engine loads the adapters when a batch of that set is drawn.
+    Loading them ahead would save nothing: peft puts its layers into modules that
+    running calls use, so any load waits until no call uses the weights (the engine's
+    gate, which the task's own batch passes moments later), and Ray runs a replica's
+    loaders one at a time, before their requests are queued, so a loader waiting for a
+    batch to end would hold back every other new set on that replica.
+    """
 
     def __init__(self, settings: Settings, model: str) -> None:
         spec = next(spec for spec in settings.models if spec.name == model)
@@ -71,7 +84,17 @@ class ModelServer:
                                   batching=settings.batching)
         self.engine.load_all()
 
+        async def note_adapter_set(set_id: str) -> str:
+            return set_id  # the engine's LRU loads the adapters (see above)
+
+        # Made here for the model's bound (Ray keeps its cache on the function object).
+        self._note_adapter_set = serve.multiplexed(
+            max_num_models_per_replica=spec.max_loaded_adapters)(note_adapter_set)
+
     async def stream(self, task: Task) -> AsyncIterator[TaskEvent]:
+        set_id = serve.get_multiplexed_model_id()
+        if set_id:
+            await self._note_adapter_set(set_id)
         async for event in self.engine.stream(task):
             yield event
 
