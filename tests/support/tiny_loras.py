@@ -11,9 +11,12 @@ TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 
 def write_tiny_lora(pipeline: Any, folder: Path, name: str, *, seed: int = 0,
-                    rank: int = 4) -> Path:
-    """A random adapter for ``pipeline``'s denoiser (its ``unet`` or ``transformer``),
-    written to ``folder/name.safetensors``; the pipeline is left as it was."""
+                    rank: int = 4, targets: list[str] | None = None,
+                    text_encoder: bool = False) -> Path:
+    """A random adapter for ``pipeline``'s denoiser (its ``unet`` or ``transformer``) on
+    the layers named ``targets`` (default :data:`TARGETS`, those the denoiser has), and
+    with ``text_encoder`` on its text encoder's attention projections too, written to
+    ``folder/name.safetensors``; the pipeline is left as it was."""
     import torch
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig, get_peft_model_state_dict
@@ -21,23 +24,32 @@ def write_tiny_lora(pipeline: Any, folder: Path, name: str, *, seed: int = 0,
     part = "unet" if getattr(pipeline, "unet", None) is not None else "transformer"
     denoiser = getattr(pipeline, part)
     names = {module_name.rsplit(".", 1)[-1] for module_name, _ in denoiser.named_modules()}
-    targets = [target for target in TARGETS if target.rsplit(".", 1)[-1] in names
-               or target in names]
+    targets = [target for target in targets or TARGETS
+               if target.rsplit(".", 1)[-1] in names or target in names]
     torch.manual_seed(seed)
     # Random (not zero) B matrices: the adapter changes what the pipeline draws.
     config = LoraConfig(r=rank, lora_alpha=rank, target_modules=targets,
                         init_lora_weights=False)
     denoiser.add_adapter(config, adapter_name="tiny_lora_writer")
+    parts = {f"{part}_lora_layers": denoiser}
+    if text_encoder:
+        pipeline.text_encoder.add_adapter(
+            LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                       target_modules=["q_proj", "k_proj", "v_proj", "out_proj"]),
+            adapter_name="tiny_lora_writer")
+        parts["text_encoder_lora_layers"] = pipeline.text_encoder
     try:
-        layers = convert_state_dict_to_diffusers(
-            get_peft_model_state_dict(denoiser, adapter_name="tiny_lora_writer"))
         # Large enough to change a 2-step tiny drawing clearly, small enough to stay finite.
-        layers = {key: value * 4.0 for key, value in layers.items()}
+        layers = {argument: {key: value * 4.0 for key, value in convert_state_dict_to_diffusers(
+                      get_peft_model_state_dict(model, adapter_name="tiny_lora_writer")).items()}
+                  for argument, model in parts.items()}
         folder.mkdir(parents=True, exist_ok=True)
-        type(pipeline).save_lora_weights(str(folder), **{f"{part}_lora_layers": layers},
+        type(pipeline).save_lora_weights(str(folder), **layers,
                                          weight_name=f"{name}.safetensors")
     finally:
-        denoiser.delete_adapters("tiny_lora_writer")
+        for model in parts.values():  # diffusers' models and transformers' name it apart
+            delete = getattr(model, "delete_adapters", None) or model.delete_adapter
+            delete("tiny_lora_writer")
     return folder / f"{name}.safetensors"
 
 

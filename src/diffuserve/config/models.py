@@ -109,7 +109,8 @@ class ModelSpec(BaseModel):
     compile: CompileMode = Field(
         default="off",
         description="torch.compile the denoiser and VAE decoder at load (inductor, weights "
-                    "frozen; compiled kernels cached on disk): default, reduce-overhead "
+                    "frozen unless the model has adapters; compiled kernels cached on "
+                    "disk): default, reduce-overhead "
                     "(CUDA graphs), max-autotune-no-cudagraphs or max-autotune")
     compile_sizes: tuple[Annotated[str, Field(pattern=r"^[1-9][0-9]{1,4}x[1-9][0-9]{1,4}$")],
                          ...] = Field(
@@ -143,6 +144,11 @@ class ModelSpec(BaseModel):
         default=8, ge=MAX_ADAPTERS_PER_REQUEST, le=256,
         description="adapters kept loaded in the model's weights (least recently used "
                     "unloaded first)")
+    max_adapter_rank: int = Field(
+        default=64, ge=1, le=1024,
+        description="with compile, the highest LoRA rank an adapter drawn alone may have "
+                    "to be swapped in without recompiling (diffusers' hotswap; lower ranks "
+                    "are padded to it, and the slot computes at it on every call)")
     base: str | None = Field(
         default=None, min_length=1,
         description="set on a derived model: the served model whose loaded weights it "

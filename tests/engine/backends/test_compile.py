@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -62,18 +61,6 @@ def draws_what_eager_draws(compiled: DiffusersBackend, eager: DiffusersBackend,
             assert image.size == size
             difference = np.abs(np.asarray(image, np.int16) - np.asarray(reference, np.int16))
             assert difference.mean() < 1.0
-
-
-@pytest.fixture
-def eager_dynamo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Dynamo traces for real; its graphs run on the eager backend (no C++ compiler)."""
-    import torch._dynamo
-
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "kernels"))
-    monkeypatch.setattr(compilation, "compile_options", lambda mode: {"backend": "eager"})
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
 
 
 @pytest.mark.usefixtures("eager_dynamo")

@@ -5,6 +5,10 @@ as constants (folded into the graph), which is what makes a compiled UNet faster
 eager on a CPU at all; ``reduce-overhead`` adds CUDA graphs on a GPU. The compiled
 kernels are cached on disk (``TORCHINDUCTOR_CACHE_DIR``, by default under the user's
 cache folder), so a restart traces the model again but does not recompile it.
+
+A denoiser that takes LoRA adapters is compiled otherwise: its QKV projections stay
+apart (a fused projection would bypass the adapters' layers on them) and its weights stay
+inputs of the graph, not frozen constants (adapters are swapped into them in place).
 """
 
 from __future__ import annotations
@@ -36,11 +40,24 @@ def compile_options(mode: str) -> dict[str, Any]:
     return {"mode": mode}
 
 
-def compile_pipeline(pipeline: Any, mode: str, device: str) -> list[str]:
+def unfrozen(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` for torch.compile with inductor's freezing off for this module alone
+    (a mode becomes the inductor options it stands for: torch.compile takes one or the
+    other), whatever the process-wide setting."""
+    if "mode" not in options:  # another backend: nothing frozen
+        return options
+    from torch._inductor import list_mode_options
+
+    rest = {key: value for key, value in options.items() if key != "mode"}
+    return {**rest, "options": {**list_mode_options(options["mode"]), "freezing": False}}
+
+
+def compile_pipeline(pipeline: Any, mode: str, device: str, *,
+                     adapters: bool = False) -> list[str]:
     """Compile ``pipeline``'s denoiser and VAE decoder in place (they stay the same
     modules, so everything that reads their config still does); returns what was
-    compiled. The cheap wins diffusers offers come first: fused QKV projections and, on
-    a GPU, channels-last UNet and VAE."""
+    compiled. The cheap wins diffusers offers come first: fused QKV projections (not
+    where the denoiser takes ``adapters``) and, on a GPU, channels-last UNet and VAE."""
     import torch
     from torch._inductor import config as inductor
 
@@ -57,7 +74,7 @@ def compile_pipeline(pipeline: Any, mode: str, device: str) -> list[str]:
         if not isinstance(denoiser, torch.nn.Module):
             continue
         fused = ""
-        fuse = getattr(denoiser, "fuse_qkv_projections", None)
+        fuse = None if adapters else getattr(denoiser, "fuse_qkv_projections", None)
         if fuse is not None:
             try:
                 fuse()
@@ -66,8 +83,10 @@ def compile_pipeline(pipeline: Any, mode: str, device: str) -> list[str]:
                 logger.debug("QKV projections of %s not fused", name, exc_info=True)
         if device == "cuda" and name == "unet":
             denoiser.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        denoiser.compile(**compile_options(mode))
-        compiled.append(name + fused)
+        options = compile_options(mode)
+        denoiser.compile(**(unfrozen(options) if adapters else options))
+        compiled.append(name + fused + (" (weights not frozen, for adapters)"
+                                        if adapters else ""))
     decoder = getattr(getattr(pipeline, "vae", None), "decoder", None)
     if isinstance(decoder, torch.nn.Module):
         if device == "cuda":

@@ -7,6 +7,10 @@ the same adapters: :meth:`LoadedAdapters.using` lets calls with the active set i
 together and makes a call that wants another set wait until they are done; calls go in
 in the order they came, so a call of the active set that comes after one waiting for
 another set waits too (no set is starved).
+
+On a compiled model, a set of one adapter (or none) is drawn through a
+:class:`~.hotswap.HotswapSlot` where the model has one: swapped in place, without
+recompiling; any other set loads as above, and the log says why it recompiles.
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diffuserve.engine.adapters import AdapterLibrary, AdapterSource, Choice
 from diffuserve.engine.errors import UnsupportedTask
+
+if TYPE_CHECKING:
+    from diffuserve.engine.backends.diffusers.hotswap import HotswapSlot
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +43,15 @@ def takes_adapters(pipeline: Any) -> bool:
 
 class LoadedAdapters:
     """The adapters loaded into one model's shared weights (through ``pipeline``), at
-    most ``capacity`` of them, the least recently used unloaded first."""
+    most ``capacity`` of them, the least recently used unloaded first; on a compiled
+    model, ``slot`` draws sets of one adapter or none without recompiling."""
 
-    def __init__(self, pipeline: Any, library: AdapterLibrary, capacity: int) -> None:
+    def __init__(self, pipeline: Any, library: AdapterLibrary, capacity: int,
+                 slot: HotswapSlot | None = None) -> None:
         self._pipeline = pipeline
+        self.slot = slot
+        #: Sets (their names) whose recompiling the log has said why already.
+        self._told: set[tuple[str, ...]] = set()
         self._library = library
         self.capacity = capacity
         self.model = library.model
@@ -109,6 +121,66 @@ class LoadedAdapters:
         if len(choices) > self.capacity:
             raise UnsupportedTask(self.model, f"more than {self.capacity} adapters at once "
                                   "(its max_loaded_adapters)", field="lora")
+        if self.slot is None or not self._through_slot(choices):
+            self._load_set(choices)
+        self.switches += 1
+        self.switch_seconds += time.perf_counter() - started
+
+    def _through_slot(self, choices: tuple[Choice, ...]) -> bool:
+        """Draw ``choices`` through the hotswap slot where it can; False (and the log says
+        why) where the set loads the ordinary way, recompiling the denoiser."""
+        assert self.slot is not None
+        if not choices:
+            self.slot.draw_nothing()
+            return True
+        if len(choices) > 1:
+            why = (f"a set of {len(choices)} adapters: the hotswap slot holds one "
+                   "adapter, so this set loads into the weights and the compiled denoiser "
+                   "recompiles for it at its first call")
+        else:
+            [(name, scale)] = choices
+            source = self._library.find(name)
+            if source is None:  # gone from its folder since the call began
+                raise UnsupportedTask(self.model, f"the adapter {name!r}", field="lora")
+            refused = self.slot.draw_with(source, scale)
+            if refused is None:
+                return True
+            if self.slot.lost:
+                self._restore_slot()
+            why = (f"the adapter {name!r} cannot be hotswapped ({refused}), so it loads "
+                   "into the weights and the compiled denoiser recompiles for it at its "
+                   "first call")
+        names = tuple(name for name, _ in choices)
+        log = logger.warning if names not in self._told else logger.info
+        self._told.add(names)
+        log("adapters swapped with a recompile", extra={"fields": {
+            "model": self.model, "adapters": list(names), "why": why}})
+        if self.slot is not None:
+            self.slot.leave()
+        # The slot's drawing switched the other adapters off: on again before a set.
+        self._disabled = True
+        return False
+
+    def _restore_slot(self) -> None:
+        """The hotswap slot back after a failed swap took it away, the ordinary
+        adapters unloaded first (loaded again when a set wants them); without a slot
+        from then on where it cannot come back."""
+        assert self.slot is not None
+        with warnings.catch_warnings():  # the set that wants them next makes them active
+            warnings.filterwarnings("ignore", message=".*was active which is now deleted",
+                                    category=UserWarning)
+            for name in list(self._loaded):
+                self._unload(name)
+        try:
+            self.slot.restore()
+        except Exception as exc:
+            logger.warning("hotswap slot gone", extra={"fields": {
+                "model": self.model, "error": repr(exc)[:300], "why": "every new set of "
+                "adapters recompiles the compiled denoiser from now on"}})
+            self.slot = None
+
+    def _load_set(self, choices: tuple[Choice, ...]) -> None:
+        """Make ``choices`` the active set by loading its adapters into the weights."""
         keep = {name for name, _ in choices}
         internal = [self._load(name, keep) for name, _ in choices]
         if choices:
@@ -119,8 +191,6 @@ class LoadedAdapters:
         elif self._loaded and not self._disabled:
             self._pipeline.disable_lora()
             self._disabled = True
-        self.switches += 1
-        self.switch_seconds += time.perf_counter() - started
 
     def _load(self, name: str, keep: set[str]) -> str:
         """Adapter ``name`` loaded (again, when its file changed), most recently used,
@@ -138,7 +208,7 @@ class LoadedAdapters:
             self._unload(next(loaded for loaded in self._loaded if loaded not in keep))
         self._serial += 1
         internal = f"adapter{self._serial}"  # peft names must not hold dots
-        where, weight_name = _location(source)
+        where, weight_name = location(source)
         try:
             with warnings.catch_warnings():
                 # Several adapters in one model is what the cache is for.
@@ -167,7 +237,7 @@ class LoadedAdapters:
                                                           "adapter": name}})
 
 
-def _location(source: AdapterSource) -> tuple[str, str | None]:
+def location(source: AdapterSource) -> tuple[str, str | None]:
     """What ``load_lora_weights`` takes: a folder or Hub id and the file within it."""
     path = Path(source.source).expanduser()
     if source.weight_name is None and path.suffix == ".safetensors" and path.is_file():

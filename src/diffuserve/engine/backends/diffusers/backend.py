@@ -34,6 +34,7 @@ from diffuserve.engine.backends.diffusers.families import (
     accepted_by,
     family_of,
 )
+from diffuserve.engine.backends.diffusers.hotswap import HotswapSlot
 from diffuserve.engine.backends.diffusers.lanes import Lane, Lanes, open_lanes
 from diffuserve.engine.backends.diffusers.loading import (
     load_pipeline,
@@ -148,11 +149,16 @@ class DiffusersBackend(Backend):
         self.max_batch_images = spec.max_batch_size if spec.max_batch_size != "auto" \
             else self._measure_batch(pipeline, device)
         self._graph_thread = graph_thread(spec)
+        slot: tuple[HotswapSlot | None, str] = (None, "")
         if spec.compile != "off":
+            # Adapters of a compiled model go through a hotswap slot compiled in with it.
+            adapters = bool(self._library) and takes_adapters(pipeline)
+            if adapters:
+                slot = HotswapSlot.open(pipeline, self._library, spec.max_adapter_rank)
             tuning.compile_and_warm(
                 pipeline, spec, device, native_resolution=self.native_resolution,
                 drawn_at=self._draw_size_of, max_images=self.max_batch_images or 1,
-                probe=partial(self._probe_call, pipeline))
+                probe=partial(self._probe_call, pipeline), adapters=adapters)
         if spec.runtime == "onnx":
             self.runtime = tuning.use_onnx(pipeline, spec, device)
         side = self.native_resolution
@@ -160,7 +166,7 @@ class DiffusersBackend(Backend):
         self._lanes = open_lanes(spec, device, Lane(pipeline, editors),
                                  warm=lambda twin: self._probe_call(twin, 1, side, side))
         self.workers = self._lanes.count
-        self._adapters = self._open_adapters(pipeline)
+        self._adapters = self._open_adapters(pipeline, *slot)
         # Refused in check() with the reason instead, where the model has adapters.
         self.takes_adapters = self._adapters is not None or bool(self._library)
         self.pipeline = pipeline  # loaded (and ready) only now
@@ -169,10 +175,12 @@ class DiffusersBackend(Backend):
         self.count_tokens("")
         logger.info("model loaded", extra={"fields": {"model": spec.name, **self.describe()}})
 
-    def _open_adapters(self, pipeline: Any) -> LoadedAdapters | None:
+    def _open_adapters(self, pipeline: Any, slot: HotswapSlot | None = None,
+                       slot_note: str = "") -> LoadedAdapters | None:
         """The adapter cache over the loaded weights, where the model has adapters and
         its pipeline can take them (the lanes share the weights, so one cache serves
-        them all)."""
+        them all); on a compiled model, with its hotswap ``slot`` (``slot_note``: how
+        it was shaped, or why there is none)."""
         spec = self.spec
         if not self._library:
             return None
@@ -181,14 +189,19 @@ class DiffusersBackend(Backend):
         elif self.runtime != "torch":
             self._no_adapters = "LoRA adapters (its denoiser runs on ONNX Runtime)"
         else:
-            if spec.compile != "off":
+            if spec.compile != "off" and slot is not None:
+                logger.info("adapters hotswapped on a compiled model", extra={"fields": {
+                    "model": spec.name, "slot": slot_note,
+                    "max_adapter_rank": spec.max_adapter_rank,
+                    "how": "one adapter at a time, or none, swaps in without recompiling; "
+                    "a set of several recompiles the denoiser at its first call"}})
+            elif spec.compile != "off":
                 # peft's layers go into the compiled modules: a new set of adapters
                 # changes the graph, which recompiles at its first call.
                 logger.warning("adapters on a compiled model", extra={"fields": {
-                    "model": spec.name, "why": "each new set of adapters recompiles the "
-                    "denoiser at its first call (diffusers' hotswap keeps one adapter's "
-                    "shape only): keep a model with many adapters uncompiled"}})
-            return LoadedAdapters(pipeline, self._library, spec.max_loaded_adapters)
+                    "model": spec.name, "why": f"no hotswap slot: {slot_note}; so each "
+                    "new set of adapters recompiles the denoiser at its first call"}})
+            return LoadedAdapters(pipeline, self._library, spec.max_loaded_adapters, slot)
         logger.warning("adapters not served", extra={"fields": {
             "model": spec.name, "why": self._no_adapters}})
         return None
@@ -238,7 +251,8 @@ class DiffusersBackend(Backend):
             "max_prompt_tokens": self.max_prompt_tokens,
             "adapters": (None if self._adapters is None else
                          {"loaded": self._adapters.loaded(),
-                          "max_loaded": self._adapters.capacity}),
+                          "max_loaded": self._adapters.capacity,
+                          "hotswap": self._adapters.slot is not None}),
         }
 
     def check(self, params: GenerationParams) -> None:

@@ -69,7 +69,7 @@ def measure_batch(probe: Probe, side: int, device: str, model: str) -> int:
 
 def compile_and_warm(pipeline: Any, spec: ModelSpec, device: str, *, native_resolution: int,
                      drawn_at: Callable[[int, int], tuple[int, int]], max_images: int,
-                     probe: Probe) -> None:
+                     probe: Probe, adapters: bool = False) -> None:
     """Compile, then draw every size to be warmed (``drawn_at`` the size each output size
     is drawn at) at every batch size up to ``max_images``, so that compilation happens
     now and not in front of a request.
@@ -80,11 +80,12 @@ def compile_and_warm(pipeline: Any, spec: ModelSpec, device: str, *, native_reso
     it changes at 16 of the UNet's doubled batch), or diffusers' upsampling past 64 —
     and a batch outside a graph's guards is compiled again when it comes. Every batch
     size drawn once compiles each such range now (a few graphs) and, with CUDA
-    graphs, records each size's graph now too."""
+    graphs, records each size's graph now too. A denoiser that takes ``adapters`` is
+    compiled for them (see :func:`~diffuserve.engine.backends.compilation.compile_pipeline`)."""
     from diffuserve.engine.backends.compilation import compile_cache_dir, compile_pipeline
 
     started = time.perf_counter()
-    compiled = compile_pipeline(pipeline, spec.compile, device)
+    compiled = compile_pipeline(pipeline, spec.compile, device, adapters=adapters)
     sizes = [tuple(int(side) for side in size.split("x")) for size in spec.compile_sizes] \
         or [(native_resolution, native_resolution)]
     drawn = sorted({drawn_at(width, height) for width, height in sizes})
