@@ -1,22 +1,20 @@
-"""What LoRA adapters cost a live server: a swap between adapter sets, and a burst of
-requests mixing adapter sets against the same burst with one set.
+"""What LoRA adapters cost: a swap between adapter sets, and a burst of requests mixing
+adapter sets against the same burst with one set.
 
-Builds the tiny random SD pipeline the tests use (served at ``--resolution``, so that an
-image costs some compute), writes ``--adapters`` random LoRA files (rank 4, every
-attention projection of the UNet) into its adapters folder, starts ``diffuserve serve``
-and, with the openai SDK (``extra_body={"lora": …}``):
+Builds the tiny random SD pipeline the tests use and writes ``--adapters`` random LoRA
+files (rank 4, every attention projection of the UNet), then:
 
-1. **swap**: ``--rounds`` sequential requests (n=1) with the same adapter every time,
-   then as many alternating between two adapters (every request switches the set in
-   the weights; both stay loaded), then as many cycling through more adapters than
-   ``max_loaded_adapters`` keeps (every request loads one from disk and unloads
-   another). Median latencies, and the differences to the first: what a switch and a
-   load cost.
-2. **mixed burst**: ``--clients`` concurrent requests, all with one adapter, then the
-   same burst split over 2 and over 4 adapter sets (requests batch only with their own
-   set). Wall time of each burst (median of ``--bursts``) and the ratio to the first.
+1. **swap** (in process, on the engine's own adapter cache, ``LoadedAdapters``): the
+   median time to make another loaded set active (``set_adapters``), to load an adapter
+   from disk while unloading the least recently used one (a cache of 8 cycled through 9
+   adapters), and, for scale, one pipeline call at ``--resolution`` and ``--steps``;
+2. **mixed burst** (a live ``diffuserve serve`` and the openai SDK,
+   ``extra_body={"lora": …}``): ``--clients`` concurrent requests, all with one adapter,
+   then the same burst split over 2 and over 4 adapter sets (requests batch only with
+   their own set). Wall time of each burst (median of ``--bursts``) and the ratio to the
+   first.
 
-    python benchmarks/adapters.py [--resolution 256] [--rounds 12] [--clients 8]
+    python benchmarks/adapters.py [--resolution 128] [--steps 2] [--rounds 20] [--clients 8]
 """
 
 from __future__ import annotations
@@ -51,11 +49,47 @@ def request(client: openai.OpenAI, lora: Any, steps: int) -> float:
     return time.perf_counter() - started
 
 
-def sequence(client: openai.OpenAI, names: list[str], rounds: int, steps: int) -> float:
-    """The median latency of ``rounds`` requests cycling through ``names``."""
-    request(client, {"name": names[0]}, steps)  # warm: loaded, active
-    return statistics.median(request(client, {"name": names[index % len(names)]}, steps)
-                             for index in range(rounds))
+def swaps(model: Path, folder: Path, names: list[str], rounds: int, resolution: int,
+          steps: int) -> dict[str, float]:
+    """Median seconds of a switch between loaded sets, of a load with an unload, and of
+    one pipeline call, on the engine's adapter cache over the tiny pipeline."""
+    from types import SimpleNamespace
+
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from diffuserve.engine.adapters import AdapterLibrary
+    from diffuserve.engine.backends.diffusers.adapters import LoadedAdapters
+
+    pipeline = StableDiffusionPipeline.from_pretrained(str(model))
+    pipeline.set_progress_bar_config(disable=True)
+    spec = SimpleNamespace(name="bench", adapters=(), adapters_dir=folder)
+    loaded = LoadedAdapters(pipeline, AdapterLibrary(spec), capacity=8)  # type: ignore[arg-type]
+
+    def timed(name: str) -> float:
+        started = time.perf_counter()
+        with loaded.using(((name, 1.0),)):
+            pass
+        return time.perf_counter() - started
+
+    for name in names[:2]:
+        timed(name)  # loaded
+    switch = statistics.median(timed(names[index % 2]) for index in range(rounds))
+    for name in names[:8]:
+        timed(name)
+    # Nine adapters through a cache of eight: every one is a load and an unload.
+    load = statistics.median(timed(names[index % 9]) for index in range(8, 8 + rounds))
+
+    def call() -> float:
+        started = time.perf_counter()
+        with loaded.using(((names[0], 1.0),)):
+            pipeline("a cat", num_inference_steps=steps, height=resolution, width=resolution,
+                     generator=torch.Generator().manual_seed(1))
+        return time.perf_counter() - started
+
+    call()
+    drawing = statistics.median(call() for _ in range(3))
+    return {"switch": switch, "load": load, "call": drawing}
 
 
 def burst(client: openai.OpenAI, sets: int, clients: int, steps: int) -> float:
@@ -80,9 +114,9 @@ def burst(client: openai.OpenAI, sets: int, clients: int, steps: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--resolution", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--resolution", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--bursts", type=int, default=3)
     parser.add_argument("--adapters", type=int, default=12)
@@ -96,6 +130,7 @@ def main() -> int:
             f'[[models]]\nname = "bench"\nsource = "{model}"\n'
             f"resolution = {args.resolution}\nmax_batch_size = {args.clients}\n"
             f'adapters_dir = "loras"\nmax_loaded_adapters = 8\n')
+        cost = swaps(model, root / "loras", names, args.rounds, args.resolution, args.steps)
         server = start_server(["--models-file", str(root / "models.toml"),
                                "--max-queue", "256"], root, timeout=180)
         try:
@@ -103,15 +138,10 @@ def main() -> int:
                                max_retries=0, timeout=600) as client:
                 print(f"tiny SD at {args.resolution}px, {args.steps} steps, "
                       f"{args.adapters} rank-4 adapters, max_loaded_adapters 8")
-                plain = sequence(client, [names[0]], args.rounds, args.steps)
-                switch = sequence(client, names[:2], args.rounds, args.steps)
-                load = sequence(client, names[:9], args.rounds, args.steps)
-                print("1. sequential requests, median latency:")
-                print(f"   same adapter        {plain * 1000:7.1f} ms")
-                print(f"   alternating two     {switch * 1000:7.1f} ms  "
-                      f"(a switch: {(switch - plain) * 1000:+.1f} ms)")
-                print(f"   cycling nine of 8   {load * 1000:7.1f} ms  "
-                      f"(a load from disk and an unload: {(load - plain) * 1000:+.1f} ms)")
+                print(f"1. in process, median of {args.rounds}:")
+                print(f"   switch to another loaded set   {cost['switch'] * 1000:7.1f} ms")
+                print(f"   load from disk (and unload)    {cost['load'] * 1000:7.1f} ms")
+                print(f"   one pipeline call, for scale   {cost['call'] * 1000:7.1f} ms")
                 print(f"2. bursts of {args.clients} concurrent requests, median wall time:")
                 base = None
                 for sets in (1, 2, 4):

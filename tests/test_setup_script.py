@@ -91,7 +91,7 @@ def test_as_root_it_installs_the_missing_packages_then_the_python_and_node_ones(
                          "apt-get install -y -qq redis-server chromium"]
     assert calls[2] == PIP
     assert calls[4] == NPM  # after python -c finds the Node.js of the test extra
-    assert "ready: python -m pytest" in done.stderr
+    assert "ready: python -m pytest -n 2" in done.stderr
 
 
 def test_run_again_it_installs_no_system_package(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,11 +50,16 @@ def ray_head(tmp: Path, env: dict[str, str] | None = None,
     ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
     port = free_port()
     full_env = {**os.environ, **(env or {}), **RAY_ENV, "HF_HUB_OFFLINE": "1"}
+    # Ray's sockets live under its temp dir, and a socket's path may not pass 107 bytes:
+    # pytest's folders (deeper still under pytest -n) are too long, so the cluster's
+    # files are in a short folder of their own, reached from ``tmp / "ray"`` too.
+    short = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
+    (tmp / "ray").symlink_to(short, target_is_directory=True)
     with (tmp / "ray-head.log").open("wb") as log:
         head = subprocess.Popen(
             [ray_bin, "start", "--head", "--block", "--num-cpus", str(num_cpus),
              "--port", str(port), "--include-dashboard", "false", "--disable-usage-stats",
-             "--temp-dir", str(tmp / "ray")],
+             "--temp-dir", str(short)],
             stdout=log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True)
     try:
         yield f"127.0.0.1:{port}"
@@ -64,6 +70,7 @@ def ray_head(tmp: Path, env: dict[str, str] | None = None,
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
+        shutil.rmtree(short, ignore_errors=True)
 
 
 def model_replica_cpu(deployment: str = "model-") -> dict[int, float]:

@@ -19,7 +19,11 @@ from tests.support.browser import KEY, chromium_path
 from tests.support.live_server import LiveServer, start_server, wait_until_ready
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps an event loop running (on a
+# greenlet) on the main thread while it is open, which would break every later test of
+# the same process that runs a loop of its own (asyncio.run) when the suite is spread
+# over workers (pytest -n) and a browser module runs first.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=chromium_path())
