@@ -24,7 +24,7 @@ from PIL import Image
 
 from diffuserve.builtin import WEIGHTS_DIR
 from tests.support.live_server import LiveServer, start_server
-from tests.support.tiny_loras import write_tiny_loras
+from tests.support.tiny_loras import write_adapter_models
 
 pytestmark = pytest.mark.e2e
 
@@ -38,30 +38,9 @@ CHANGED = 3.0
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory: pytest.TempPathFactory,
             tiny_models: dict[str, Path]) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("adapters-e2e")
-    spare = root / "spare"  # adapters not in the folder yet
-    write_tiny_loras(tiny_models["sd"], root / "loras", ["pixel", "ink"])
-    write_tiny_loras(tiny_models["sd"], spare, ["clay", "late"])
-    (root / "models.toml").write_text(f"""
-[[models]]
-name = "sd"
-source = "{tiny_models['sd']}"
-steps = 2
-max_batch_size = 4
-adapters_dir = "loras"
-max_loaded_adapters = 8
-
-[[models.adapters]]
-name = "clay"
-source = "spare/clay.safetensors"
-scale = 0.5
-
-[[models]]
-name = "pixel-sd"
-base = "sd"
-lora = [{{ name = "pixel", scale = 0.8 }}]
-""")
-    return {"root": root, "loras": root / "loras", "spare": spare}
+    # Concurrent requests may batch (4 at once), and every adapter stays loaded.
+    return write_adapter_models(tmp_path_factory.mktemp("adapters-e2e"), tiny_models["sd"],
+                                settings="max_batch_size = 4\nmax_loaded_adapters = 8")
 
 
 @pytest.fixture(scope="module")

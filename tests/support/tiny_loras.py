@@ -61,3 +61,32 @@ def write_tiny_loras(model_folder: Path, folder: Path, names: list[str]) -> list
     pipeline = DiffusionPipeline.from_pretrained(str(model_folder))
     return [write_tiny_lora(pipeline, folder, name, seed=index)
             for index, name in enumerate(names)]
+
+
+def write_adapter_models(root: Path, model: Path, *, settings: str = "") -> dict[str, Path]:
+    """The tests' served adapters, in ``root``: ``model`` (a tiny SD folder) served as
+    ``sd`` with an adapters folder (``pixel``, ``ink``), a declared adapter (``clay``,
+    default scale 0.5) and ``settings`` (more lines of its table); ``pixel-sd`` derived
+    from it (``pixel`` at 0.8); and in ``spare`` adapters not in the folder yet
+    (``clay``, ``late``). Returns the folders by name (``root``, ``loras``, ``spare``)."""
+    write_tiny_loras(model, root / "loras", ["pixel", "ink"])
+    write_tiny_loras(model, root / "spare", ["clay", "late"])
+    (root / "models.toml").write_text(f"""
+[[models]]
+name = "sd"
+source = "{model}"
+steps = 2
+adapters_dir = "loras"
+{settings}
+
+[[models.adapters]]
+name = "clay"
+source = "spare/clay.safetensors"
+scale = 0.5
+
+[[models]]
+name = "pixel-sd"
+base = "sd"
+lora = [{{ name = "pixel", scale = 0.8 }}]
+""")
+    return {"root": root, "loras": root / "loras", "spare": root / "spare"}

@@ -18,7 +18,7 @@ from playwright.sync_api import Page, Request, expect
 from diffuserve.builtin import WEIGHTS_DIR
 from tests.support.browser import DRAW_TIMEOUT_MS, RECORD_FORMS, open_page, wait_until
 from tests.support.live_server import LiveServer, start_server
-from tests.support.tiny_loras import write_tiny_loras
+from tests.support.tiny_loras import write_adapter_models
 
 pytestmark = pytest.mark.e2e
 
@@ -26,27 +26,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory: pytest.TempPathFactory,
             tiny_models: dict[str, Path]) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("adapters-web")
-    write_tiny_loras(tiny_models["sd"], root / "loras", ["pixel", "ink"])
-    write_tiny_loras(tiny_models["sd"], root / "spare", ["clay", "late"])
-    (root / "models.toml").write_text(f"""
-[[models]]
-name = "sd"
-source = "{tiny_models['sd']}"
-steps = 2
-adapters_dir = "loras"
-
-[[models.adapters]]
-name = "clay"
-source = "spare/clay.safetensors"
-scale = 0.5
-
-[[models]]
-name = "pixel-sd"
-base = "sd"
-lora = [{{ name = "pixel", scale = 0.8 }}]
-""")
-    return {"root": root, "loras": root / "loras", "spare": root / "spare"}
+    return write_adapter_models(tmp_path_factory.mktemp("adapters-web"), tiny_models["sd"])
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,14 @@ class AdapterSource:
     scale: float = 1.0
     version: tuple[int, int] | None = None
 
+    def location(self) -> tuple[str, str | None]:
+        """What diffusers' ``load_lora_weights`` takes: a folder or Hub id, and the file
+        within it."""
+        path = Path(self.source).expanduser()
+        if self.weight_name is None and path.suffix == ".safetensors" and path.is_file():
+            return str(path.parent), path.name
+        return (str(path) if path.exists() else self.source), self.weight_name
+
 
 class AdapterLibrary:
     """The adapters one model (``spec``) may be asked for, by name."""

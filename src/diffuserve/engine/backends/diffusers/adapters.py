@@ -23,7 +23,6 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diffuserve.engine.adapters import AdapterLibrary, AdapterSource, Choice
@@ -208,7 +207,7 @@ class LoadedAdapters:
             self._unload(next(loaded for loaded in self._loaded if loaded not in keep))
         self._serial += 1
         internal = f"adapter{self._serial}"  # peft names must not hold dots
-        where, weight_name = location(source)
+        where, weight_name = source.location()
         try:
             with warnings.catch_warnings():
                 # Several adapters in one model is what the cache is for.
@@ -235,11 +234,3 @@ class LoadedAdapters:
         self._pipeline.delete_adapters([internal])
         logger.info("adapter unloaded", extra={"fields": {"model": self.model,
                                                           "adapter": name}})
-
-
-def location(source: AdapterSource) -> tuple[str, str | None]:
-    """What ``load_lora_weights`` takes: a folder or Hub id and the file within it."""
-    path = Path(source.source).expanduser()
-    if source.weight_name is None and path.suffix == ".safetensors" and path.is_file():
-        return str(path.parent), path.name
-    return (str(path) if path.exists() else source.source), source.weight_name

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from diffuserve.engine.adapters import AdapterLibrary, AdapterSource
-from diffuserve.engine.backends.diffusers.adapters import location
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +83,7 @@ class HotswapSlot:
         if rank is not None and rank > max_rank:
             raise ValueError(f"its rank {rank} is above max_adapter_rank {max_rank}")
         pipeline.enable_lora_hotswap(target_rank=max_rank, check_compiled="ignore")
-        where, weight_name = location(seed)
+        where, weight_name = seed.location()
         try:
             with quiet():
                 pipeline.load_lora_weights(where, weight_name=weight_name, adapter_name=SLOT)
@@ -146,7 +145,7 @@ class HotswapSlot:
         if rank is not None and rank > self.max_rank:
             return f"its rank {rank} is above the model's max_adapter_rank {self.max_rank}"
         shapes = self._shapes()
-        where, weight_name = location(source)
+        where, weight_name = source.location()
         self._held = None  # whatever happens, the slot holds no known adapter until done
         try:
             with quiet():
@@ -252,7 +251,7 @@ def _header(source: AdapterSource) -> list[tuple[str, list[int]]]:
     for an adapter elsewhere (the Hub)."""
     from safetensors import safe_open
 
-    where, weight_name = location(source)
+    where, weight_name = source.location()
     path = Path(where, weight_name) if weight_name is not None else Path(where)
     if not path.is_file():
         return []
