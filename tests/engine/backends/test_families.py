@@ -107,19 +107,6 @@ def small_qwen_edit_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
     cap_qwen_edit_area(WIDTH * HEIGHT, monkeypatch.setattr)
 
 
-@pytest.fixture(scope="session")
-def family_folder(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """The folder of family ``name``'s tiny pipeline, built on first use."""
-    root = tmp_path_factory.mktemp("families")
-    built: dict[str, Path] = {}
-
-    def folder(name: str) -> Path:
-        if name not in built:
-            built[name] = FAMILIES[name](root / name)
-        return built[name]
-
-    return folder
-
 
 @pytest.fixture(scope="module")
 def served(family_folder: Callable[[str], Path]) -> Callable[[str], DiffusersBackend]:

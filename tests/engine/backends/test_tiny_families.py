@@ -52,19 +52,6 @@ CASES: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
 }
 
 
-@pytest.fixture(scope="session")
-def tiny_family(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """The folder of family ``name``'s tiny pipeline, built on first use."""
-    root = tmp_path_factory.mktemp("tiny-families")
-    built: dict[str, Path] = {}
-
-    def folder(name: str) -> Path:
-        if name not in built:
-            built[name] = FAMILIES[name](root / name)
-        return built[name]
-
-    return folder
-
 
 def test_every_family_has_a_case() -> None:
     assert {case.split("+")[0] for case in CASES} == set(FAMILIES)
@@ -72,11 +59,11 @@ def test_every_family_has_a_case() -> None:
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_family_loads_from_its_folder_and_draws_the_requested_size(
-    case: str, tiny_family: Callable[[str], Path]
+    case: str, family_folder: Callable[[str], Path]
 ) -> None:
     name = case.split("+")[0]
     pipeline_class, extra = CASES[case]
-    folder = tiny_family(name)
+    folder = family_folder(name)
     assert json.loads((folder / "model_index.json").read_text())["_class_name"] == pipeline_class
 
     pipe = load_pipeline(folder)
@@ -90,10 +77,10 @@ def test_family_loads_from_its_folder_and_draws_the_requested_size(
     assert (images[0].size, images[0].mode) == ((WIDTH, HEIGHT), "RGB")
 
 
-def test_flux2_klein_inpaints_through_from_pipe(tiny_family: Callable[[str], Path]) -> None:
+def test_flux2_klein_inpaints_through_from_pipe(family_folder: Callable[[str], Path]) -> None:
     from diffusers import Flux2KleinInpaintPipeline
 
-    pipe = Flux2KleinInpaintPipeline.from_pipe(load_pipeline(tiny_family("flux2-klein")))
+    pipe = Flux2KleinInpaintPipeline.from_pipe(load_pipeline(family_folder("flux2-klein")))
     image = pipe(prompt="a red fox", image=_image(), mask_image=_mask(), height=HEIGHT,
                  width=WIDTH, strength=0.9, num_inference_steps=2,
                  generator=torch.Generator().manual_seed(0)).images[0]
@@ -113,9 +100,9 @@ def test_flux2_klein_inpaints_through_from_pipe(tiny_family: Callable[[str], Pat
 ])
 def test_processors_are_saved_as_the_model_repos_have_them(
     name: str, component: str, class_name: str, files: set[str],
-    tiny_family: Callable[[str], Path],
+    family_folder: Callable[[str], Path],
 ) -> None:
-    folder = tiny_family(name)
+    folder = family_folder(name)
     assert json.loads((folder / "model_index.json").read_text())[component] == [
         "transformers", class_name]
     assert files <= {p.name for p in (folder / component).iterdir()}
