@@ -13,6 +13,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 
 from diffuserve.config import ModelSpec
 from diffuserve.config.adapters import ADAPTER_NAME_PATTERN, AdapterSpec
@@ -88,11 +89,18 @@ class AdapterLibrary:
         declared: AdapterSpec | None = self._declared.get(name)
         if declared is not None:
             return AdapterSource(name, declared.source, declared.weight_name, declared.scale)
-        entry = self._folder_files().get(name)
-        if entry is None:
+        if self._folder is None:
             return None
-        stat = entry.stat(follow_symlinks=True)
-        return AdapterSource(name, entry.path, None, 1.0,
+        # One file looked up, not the folder listed (a name holds no path separator:
+        # ADAPTER_NAME): this runs for every adapter of every pipeline call.
+        path = self._folder / f"{name}.safetensors"
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        if not S_ISREG(stat.st_mode):
+            return None
+        return AdapterSource(name, str(path), None, 1.0,
                              version=(stat.st_mtime_ns, stat.st_size))
 
     def unknown(self, choices: tuple[Choice, ...]) -> str | None:
