@@ -4,6 +4,7 @@ held by decoding in the whole process, and the memory handed back once freed."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures.thread
 import gc
 import threading
 import time
@@ -164,6 +165,15 @@ def test_a_refused_edits_images_are_freed_without_waiting_for_the_garbage_collec
         return decoded
 
     monkeypatch.setattr(edits, "decode_probed", tracked)
+    # A decoding thread may keep its work item (its future, and what that holds) a
+    # while after the loop has the answer: make that while long.
+    run = concurrent.futures.thread._WorkItem.run
+
+    def lingering(item: object) -> None:
+        run(item)
+        time.sleep(0.5)
+
+    monkeypatch.setattr(concurrent.futures.thread._WorkItem, "run", lingering)
     files = {"image": ("a.png", png().data, "image/png")}
     if mask_size is not None:
         files["mask"] = ("m.png", mask_png(mask_size).data, "image/png")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -92,12 +93,19 @@ class UploadDecoder:
         taken = await self.budget.acquire(pixels)
         loop = asyncio.get_running_loop()
 
-        def give_back(_: Future[T]) -> None:
+        def give_back(_: Future[list[T]]) -> None:
             loop.call_soon_threadsafe(self.budget.release, taken)
 
-        def decode_then_trim() -> T:
+        def decode_then_trim() -> list[T]:
+            # The result goes back in a box emptied on arrival: the worker thread keeps
+            # its future (and what it holds) a moment after the loop has the answer.
             try:
-                return work()
+                return [work()]
+            except BaseException as error:
+                # A failed decode's traceback holds the frames that held its pixels:
+                # the lines stay for the log, the frames' locals go.
+                traceback.clear_frames(error.__traceback__)
+                raise
             finally:
                 if pixels >= TRIM_AFTER_PIXELS:
                     return_free_memory()  # the conversions' copies are gone by now
@@ -109,7 +117,7 @@ class UploadDecoder:
             raise
         future.add_done_callback(give_back)
         try:
-            result = await asyncio.wrap_future(future)
+            result = (await asyncio.wrap_future(future)).pop()
         finally:
             # The future keeps a failed decode's exception, whose traceback holds this
             # frame: without the name gone, its images would wait for the collector.
