@@ -90,13 +90,8 @@ def build_app(
     """
     server_metrics = Metrics(max_users=settings.metrics_max_users)
     if engine is None:
-        if backends is not None:
-            engine = LocalEngine(settings.engine_models, backends, metrics=server_metrics,
-                                 max_queue=settings.max_queue, batching=settings.batching,
-                                 on_load_failure=on_fatal)
-        else:
-            engine = LocalEngine.from_settings(settings, metrics=server_metrics,
-                                               on_load_failure=on_fatal)
+        engine = LocalEngine.from_settings(settings, backends=backends,
+                                           metrics=server_metrics, on_load_failure=on_fatal)
     store = build_store(settings)
     catalog = ModelCatalog.from_settings(settings)
     server = ServerParts(

@@ -38,6 +38,16 @@ class Metrics:
         self.request_seconds = Histogram(
             "diffuserve_request_seconds", "Generation request latency, admission to response",
             ["model"], buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.model_loads = Counter(
+            "diffuserve_model_loads", "Models loaded after the start (on demand or by an "
+            "admin)", ["model"], registry=self.registry)
+        self.model_unloads = Counter(
+            "diffuserve_model_unloads", "Models unloaded, by why: lru (room for another), "
+            "idle (idle_unload_seconds), budget (--device-memory-budget) or admin",
+            ["model", "reason"], registry=self.registry)
+        self.model_load_seconds = Histogram(
+            "diffuserve_model_load_seconds", "Duration of a model's load after the start",
+            ["model"], buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.user_requests = Counter(
             "diffuserve_user_requests",
             f"Requests by the `user` field (the first {max_users} users; then "

@@ -8,6 +8,7 @@ import time
 from PIL import Image
 
 from diffuserve.engine.backends.base import Backend
+from diffuserve.engine.errors import ModelLoadFailed
 from diffuserve.engine.types import GenerationParams, StepCallback
 
 
@@ -57,3 +58,38 @@ class SlowLoadingBackend(FakeBackend):
     def load(self) -> None:
         self.release.wait(10)
         super().load()
+
+
+class ResidentBackend(FakeBackend):
+    """A fake that can be unloaded, holding ``weights`` bytes while loaded; records its
+    loads and unloads in ``log`` (shared between fakes to see their order). ``gate``,
+    when given, holds each load until it is set; ``fail_loads`` loads fail first."""
+
+    unloads = True
+
+    def __init__(self, name: str, log: list[str], *, weights: int = 1000,
+                 loaded: bool = False, delay: float = 0.0,
+                 gate: threading.Event | None = None, fail_loads: int = 0) -> None:
+        super().__init__(loaded=loaded, delay=delay)
+        self.name = name
+        self.log = log
+        self.weights = weights
+        self.gate = gate
+        self.fail_loads = fail_loads
+
+    def load(self) -> None:
+        if self.gate is not None:
+            self.gate.wait(10)
+        if self.fail_loads:
+            self.fail_loads -= 1
+            raise ModelLoadFailed(f"Could not load model {self.name!r}: the disk is gone.")
+        self.log.append(f"load {self.name}")
+        super().load()
+
+    def unload(self) -> None:
+        self.log.append(f"unload {self.name}")
+        self._loaded = False
+
+    @property
+    def weight_bytes(self) -> int | None:
+        return self.weights if self.loaded else None

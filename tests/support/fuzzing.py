@@ -60,7 +60,7 @@ from diffuserve.protocol.rules import (
     MAX_SEED,
     OPENAI_MODEL_NAMES,
 )
-from tests.support.clients import AUTH, make_client
+from tests.support.clients import AUTH, KEY, make_client
 from tests.support.fakes import FakeBackend
 
 # schemathesis' generics, parameterised by its specification types: any will do here.
@@ -83,13 +83,22 @@ class FuzzBackend(FakeBackend):
     tasks = frozenset(TaskKind)
     features = frozenset({TRANSPARENT_BACKGROUND})
     max_input_images = GPT_IMAGE_UPLOADS.max_images
+    #: An admin may unload it; the next request loads it again.
+    unloads = True
+
+    def unload(self) -> None:
+        self._loaded = False
 
 
 def build_fuzz_app(tmp: Path) -> FastAPI:
     """The app the API tests use (fake backend, one API key), its storage under ``tmp``,
     serving :data:`SERVED_MODELS`."""
     # make_client's TestClient is never entered: schemathesis runs the app's lifespan.
-    client = make_client(tmp, FuzzBackend(), auto_aliases=True)
+    # The key is an admin's, so that loads and unloads are served too.
+    keys = tmp / "keys"
+    keys.write_text(f"{KEY} fuzzer role=admin\n")
+    client = make_client(tmp, FuzzBackend(), auto_aliases=True, api_keys=(),
+                         api_keys_file=keys)
     return client.app  # type: ignore[return-value]
 
 
@@ -169,6 +178,10 @@ GENERATIONS = "POST /v1/images/generations"
 EDITS = "POST /v1/images/edits"
 VARIATIONS = "POST /v1/images/variations"
 MODEL = "GET /v1/models/{model_id}"
+LOAD = "POST /v1/models/{model_id}/load"
+UNLOAD = "POST /v1/models/{model_id}/unload"
+#: The routes that name a model in their path.
+MODEL_PAGES = (MODEL, LOAD, UNLOAD)
 FILES = "GET /v1/images/files/{name}"
 #: The routes whose bodies follow the per-name rules.
 BODIES = (GENERATIONS, EDITS, VARIATIONS)
@@ -194,7 +207,7 @@ def _fields(case: Case) -> dict[str, Any]:
 
 def _model_of(case: Case) -> str | None:
     """The name a case asks for; None where it leaves the choice to the server."""
-    if case.operation.label == MODEL:
+    if case.operation.label in MODEL_PAGES:
         return str((case.path_parameters or {}).get("model_id"))
     model = _fields(case).get("model")
     if model is None or (model == "" and case.operation.label != GENERATIONS):
@@ -239,10 +252,19 @@ def _adapter_named_twice(lora: Any) -> bool:
     return len(names) != len(set(names))
 
 
+def _has_line_break(model_id: str) -> bool:
+    """A path parameter as sent: its line breaks may be percent-encoded."""
+    return any(mark in model_id.lower() for mark in ("\r", "\n", "%0a", "%0d"))
+
+
 REFUSALS = (
-    Refusal((*BODIES, MODEL), 404, "model_not_found",
+    Refusal((*BODIES, *MODEL_PAGES), 404, "model_not_found",
             "the schema takes any model name; only the served ones are found (GET /v1/models "
             "lists them)", lambda case, _: _model_of(case) not in (None, *SERVED_MODELS)),
+    Refusal(MODEL_PAGES, 404, "unknown_url",
+            "a path parameter matches within one line: an id with a line break routes "
+            "nowhere (no model's name has one)",
+            lambda case, _: _has_line_break(str(_model_of(case)))),
     Refusal((FILES,), 403, "invalid_signature",
             "a link is served only with the signature this server made for it",
             lambda case, _: True),
@@ -330,6 +352,8 @@ TEST_PLAN: Mapping[tuple[str, GenerationMode], int] = {
     (FILES, NEGATIVE): 50,
     ("GET /v1/models", POSITIVE): 5,
     (MODEL, POSITIVE): 40,
+    (LOAD, POSITIVE): 10,
+    (UNLOAD, POSITIVE): 10,
     (EDITS, POSITIVE): 40,
     (EDITS, NEGATIVE): 40,
     (VARIATIONS, POSITIVE): 30,
@@ -402,7 +426,7 @@ def fuzz_operation(
         lambda case: within_schema(case) in (None, mode is POSITIVE))
     if mode is POSITIVE:
         strategy = st.tuples(strategy, st.integers(0, 2)).map(_with_real_images)
-    if operation.label in (*BODIES, MODEL) and mode is POSITIVE:
+    if operation.label in (*BODIES, *MODEL_PAGES) and mode is POSITIVE:
         # Most generated names are unknown (404): half the cases name a served model
         # instead, or the drawing path (and a found model) would rarely be reached.
         strategy = st.one_of(strategy, st.tuples(strategy, st.sampled_from(SERVED_MODELS))
@@ -446,7 +470,7 @@ def _naming_model(drawn: tuple[Case, str]) -> Case:
     served name that is no OpenAI name) in a body, whose other fields follow the rules
     of any other name."""
     case, model = drawn
-    if case.operation.label == MODEL:
+    if case.operation.label in MODEL_PAGES:
         case.path_parameters = {**(case.path_parameters or {}), "model_id": model}
     elif isinstance(case.body, dict) and _model_of(case) not in (None, *OPENAI_MODEL_NAMES):
         case.body["model"] = "fake"

@@ -28,6 +28,9 @@ class Client:
     id: str
     name: str
     limits: Limits
+    #: May load and unload models (``role=admin`` in the keys file; anyone on a server
+    #: without keys).
+    admin: bool = False
 
 
 class KeyStore:
@@ -55,7 +58,7 @@ class KeyStore:
             # Open server: tell clients apart by what they send, for fairness and limits.
             client_id = hash_key(token).hex()[:16] if token else ANONYMOUS
             return Client(client_id, mask_key(token) if token else ANONYMOUS,
-                          self.default_limits)
+                          self.default_limits, admin=True)
         if not token:
             raise AuthenticationError(NO_KEY_MESSAGE)
         found = find_key(hash_key(token), self._keys)
@@ -73,7 +76,8 @@ class KeyStore:
                 images_per_minute=_first(found.limits.images_per_minute,
                                          limits.images_per_minute),
             )
-        return Client(found.digest.hex()[:16], found.name or mask_key(token), limits)
+        return Client(found.digest.hex()[:16], found.name or mask_key(token), limits,
+                      admin=found.role == "admin")
 
 
 def _first(value: int | None, default: int | None) -> int | None:

@@ -246,6 +246,13 @@ def _prompt_too_long(error: engine.PromptTooLong) -> APIError:
     return _client_error(prompt_too_long(error.model, error.limit, error.given))
 
 
+@_maps(engine.ResidencyRefused)
+def _residency_refused(error: engine.ResidencyRefused) -> APIError:
+    return BadRequestError(f"The model {error.model!r} cannot be loaded or unloaded on "
+                           f"request: {error.reason}.", param="model",
+                           code="unsupported_value")
+
+
 @_maps(engine.ModelLoadFailed)
 def _load_failed(error: engine.ModelLoadFailed) -> APIError:
     return ServiceUnavailableError("The model could not be loaded.", headers=_retry(30))

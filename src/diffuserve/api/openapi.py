@@ -51,7 +51,8 @@ ERROR_SCHEMA: dict[str, Any] = {
 ERROR_STATUSES = {
     "400": "The request is invalid (OpenAI's message, param and code), or its Range header",
     "401": "No API key, or a wrong one",
-    "403": "The image link was not signed here",
+    "403": "The image link was not signed here, or the key may not load or unload models "
+           "(that takes role=admin)",
     "404": "Unknown model, route, or an expired image link",
     "405": "The route does not take this method",
     "408": "The deadline passed while the images were drawn",
@@ -60,7 +61,8 @@ ERROR_STATUSES = {
     "429": "A per-key limit, a full queue, or a deadline passed in the queue (Retry-After)",
     "431": "Request headers larger than --max-header-bytes or too many fields",
     "500": "The pipeline failed (details only in the server's log)",
-    "503": "Models still loading, or the server is shutting down (Retry-After)",
+    "503": "Models still loading, a model that could not be loaded, or the server is "
+           "shutting down (Retry-After)",
 }
 
 
@@ -73,6 +75,8 @@ STATUSES_BY_PATH = {
     "/v1/images/files/{name}": ("400", "403", "404", "416"),
     "/v1/models": ("401",),
     "/v1/models/{model_id}": ("401", "404"),
+    "/v1/models/{model_id}/load": ("400", "401", "403", "404", "503"),
+    "/v1/models/{model_id}/unload": ("400", "401", "403", "404"),
     "/ready": ("503",),
 }
 

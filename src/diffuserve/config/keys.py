@@ -32,22 +32,30 @@ def mask_key(key: str) -> str:
     return f"{key[:5]}***{key[-2:]}"
 
 
+#: What a key may do: ``user`` the Images API; ``admin`` also load and unload models.
+ROLES = ("user", "admin")
+
+
 @dataclass(frozen=True)
 class KeyEntry:
-    """One line of a keys file: the key (or ``sha256:<hex>``), a name, its limits."""
+    """One line of a keys file: the key (or ``sha256:<hex>``), a name, its limits and
+    role."""
 
     key: str
     name: str | None = None
     limits: Limits | None = None
+    role: str = "user"
 
 
 @dataclass(frozen=True)
 class StoredKey:
-    """A key as the server keeps it: its digest (never the key), name and limits."""
+    """A key as the server keeps it: its digest (never the key), name, limits and
+    role."""
 
     digest: bytes
     name: str | None
     limits: Limits | None
+    role: str = "user"
 
     @classmethod
     def of(cls, entry: KeyEntry) -> StoredKey | None:
@@ -61,7 +69,7 @@ class StoredKey:
             digest = hash_key(entry.key)
         else:
             return None
-        return cls(digest, entry.name, entry.limits)
+        return cls(digest, entry.name, entry.limits, entry.role)
 
 
 def find_key(presented: bytes, keys: Iterable[StoredKey]) -> StoredKey | None:
@@ -81,10 +89,12 @@ def _parse_limit(option: str, value: str, path: Path, number: int) -> int:
 
 
 def read_keys_file(path: Path) -> list[KeyEntry]:
-    """One key per line: ``KEY [NAME] [rpm=N] [ipm=N]``; ``#`` starts a comment.
+    """One key per line: ``KEY [NAME] [rpm=N] [ipm=N] [role=admin]``; ``#`` starts a
+    comment.
 
     ``KEY`` is the key itself or ``sha256:<hex digest>`` of it; ``rpm``/``ipm`` are the
-    key's requests and images per minute (0: unlimited), overriding the defaults.
+    key's requests and images per minute (0: unlimited), overriding the defaults;
+    ``role`` is ``user`` (the default) or ``admin`` (may also load and unload models).
     """
     entries = []
     for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -94,17 +104,23 @@ def read_keys_file(path: Path) -> list[KeyEntry]:
         key, *rest = line.split()
         names: list[str] = []
         options: dict[str, int] = {}
+        role = "user"
         for word in rest:
             option, sep, value = word.partition("=")
             if sep and option in ("rpm", "ipm"):
                 options[option] = _parse_limit(option, value, path, number)
+            elif sep and option == "role":
+                if value not in ROLES:
+                    raise ValueError(f"{path}:{number}: role must be one of "
+                                     f"{', '.join(ROLES)}, not {value!r}")
+                role = value
             else:
                 names.append(word)
         limits = None
         if options:
             limits = Limits(requests_per_minute=options.get("rpm"),
                             images_per_minute=options.get("ipm"))
-        entries.append(KeyEntry(key, " ".join(names) or None, limits))
+        entries.append(KeyEntry(key, " ".join(names) or None, limits, role))
     return entries
 
 

@@ -200,6 +200,15 @@ class Settings(ModelSelection):
         default=PNG_COMPRESS_LEVEL, ge=0, le=9,
         description="deflate level of PNG output: 1-3 by ISA-L (fast), 0 stored, 4-9 by "
                     "zlib (on flat artwork, 6 takes 6x as long as 1 for files 25 % smaller)")
+    max_loaded_models: int = Field(
+        default=0, ge=0, le=1024,
+        description="models kept loaded at once; a request for another waits while the "
+                    "least recently used idle one is unloaded and it loads; 0: no limit")
+    device_memory_budget: float | None = Field(
+        default=None, gt=0, le=1_000_000,
+        description="GB the loaded models' weights may take together (on a GPU, its "
+                    "memory); the least recently used idle models are unloaded to stay "
+                    "within it; default: no budget")
     max_queue: int = Field(default=64, ge=1, le=100_000,
                            description="requests waiting per model before 429")
     batching: bool = Field(default=True,
@@ -232,6 +241,28 @@ class Settings(ModelSelection):
 
     def _flag_models(self) -> tuple[ModelSpec, ...]:
         return tuple(parse_model_flag(item) for item in self.model)
+
+    @model_validator(mode="after")
+    def _room_for_the_start(self) -> Settings:
+        chosen = [spec.name for spec in self.engine_models if spec.load_at_start]
+        if self.max_loaded_models and len(chosen) > self.max_loaded_models:
+            raise ValueError(
+                f"{len(chosen)} models set load_at_start = true ({', '.join(chosen)}) but "
+                f"--max-loaded-models is {self.max_loaded_models}: raise it, or set "
+                "load_at_start = false on some")
+        return self
+
+    @property
+    def start_models(self) -> tuple[str, ...]:
+        """The models loaded when the server starts (and counted by /ready): those that
+        say so, then the others in the order configured while within
+        ``max_loaded_models``; never one whose ``load_at_start`` is false."""
+        room = self.max_loaded_models or len(self.engine_models)
+        chosen = [spec.name for spec in self.engine_models if spec.load_at_start]
+        for spec in self.engine_models:
+            if spec.load_at_start is None and len(chosen) < room:
+                chosen.append(spec.name)
+        return tuple(spec.name for spec in self.engine_models if spec.name in chosen)
 
     @field_validator("storage_url")
     @classmethod
@@ -292,6 +323,8 @@ class Settings(ModelSelection):
             "storage_sweep": self.storage_sweep,
             "trusted_proxies": list(self.trusted_proxies),
             "cors_origins": list(self.cors_origins),
+            "max_loaded_models": self.max_loaded_models,
+            "device_memory_budget": self.device_memory_budget,
             "max_queue": self.max_queue,
             "batching": self.batching,
             "request_timeout_seconds": self.request_timeout_seconds,

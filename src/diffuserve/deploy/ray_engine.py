@@ -42,6 +42,7 @@ from diffuserve.engine.errors import (
     EngineError,
     GenerationFailed,
     QueueFull,
+    ResidencyRefused,
     UnknownModel,
     WorkerLost,
 )
@@ -54,6 +55,9 @@ logger = logging.getLogger("diffuserve.engine")
 DEADLINE_GRACE_SECONDS = 2.0
 #: How long ``models()`` waits for a model's replicas to say whether they are loaded.
 STATUS_TIMEOUT_SECONDS = 2.0
+#: Why a model is not loaded or unloaded on request under Ray.
+RAY_RESIDENCY = ("each model is a Ray Serve deployment whose replicas Ray starts and stops "
+                 "(num_replicas, min_replicas/max_replicas)")
 #: Retry-After when Ray's queue is full and it names no wait of its own.
 BACKPRESSURE_RETRY_SECONDS = 2
 
@@ -160,6 +164,12 @@ class RayEngine(EngineClient):
             if status.name == name:
                 return status
         return ModelStatus(name, loaded=False)
+
+    async def load_model(self, name: str) -> ModelStatus:
+        raise ResidencyRefused(name, RAY_RESIDENCY)
+
+    async def unload_model(self, name: str) -> ModelStatus:
+        raise ResidencyRefused(name, RAY_RESIDENCY)
 
     def drain(self) -> None:
         self._draining = True

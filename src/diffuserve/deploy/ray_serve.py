@@ -196,7 +196,8 @@ def for_the_cluster(settings: Settings) -> tuple[Settings, list[KeyEntry]]:
     """Settings whose secrets are resolved where the command runs, not on a replica's
     disk: the keys as digests (the keys file read here, no raw key sent to the
     cluster), and for local storage one signing secret for every ingress replica."""
-    keys = [KeyEntry(HASH_PREFIX + hash_key(entry.key).hex(), entry.name, entry.limits)
+    keys = [KeyEntry(HASH_PREFIX + hash_key(entry.key).hex(), entry.name, entry.limits,
+                     entry.role)
             if not entry.key.startswith(HASH_PREFIX) else entry
             for entry in key_entries(settings)]
     update: dict[str, Any] = {"api_keys": (), "api_keys_file": None}

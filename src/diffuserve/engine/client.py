@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 
-from diffuserve.engine.errors import GenerationFailed
+from diffuserve.engine.errors import GenerationFailed, ResidencyRefused
 from diffuserve.engine.types import ModelStatus, Result, Task, TaskEvent
 
 
@@ -48,8 +48,19 @@ class EngineClient(ABC):
         return next((model for model in await self.models() if model.name == name), None)
 
     async def ready(self) -> bool:
-        """Every model is loaded."""
+        """Every model meant to load at start is loaded."""
         return all(model.loaded for model in await self.models())
+
+    async def load_model(self, name: str) -> ModelStatus:
+        """Load model ``name`` now, making room as a request for it would, and return
+        once it is loaded (:class:`~diffuserve.engine.errors.ResidencyRefused` where this
+        engine does not load models on request)."""
+        raise ResidencyRefused(name, "this engine loads its models itself")
+
+    async def unload_model(self, name: str) -> ModelStatus:
+        """Unload model ``name`` once the requests holding it are done, and return
+        then."""
+        raise ResidencyRefused(name, "this engine loads its models itself")
 
     @abstractmethod
     def drain(self) -> None:

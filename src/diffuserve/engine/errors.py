@@ -64,6 +64,16 @@ class ModelNotLoaded(EngineError):
         self.retry_after = retry_after
 
 
+class ResidencyRefused(EngineError):
+    """A model cannot be loaded or unloaded on request here (``reason``: a phrase for a
+    person, such as "its replicas are managed by Ray Serve")."""
+
+    def __init__(self, model: str, reason: str) -> None:
+        super().__init__(f"model {model!r} cannot be loaded or unloaded on request: {reason}")
+        self.model = model
+        self.reason = reason
+
+
 class UnknownModel(EngineError):
     """The engine serves no model of this name (a caller's configuration error)."""
 

@@ -146,3 +146,9 @@ class ModelStatus:
     #: The steps and guidance it is drawn with where its configuration sets none; None:
     #: not loaded yet, or it has none of its own.
     defaults: ModelDefaults | None = None
+    #: What its weights are held as (``float16``…; None: not loaded), and how they are
+    #: quantised (``int8``…; None: not at all).
+    dtype: str | None = None
+    quantize: str | None = None
+    #: Bytes its weights hold in memory while loaded (None: not loaded, or not known).
+    weight_bytes: int | None = None

@@ -61,6 +61,13 @@ class ModelObject(BaseModel):
     #: The served model that draws for this name (its own name for a model; the model an
     #: alias or an OpenAI name points at), as vLLM's model cards name it. Not OpenAI's.
     root: str | None = None
+    #: The state of the weights that draw for this name (a derived model's are its
+    #: base's), as the engine reports it. Not OpenAI's.
+    loaded: bool | None = None
+    device: str | None = None
+    dtype: str | None = None
+    quantize: str | None = None
+    weight_bytes: int | None = None
 
 
 class ModelList(BaseModel):

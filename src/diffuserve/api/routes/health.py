@@ -18,9 +18,11 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready")
 async def ready(request: Request) -> JSONResponse:
-    """Every configured model is loaded: 200, else 503 with what is still loading."""
-    models = {model.name: model.loaded for model in await parts(request).engine.models()}
-    is_ready = all(models.values())
+    """Every model meant to load at start is loaded: 200, else 503; with which models
+    are loaded now."""
+    engine = parts(request).engine
+    models = {model.name: model.loaded for model in await engine.models()}
+    is_ready = await engine.ready()
     return JSONResponse(
         {"status": "ready" if is_ready else "loading", "models": models},
         status_code=200 if is_ready else 503,

@@ -55,11 +55,34 @@ class Backend(ABC):
     #: Whether requests may name LoRA adapters (``params.lora``), known once loaded;
     #: the engine refuses them for a backend that takes none.
     takes_adapters: bool = False
+    #: Whether :meth:`unload` gives the weights back (the engine unloads no other).
+    unloads: bool = False
 
     @abstractmethod
     def load(self) -> None:
         """Load the weights; raise :class:`~diffuserve.engine.errors.ModelLoadFailed`
         with a message for a person when that is impossible."""
+
+    def unload(self) -> None:
+        """Give the weights' memory back (:attr:`loaded` is false after it, and
+        :meth:`load` may follow). Called on a worker thread, never while a call of this
+        backend runs; only where :attr:`unloads`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot unload its weights")
+
+    @property
+    def weight_bytes(self) -> int | None:
+        """Bytes the loaded weights hold in memory; None: not loaded, or not known."""
+        return None
+
+    @property
+    def dtype(self) -> str | None:
+        """What the loaded weights are held as (``float16``…); None: not known."""
+        return None
+
+    @property
+    def quantize(self) -> str | None:
+        """How the loaded weights are quantised (``int8``…); None: not at all."""
+        return None
 
     @abstractmethod
     def generate(

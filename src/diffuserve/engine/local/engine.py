@@ -13,7 +13,8 @@ import logging
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from contextlib import aclosing
 from typing import Any
 
 from diffuserve.config import ModelSpec, Settings
@@ -21,8 +22,8 @@ from diffuserve.engine.backends.base import Backend
 from diffuserve.engine.client import EngineClient
 from diffuserve.engine.errors import (
     DeadlineExceeded,
+    Draining,
     ModelLoadFailed,
-    ModelNotLoaded,
     PromptTooLong,
     TooManyImages,
     UnknownModel,
@@ -30,6 +31,7 @@ from diffuserve.engine.errors import (
 )
 from diffuserve.engine.image_memory import keep_image_memory
 from diffuserve.engine.local.device import DeviceSlot
+from diffuserve.engine.local.residency import Residency
 from diffuserve.engine.local.scheduler import Job, ModelScheduler
 from diffuserve.engine.plugins import BackendFactory, create_backends
 from diffuserve.engine.types import (
@@ -49,6 +51,9 @@ logger = logging.getLogger("diffuserve.engine")
 #: Prompts up to this long are counted on the event loop (at most 0.2 ms).
 INLINE_COUNT_CHARS = 500
 
+#: Bytes in one GB of ``--device-memory-budget``.
+GIB = 2**30
+
 #: Called with a one-paragraph message when a model cannot be loaded.
 LoadFailureHandler = Callable[[str], None]
 
@@ -65,6 +70,9 @@ class LocalEngine(EngineClient):
         max_queue: int = 64,
         batching: bool = True,
         on_load_failure: LoadFailureHandler | None = None,
+        max_loaded_models: int = 0,
+        memory_budget_bytes: int | None = None,
+        at_start: Sequence[str] | None = None,
     ) -> None:
         self._specs = {spec.name: spec for spec in specs}
         missing = set(self._specs) - set(backends)
@@ -72,6 +80,12 @@ class LocalEngine(EngineClient):
             raise ValueError(f"no backend for models {sorted(missing)}")
         self._backends = dict(backends)
         self.metrics = metrics or Metrics()
+        #: The models loaded when the engine starts (all of them unless told).
+        self.at_start = tuple(self._specs) if at_start is None else tuple(at_start)
+        self._residency = Residency(
+            specs, self._backends, metrics=self.metrics, max_loaded=max_loaded_models,
+            memory_budget_bytes=memory_budget_bytes, at_start=self.at_start,
+            before_unload=self._drop_scheduler)
         self.max_queue = max_queue
         self.batching = batching
         self.on_load_failure = on_load_failure
@@ -87,15 +101,23 @@ class LocalEngine(EngineClient):
         settings: Settings,
         *,
         factories: Mapping[str, BackendFactory] | None = None,
+        backends: Mapping[str, Backend] | None = None,
         metrics: Metrics | None = None,
         on_load_failure: LoadFailureHandler | None = None,
     ) -> LocalEngine:
-        """Every configured model, its backend built by its registered factory."""
+        """Every configured model, its backend built by its registered factory (or
+        given in ``backends``)."""
+        if backends is None:
+            backends = create_backends(settings.engine_models, factories)
         return cls(
-            settings.engine_models, create_backends(settings.engine_models, factories),
+            settings.engine_models, backends,
             metrics=metrics,
             max_queue=settings.max_queue, batching=settings.batching,
             on_load_failure=on_load_failure,
+            max_loaded_models=settings.max_loaded_models,
+            memory_budget_bytes=(None if settings.device_memory_budget is None
+                                 else int(settings.device_memory_budget * GIB)),
+            at_start=settings.start_models,
         )
 
     def backend(self, model: str) -> Backend:
@@ -107,17 +129,18 @@ class LocalEngine(EngineClient):
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        if not all(backend.loaded for backend in self._backends.values()):
+        self._residency.start()
+        if not all(self._backends[name].loaded for name in self.at_start):
             # A daemon thread, not the loop's executor: a stop during a long download
             # must not wait for it.
             threading.Thread(target=self._load_reporting, name="diffuserve-load",
                              daemon=True).start()
 
     def load_all(self) -> None:
-        """Load every model that is not loaded yet (blocking)."""
-        for backend in self._backends.values():
-            if not backend.loaded:
-                backend.load()
+        """Load every model meant to load at start that is not loaded yet (blocking)."""
+        for name in self.at_start:
+            if not self._backends[name].loaded:
+                self._backends[name].load()
 
     def _load_reporting(self) -> None:
         started = time.perf_counter()
@@ -151,6 +174,7 @@ class LocalEngine(EngineClient):
 
     async def stop(self) -> None:
         self.abort()
+        await self._residency.stop()
         for scheduler in self._schedulers.values():
             await scheduler.stop()
         for slot in self._slots.values():
@@ -160,6 +184,27 @@ class LocalEngine(EngineClient):
 
     async def models(self) -> list[ModelStatus]:
         return [_status(name, backend) for name, backend in self._backends.items()]
+
+    async def ready(self) -> bool:
+        """Every model meant to load at start has."""
+        return self._residency.ready()
+
+    async def load_model(self, name: str) -> ModelStatus:
+        backend = self.backend(name)
+        await self._residency.load(name)
+        return _status(name, backend)
+
+    async def unload_model(self, name: str) -> ModelStatus:
+        backend = self.backend(name)
+        await self._residency.unload(name)
+        return _status(name, backend)
+
+    async def _drop_scheduler(self, model: str) -> None:
+        """Before an unload: the model's scheduler goes (nothing is queued or running
+        by then); a new one is made when it serves again."""
+        scheduler = self._schedulers.pop(model, None)
+        if scheduler is not None:
+            await scheduler.stop()
 
     def scheduler(self, model: str) -> ModelScheduler:
         """The model's scheduler, made on first use (its device is known by then)."""
@@ -187,10 +232,22 @@ class LocalEngine(EngineClient):
 
     async def stream(self, task: Task) -> AsyncIterator[TaskEvent]:
         backend = self.backend(task.model)
+        if self._draining and not backend.loaded:
+            raise Draining()  # not a load that a draining engine would not use
+        arrived = time.monotonic()
+        timeout = math.inf if task.deadline is None else task.deadline - time.time()
+        deadline = arrived + timeout
+        # A model that is not loaded is loaded first (its wait counts as queued).
+        async with self._residency.using(task.model, deadline, timeout), aclosing(
+                self._stream_loaded(task, backend, arrived, deadline, timeout)) as events:
+            async for event in events:
+                yield event
+
+    async def _stream_loaded(self, task: Task, backend: Backend, arrived: float,
+                             deadline: float, timeout: float,
+                             ) -> AsyncGenerator[TaskEvent, None]:
         if task.kind not in backend.tasks:
             raise UnsupportedTask(task.model, f"{task.kind} tasks")
-        if not backend.loaded:
-            raise ModelNotLoaded(task.model)
         if task.params.background == "transparent" \
                 and TRANSPARENT_BACKGROUND not in backend.features:
             raise UnsupportedTask(task.model, "a transparent background")
@@ -211,10 +268,9 @@ class LocalEngine(EngineClient):
         if limit is not None and prompt_tokens > limit:
             raise PromptTooLong(task.model, limit, prompt_tokens)
         scheduler = self.scheduler(task.model)
-        timeout = math.inf if task.deadline is None else task.deadline - time.time()
-        deadline = time.monotonic() + timeout
         job = scheduler.submit(task.params, task.client, deadline, task.request_id,
-                               progress=task.progress, previews=task.previews)
+                               progress=task.progress, previews=task.previews,
+                               enqueued=arrived)
         try:
             if task.progress:
                 yield Accepted()
@@ -251,11 +307,12 @@ def _status(name: str, backend: Backend) -> ModelStatus:
     """What the engine reports of one model; what is known only once it is loaded is
     left out until then."""
     if not backend.loaded:
-        return ModelStatus(name, loaded=False)
+        return ModelStatus(name, loaded=False, quantize=backend.quantize)
     return ModelStatus(name, loaded=True, device=backend.device,
                        max_input_images=backend.max_input_images,
                        tasks=tuple(kind.value for kind in TaskKind if kind in backend.tasks),
-                       defaults=backend.defaults)
+                       defaults=backend.defaults, dtype=backend.dtype,
+                       quantize=backend.quantize, weight_bytes=backend.weight_bytes)
 
 
 def _queued(job: Job) -> float:

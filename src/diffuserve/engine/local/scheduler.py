@@ -114,8 +114,10 @@ class ModelScheduler:
         return max(1, min(600, math.ceil(backlog * per_image)))
 
     def submit(self, params: GenerationParams, client: str, deadline: float,
-               request_id: str, *, progress: bool = False, previews: int = 0) -> Job:
-        """Queue a request (``deadline`` on the monotonic clock) or refuse it at once:
+               request_id: str, *, progress: bool = False, previews: int = 0,
+               enqueued: float | None = None) -> Job:
+        """Queue a request (``deadline`` on the monotonic clock; ``enqueued``: when it
+        came, if it waited before, e.g. for its model's load) or refuse it at once:
         :class:`Draining` while shutting down, :class:`QueueFull` when full."""
         if self._draining:
             raise Draining()
@@ -124,6 +126,8 @@ class ModelScheduler:
         job = Job(params, client, deadline, request_id,
                   asyncio.get_running_loop().create_future(),
                   events=asyncio.Queue() if progress else None, previews=previews)
+        if enqueued is not None:
+            job.enqueued = enqueued
         self._queues.setdefault(client, deque()).append(job)
         self._queued += 1
         self._queued_images += params.n
