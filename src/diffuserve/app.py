@@ -20,7 +20,16 @@ from diffuserve.api.middleware import RequestContextMiddleware
 from diffuserve.api.openapi import install_docs
 from diffuserve.api.ratelimit import RateLimiter, RateLimitStorageUnavailable
 from diffuserve.api.remote import fetch_image_url
-from diffuserve.api.routes import edits, files, generations, health, metrics, models, playground
+from diffuserve.api.routes import (
+    edits,
+    files,
+    generations,
+    health,
+    metrics,
+    models,
+    playground,
+    provenance,
+)
 from diffuserve.api.urls import BaseUrlResolver
 from diffuserve.config import Settings
 from diffuserve.config.keys import KeyEntry, key_entries
@@ -31,8 +40,12 @@ from diffuserve.engine.client import EngineClient
 from diffuserve.engine.local.engine import LocalEngine
 from diffuserve.metrics import Metrics
 from diffuserve.service.catalog import ModelCatalog
+from diffuserve.service.checks import ProvenanceChecker
+from diffuserve.service.credentials import configured_identity, trust_anchors
 from diffuserve.service.images import ImageService
 from diffuserve.service.moderation import Moderation, load_policy
+from diffuserve.service.provenance import Provenance
+from diffuserve.service.watermark import payload_for
 from diffuserve.storage.base import ImageStore, StorageUnavailable
 from diffuserve.storage.local import LocalImageStore
 from diffuserve.storage.s3 import S3ImageStore
@@ -94,19 +107,27 @@ def build_app(
                                            metrics=server_metrics, on_load_failure=on_fatal)
     store = build_store(settings)
     catalog = ModelCatalog.from_settings(settings)
+    identity = configured_identity(settings)
+    marker = Provenance(identity, watermarks=settings.provenance_watermark) \
+        if settings.provenance and identity is not None else None
+    service = ImageService(
+        catalog, engine, store, request_timeout=settings.request_timeout_seconds,
+        png_compress_level=settings.png_compress_level,
+        moderation=Moderation(load_policy(settings.content_policy)
+                              if settings.content_policy else None),
+        fetch_image=fetch_image_url, provenance=marker)
     server = ServerParts(
-        service=ImageService(
-            catalog, engine, store, request_timeout=settings.request_timeout_seconds,
-            png_compress_level=settings.png_compress_level,
-            moderation=Moderation(load_policy(settings.content_policy)
-                                  if settings.content_policy else None),
-            fetch_image=fetch_image_url),
+        service=service,
         engine=engine,
         store=store,
         keys=build_keys(settings, keys),
         admission=Admission(RateLimiter(settings.rate_limit_storage), server_metrics),
         metrics=server_metrics,
         base_url=BaseUrlResolver(settings.public_url, settings.trusted_proxies),
+        # Checks decode within the same pixel budget as the edits' uploads.
+        checks=ProvenanceChecker(
+            service.uploads, trust_anchors=trust_anchors(settings),
+            payload=payload_for(identity.public_key) if identity is not None else None),
         allow_remote_image_urls=settings.allow_remote_image_urls,
     )
     running_engine = engine
@@ -170,11 +191,12 @@ def build_app(
         # everything else: a preflight is answered before any key is asked for.
         app.add_middleware(CorsForOrigins, origins=settings.cors_origins)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes,
-                       upload_paths=edits.UPLOAD_PATHS,
+                       upload_paths=(*edits.UPLOAD_PATHS, provenance.CHECKS_ROUTE),
                        max_upload_bytes=settings.max_upload_bytes,
                        answer_headers=functools.partial(answer_headers, settings.cors_origins))
     app.include_router(generations.router)
     app.include_router(edits.router)
+    app.include_router(provenance.router)
     if isinstance(store, LocalImageStore):
         # Only the local store's links point here; an S3 link points at the bucket.
         app.include_router(files.router_for(store))

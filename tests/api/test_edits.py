@@ -25,6 +25,9 @@ from tests.support.clients import AUTH, KEY, make_client, sdk_for
 from tests.support.fakes import FakeBackend
 
 RED, BLUE = (200, 30, 30), (20, 40, 220)
+#: Most levels the server's watermark moves a drawn pixel's channel (on flat colour it
+#: moves them a few; docs/PROVENANCE.md): the drawing is BLUE within it, never RED.
+WATERMARK_LEVELS = 16
 
 
 class EditingBackend(FakeBackend):
@@ -65,6 +68,12 @@ def picture(b64: str | None) -> np.ndarray:
         return np.asarray(image.convert("RGB")).astype(int)
 
 
+def drawn_as(pixels: np.ndarray, colour: tuple[int, int, int]) -> bool:
+    """The model's flat ``colour``, as the watermark leaves it."""
+    off = np.abs(pixels - np.array(colour))
+    return bool(off.max() <= WATERMARK_LEVELS and off.mean() <= 2)
+
+
 def top_clear_mask(size: int = 256) -> bytes:
     mask = Image.new("RGBA", (size, size), (0, 0, 0, 255))
     mask.paste((0, 0, 0, 0), (0, 0, size, size // 2))
@@ -82,8 +91,8 @@ def test_an_edit_redraws_the_masked_area_and_keeps_the_rest_to_the_pixel(
             size="512x512")
     pixels = picture(result.data[0].b64_json if result.data else None)
     assert pixels.shape == (512, 512, 3)
-    assert (pixels[300:] == RED).all()  # unmasked: the input's own pixels
-    assert (pixels[:240] == BLUE).all()  # masked: what the model drew
+    assert (pixels[300:] == RED).all()  # unmasked: the input's own pixels, to the bit
+    assert drawn_as(pixels[:240], BLUE)  # masked: what the model drew (watermarked)
     call = backend.calls[0]
     assert call.mask is not None and call.image is not None and call.strength == 1.0
     assert (result.size, result.usage.input_tokens_details.image_tokens) == ("512x512", 85)
@@ -99,7 +108,7 @@ def test_an_edit_of_a_transparent_image_without_a_mask_redraws_its_clear_part(
                                          prompt="fill it", response_format="b64_json",
                                          size="256x256")
     pixels = picture(result.data[0].b64_json if result.data else None)
-    assert (pixels[:, :120] == BLUE).all() and (pixels[:, 136:] == RED).all()
+    assert drawn_as(pixels[:, :120], BLUE) and (pixels[:, 136:] == RED).all()
 
 
 def test_two_images_for_a_model_that_takes_one_is_a_clear_400(client: TestClient) -> None:

@@ -24,7 +24,8 @@ from tests.support.clients import AUTH
 
 #: The operations that need a key: they document 401.
 PROTECTED = ["POST /v1/images/generations", "POST /v1/images/edits",
-             "POST /v1/images/variations", "GET /v1/models", "GET /v1/models/{model_id}",
+             "POST /v1/images/variations", "POST /v1/content_provenance_checks",
+             "GET /v1/models", "GET /v1/models/{model_id}",
              "POST /v1/models/{model_id}/load", "POST /v1/models/{model_id}/unload"]
 
 

@@ -14,6 +14,7 @@ from PIL import Image
 from diffuserve.app import build_app
 from diffuserve.config import ModelSpec, Settings
 from diffuserve.storage.base import StorageUnavailable
+from diffuserve.storage.signing import SECRET_FILE
 from tests.support.clients import assert_envelope, generate, make_client
 from tests.support.fakes import FakeBackend
 from tests.support.s3 import S3Bucket
@@ -36,8 +37,9 @@ def test_a_url_image_is_a_presigned_link_to_the_bucket(
         assert (image.format, image.size) == ("PNG", (256, 256))
     assert s3_bucket.keys() == [urlsplit(url).path.split("/", 2)[2]]
     assert_envelope(files, 404, code="unknown_url")
-    # Links are the bucket's to sign: no signing key was made.
-    assert not (tmp_path / "images").exists()
+    # Links are the bucket's to sign: no link-signing key was made (the storage folder
+    # keeps the content credentials' identity only).
+    assert not (tmp_path / "images" / SECRET_FILE).exists()
 
 
 def test_an_s3_failure_while_storing_is_503_with_retry_after(

@@ -183,6 +183,7 @@ UNLOAD = "POST /v1/models/{model_id}/unload"
 #: The routes that name a model in their path.
 MODEL_PAGES = (MODEL, LOAD, UNLOAD)
 FILES = "GET /v1/images/files/{name}"
+PROVENANCE_CHECKS = "POST /v1/content_provenance_checks"
 #: The routes whose bodies follow the per-name rules.
 BODIES = (GENERATIONS, EDITS, VARIATIONS)
 
@@ -358,6 +359,8 @@ TEST_PLAN: Mapping[tuple[str, GenerationMode], int] = {
     (EDITS, NEGATIVE): 40,
     (VARIATIONS, POSITIVE): 30,
     (VARIATIONS, NEGATIVE): 30,
+    (PROVENANCE_CHECKS, POSITIVE): 20,
+    (PROVENANCE_CHECKS, NEGATIVE): 20,
     ("GET /health", POSITIVE): 5,
     ("GET /ready", POSITIVE): 5,
 }
@@ -505,7 +508,7 @@ IMAGES: dict[str, tuple[bytes, ...]] = {
 }
 #: The multipart file parts. A form cannot say which formats each model name takes
 #: (dall-e-2: png only), so every part is a png; the JSON form's data URLs name theirs.
-FILE_PARTS = ("image", "mask", "markup")
+FILE_PARTS = ("image", "mask", "markup", "file")
 _DATA_URL = re.compile(r"^data:image/(png|webp|jpeg);base64,")
 
 

@@ -11,6 +11,7 @@ from diffuserve.api.auth import Client, KeyStore
 from diffuserve.api.urls import BaseUrlResolver
 from diffuserve.engine.client import EngineClient
 from diffuserve.metrics import Metrics
+from diffuserve.service.checks import ProvenanceChecker
 from diffuserve.service.images import ImageService
 from diffuserve.storage.base import ImageStore
 
@@ -26,6 +27,8 @@ class ServerParts:
     admission: Admission
     metrics: Metrics
     base_url: BaseUrlResolver
+    #: Answers content provenance checks.
+    checks: ProvenanceChecker
     #: Fetch the JSON edit form's http(s) image URLs (public addresses only).
     allow_remote_image_urls: bool = False
 

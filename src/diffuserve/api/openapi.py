@@ -22,6 +22,7 @@ from diffuserve.api import swagger
 from diffuserve.api.auth import Client
 from diffuserve.api.deps import ServerParts, authenticate
 from diffuserve.api.request_bodies import (
+    check_form_body,
     components,
     edit_form_body,
     edit_json_body,
@@ -30,6 +31,7 @@ from diffuserve.api.request_bodies import (
     variation_form_body,
 )
 from diffuserve.api.routes.playground import answer_file
+from diffuserve.protocol.provenance import ContentProvenanceCheck
 from diffuserve.protocol.rules import DEFAULT_MODEL_NAME
 
 ERROR_SCHEMA: dict[str, Any] = {
@@ -75,6 +77,7 @@ STATUSES_BY_PATH = {
     "/v1/images/files/{name}": ("400", "403", "404", "416"),
     "/v1/models": ("401",),
     "/v1/models/{model_id}": ("401", "404"),
+    "/v1/content_provenance_checks": ("400", "401", "413", "429"),
     "/v1/models/{model_id}/load": ("400", "401", "403", "404", "503"),
     "/v1/models/{model_id}/unload": ("400", "401", "403", "404"),
     "/ready": ("503",),
@@ -96,6 +99,10 @@ IMAGE_ANSWERS = {
                        "(image_edit.partial_image, image_edit.completed)",
         "content": {**_IMAGES, **_EVENTS}},
     "/v1/images/variations": {"description": "The images", "content": _IMAGES},
+    "/v1/content_provenance_checks": {
+        "description": "The image's C2PA manifest (validated) and this server's watermark",
+        "content": {"application/json": {"schema": {
+            "$ref": "#/components/schemas/ContentProvenanceCheck"}}}},
 }
 
 
@@ -117,6 +124,10 @@ def request_bodies(app: FastAPI) -> dict[str, dict[str, Any]]:
             "multipart/form-data": {"schema": variation_form,
                                     "encoding": form_encoding(variation_form["properties"])},
         },
+        "/v1/content_provenance_checks": {
+            "multipart/form-data": {"schema": check_form_body(), "encoding": {
+                "file": form_encoding(["image"])["image"]}},
+        },
     }
 
 
@@ -128,6 +139,10 @@ def build_schema(app: FastAPI) -> dict[str, Any]:
         components_.pop(unused, None)
     components_["Error"] = ERROR_SCHEMA
     components_.update(components())
+    check = ContentProvenanceCheck.model_json_schema(
+        ref_template="#/components/schemas/{model}")
+    components_.update(check.pop("$defs", {}))
+    components_["ContentProvenanceCheck"] = check
     error_ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     bodies = request_bodies(app)
     for path, operations in schema.get("paths", {}).items():

@@ -540,6 +540,14 @@ def variation_form_body(default: str) -> Schema:
     return schema
 
 
+def check_form_body() -> Schema:
+    """``POST /v1/content_provenance_checks``: one file, an image."""
+    return {"type": "object", "required": ["file"], "additionalProperties": False,
+            "properties": {"file": {**_binary(), "description": (
+                "The image to check: PNG, JPEG or WebP, less than 50 MB")}},
+            "description": "OpenAI's content_provenance_checks.create form."}
+
+
 def form_encoding(fields: Iterable[str]) -> Schema:
     """The content types of a form's file parts, and of its parts sent as JSON."""
     images = ", ".join(f"image/{fmt}" for fmt in IMAGE_FORMATS)

@@ -27,7 +27,7 @@ CLI_SHORTCUTS = {
 }
 
 #: Settings read from the environment or files only.
-NOT_FLAGS = frozenset({"models", "signing_secret"})
+NOT_FLAGS = frozenset({"models", "signing_secret", "provenance_cert", "provenance_key"})
 
 #: What a flag's value looks like in ``--help``, where its type would not say it
 #: (pydantic-settings prints the type: ``tuple[str,...]``, ``{Path,null}``). Other fields

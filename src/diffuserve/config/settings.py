@@ -152,6 +152,31 @@ class Settings(ModelSelection):
                                 "e.g. http://localhost:3000) call the API (repeatable); "
                                 "none by default")
 
+    provenance: bool = Field(
+        default=True, description="mark every image served: a signed C2PA manifest (made "
+                                  "by which model, when, from which inputs) and an "
+                                  "invisible watermark naming this server")
+    provenance_watermark: bool = Field(
+        default=True, description="with --provenance, the invisible watermark too (off: "
+                                  "the manifest only, the pixels as drawn)")
+    provenance_cert_file: Path | None = Field(
+        default=None, description="PEM certificate chain (the signer's first) that signs "
+                                  "the C2PA manifests; default: a self-signed chain made "
+                                  "once and kept in the storage dir (valid, not trusted)")
+    provenance_key_file: Path | None = Field(
+        default=None, description="PEM private key of --provenance-cert-file's signer")
+    # The chain and key as PEM text: environment only, as the link-signing secret.
+    provenance_cert: CliSuppress[str | None] = Field(
+        default=None, description="PEM certificate chain of the C2PA signer, as text "
+                                  "(instead of --provenance-cert-file)")
+    provenance_key: CliSuppress[SecretStr | None] = Field(
+        default=None, description="PEM private key of the C2PA signer, as text (instead "
+                                  "of --provenance-key-file)")
+    provenance_trust_anchors: Path | None = Field(
+        default=None, description="PEM root certificates: a provenance check calls a "
+                                  "manifest signed under one of them trusted (default: "
+                                  "none, so valid at most)")
+
     api_docs: bool = Field(
         default=True, description="serve /openapi.json and /docs (behind the API keys)")
     playground: bool = Field(
@@ -264,6 +289,19 @@ class Settings(ModelSelection):
                 chosen.append(spec.name)
         return tuple(spec.name for spec in self.engine_models if spec.name in chosen)
 
+    @model_validator(mode="after")
+    def _one_signing_identity(self) -> Settings:
+        files = (self.provenance_cert_file, self.provenance_key_file)
+        texts = (self.provenance_cert, self.provenance_key)
+        for pair, names in ((files, "--provenance-cert-file and --provenance-key-file"),
+                            (texts, "DIFFUSERVE_PROVENANCE_CERT and DIFFUSERVE_PROVENANCE_KEY")):
+            if (pair[0] is None) != (pair[1] is None):
+                raise ValueError(f"{names} go together: a certificate chain and its key")
+        if files[0] is not None and texts[0] is not None:
+            raise ValueError("the C2PA signing identity is given twice: as files and as "
+                             "DIFFUSERVE_PROVENANCE_CERT/KEY; keep one")
+        return self
+
     @field_validator("storage_url")
     @classmethod
     def _check_storage_url(cls, value: str | None) -> str | None:
@@ -334,5 +372,10 @@ class Settings(ModelSelection):
             "rate_limit_rpm": self.rate_limit_rpm,
             "rate_limit_ipm": self.rate_limit_ipm,
             "rate_limit_storage": mask_url(self.rate_limit_storage),
+            "provenance": self.provenance,
+            "provenance_watermark": self.provenance_watermark,
+            "provenance_identity": "files" if self.provenance_cert_file
+                                   else "environment" if self.provenance_cert
+                                   else "kept in storage_dir",
         }
 

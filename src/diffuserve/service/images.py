@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from PIL import Image
@@ -44,7 +44,7 @@ from diffuserve.protocol.edits import (
     decode_variation,
 )
 from diffuserve.protocol.generations import ImageGenerationRequest
-from diffuserve.protocol.uploads import Upload
+from diffuserve.protocol.uploads import ProbedImage, Upload
 from diffuserve.service.catalog import ModelCatalog
 from diffuserve.service.editing import keep_unmasked
 from diffuserve.service.moderation import Moderation
@@ -58,6 +58,7 @@ from diffuserve.service.planning import (
     plan_generation,
     plan_variation,
 )
+from diffuserve.service.provenance import Marking, Provenance
 from diffuserve.service.uploads import UploadDecoder
 from diffuserve.service.usage import usage_for
 from diffuserve.storage.base import ImageStore
@@ -95,11 +96,15 @@ class ImageService:
         moderation: Moderation | None = None,
         png_compress_level: int = PNG_COMPRESS_LEVEL,
         fetch_image: ImageFetcher | None = None,
+        provenance: Provenance | None = None,
     ) -> None:
         self.catalog = catalog
         self.moderation = moderation or Moderation()
         self.engine = engine
-        self.output = OutputWriter(store, png_compress_level=png_compress_level)
+        #: Marks every image served (watermark, signed manifest); None: none is marked.
+        self.provenance = provenance
+        self.output = OutputWriter(store, png_compress_level=png_compress_level,
+                                   provenance=provenance)
         self.uploads = UploadDecoder()
         self.request_timeout = request_timeout
         self.clock = clock
@@ -119,16 +124,17 @@ class ImageService:
             return plan_generation(self.catalog, request,
                                    await self._own_defaults(self.catalog.resolve(name)))
         if isinstance(request, VariationBody):
-            variation = await self._decode_variation(check_variation(request, name))
-            return plan_variation(self.catalog, variation, await self._own_defaults(
-                self.catalog.resolve_edit(name)))
+            pending_variation = check_variation(request, name)
+            variation = await self._decode_variation(pending_variation)
+            return replace(plan_variation(self.catalog, variation, await self._own_defaults(
+                self.catalog.resolve_edit(name))), inputs=(pending_variation.image,))
         pending = check_edit(request, name)
         if pending.remote:
             # Fetched only once valid and admitted, and no more of them than the images
             # the served model may take.
             await self._check_edit(pending)
             return RemoteEdit(pending)
-        return await self._planned_edit(await self._decode_edit(pending))
+        return await self._planned_edit(pending)
 
     async def fetch(self, plan: RemoteEdit) -> GenerationPlan:
         """The admitted edit's remote images fetched, checked as uploads are, decoded,
@@ -139,11 +145,16 @@ class ImageService:
         fetched = {image.url: await self.fetch_image(image.url, image.param,
                                                      max_bytes=pending.uploads.max_bytes)
                    for image in pending.remote}
-        return await self._planned_edit(await self._decode_edit(pending.with_fetched(fetched)))
+        return await self._planned_edit(pending.with_fetched(fetched))
 
-    async def _planned_edit(self, edit: EditRequest) -> GenerationPlan:
-        return plan_edit(self.catalog, edit, await self._own_defaults(
+    async def _planned_edit(self, pending: PendingEdit) -> GenerationPlan:
+        """The edit's uploads decoded, and the edit planned (its images as sent kept for
+        its content credentials)."""
+        edit = await self._decode_edit(pending)
+        plan = plan_edit(self.catalog, edit, await self._own_defaults(
             self.catalog.resolve_edit(edit.request.model)))
+        return replace(plan, inputs=tuple(source for source in pending.images
+                                          if isinstance(source, ProbedImage)))
 
     async def _own_defaults(self, spec: ModelSpec) -> ModelDefaults | None:
         """The steps and guidance the model reports as its own, asked of the engine only
@@ -186,12 +197,31 @@ class ImageService:
 
     async def _finished(self, plan: GenerationPlan, images: tuple[Image.Image, ...]
                         ) -> tuple[Image.Image, ...]:
-        """The engine's images, with an edit's unmasked pixels put back."""
+        """The engine's images with the server's watermark, then an edit's unmasked
+        pixels put back (so the watermark is where the model drew, and what the mask
+        kept is the input's own, to the bit)."""
         params = plan.params
-        if plan.kind != TaskKind.EDIT or params.image is None or params.mask is None:
-            return images
+        provenance = self.provenance
+        marks = provenance is not None and provenance.watermarks
         image, mask = params.image, params.mask
-        return tuple(await asyncio.to_thread(keep_unmasked, images, image, mask))
+        masked = plan.kind == TaskKind.EDIT and image is not None and mask is not None
+        if not marks and not masked:
+            return images
+
+        def finish() -> list[Image.Image]:
+            finished = provenance.watermark(images) if marks and provenance else list(images)
+            if masked and image is not None and mask is not None:
+                return keep_unmasked(finished, image, mask)
+            return finished
+
+        return tuple(await asyncio.to_thread(finish))
+
+    def _marking(self, plan: GenerationPlan) -> Marking | None:
+        """What the manifests of the plan's images say (None: images are not marked)."""
+        if self.provenance is None:
+            return None
+        return Marking(model=plan.spec.name, when=self.clock(),
+                       edited=plan.kind != TaskKind.GENERATE, inputs=plan.inputs)
 
     async def moderate(self, plan: Plan, request_id: str = "") -> None:
         """The content policy's verdict on the prompt, before anything is admitted."""
@@ -245,11 +275,14 @@ class ImageService:
         identified = {} if request.end_user is None else {
             "safety_identifier": request.end_user}
         event: TaskEvent | None = first
+        marking = self._marking(plan)
         try:
             while event is not None:
                 if isinstance(event, Progress) and event.preview is not None:
+                    # A preview carries the manifest, not the watermark: it is not the
+                    # image the request was for, and is soon replaced by it.
                     (b64,) = await self.output.encoded([event.preview], options.output_format,
-                                                       options.output_compression)
+                                                       options.output_compression, marking)
                     yield StreamEvent(f"{kind}.partial_image", {
                         "type": f"{kind}.partial_image", "b64_json": b64,
                         "partial_image_index": event.preview_index,
@@ -257,7 +290,7 @@ class ImageService:
                 elif isinstance(event, Result):
                     encoded = await self.output.encoded(
                         await self._finished(plan, event.images), options.output_format,
-                        options.output_compression)
+                        options.output_compression, marking)
                     for index, b64 in enumerate(encoded):
                         usage = usage_for(
                             text_tokens=event.prompt_tokens if index == 0 else 0,
@@ -289,7 +322,8 @@ class ImageService:
         data = await self.output.items(
             await self._finished(plan, result.images), response_format=request.response_format,
             revised_prompt=plan.revised_prompt, base_url=base_url, now=self.clock(),
-            output_format=options.output_format, compression=options.output_compression)
+            output_format=options.output_format, compression=options.output_compression,
+            marking=self._marking(plan))
         self._log(plan, request_id, result)
         response = ImagesResponse(created=int(self.clock()), data=data,
                                   safety_identifier=request.end_user)

@@ -30,6 +30,7 @@ from diffuserve.protocol.rules import (
     rules_for,
 )
 from diffuserve.protocol.sizes import Size
+from diffuserve.protocol.uploads import ProbedImage
 from diffuserve.service.adapters import chosen_adapters
 from diffuserve.service.catalog import ModelCatalog
 from diffuserve.service.prompting import revise_prompt
@@ -101,6 +102,9 @@ class GenerationPlan:
     kind: TaskKind = TaskKind.GENERATE
     #: Tokens of the uploaded images, for ``usage``.
     input_image_tokens: int = 0
+    #: An edit's or a variation's images as uploaded: its content credentials'
+    #: ingredients.
+    inputs: tuple[ProbedImage, ...] = ()
 
     @property
     def images(self) -> int:

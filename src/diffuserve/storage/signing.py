@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import hmac
-import os
 import secrets
 from pathlib import Path
 
 from diffuserve.storage.base import LinkExpired, LinkInvalid, StorageError
+from diffuserve.storage.keyfiles import create_once
 
 SECRET_FILE = ".signing-key"
 #: Fewest bytes a key file must hold: 256 bits as the hex a new one is written in is 64.
@@ -18,8 +17,6 @@ MIN_SECRET_BYTES = 32
 MAX_EXPIRES_DIGITS = 12
 #: Length of a hex SHA-256 signature.
 SIG_LENGTH = 64
-#: ``os.link`` errors of file systems without hard links.
-_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS}
 
 _WHAT_TO_DO = (
     "Every image link given out was signed with it, so it is never replaced on its own: "
@@ -83,53 +80,7 @@ def _read_secret(path: Path) -> bytes | None:
 
 def _create_secret(path: Path) -> None:
     """Put a new key at ``path`` unless another process already has; never overwrite."""
-    secret = secrets.token_hex(32).encode()
-    # A crash between open and unlink leaves a ".part" file, which the sweeper removes.
-    temporary = path.with_name(f"{path.name}.{secrets.token_hex(8)}.part")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(secret)
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(temporary, path)  # whole and durable, or not there at all
-        except FileExistsError:
-            return  # another process was first: its key is the key
-        except OSError as exc:
-            if exc.errno not in _NO_HARD_LINKS:
-                raise
-            _create_secret_without_links(path, secret)
-        _sync_folder(path.parent)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def _create_secret_without_links(path: Path, secret: bytes) -> None:
-    """Where the file system has no hard links: create the key file itself exclusively
-    (a process starting in the same instant may then see it before it is written)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(secret)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _sync_folder(folder: Path) -> None:
-    """Make a new entry in ``folder`` survive a power cut (where folders can be synced)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    create_once(path, secrets.token_hex(32).encode())
 
 
 def _is_ascii_number(text: str) -> bool:
