@@ -7,13 +7,20 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from diffuserve.config.adapters import (
     MAX_ADAPTERS_PER_REQUEST,
     AdapterSpec,
     LoraChoice,
     derive,
+)
+from diffuserve.config.options import (
+    CACHE_SPELLINGS,
+    Offload,
+    Quantize,
+    option_conflicts,
+    parse_cache,
 )
 
 Device = Literal["auto", "cuda", "mps", "cpu"]
@@ -143,6 +150,27 @@ class ModelSpec(BaseModel):
     revision: str | None = None
     variant: str | None = None
     ray: RayOptions = RayOptions()
+    # Memory and speed (config/options.py).
+    quantize: Quantize | None = Field(
+        default=None,
+        description="weights stored quantised, applied to the denoiser and to LLM text "
+                    "encoders (T5, Qwen2.5-VL, Mistral…; not CLIP): int8 and fp8 (torchao, "
+                    "weight-only; the CPU too), int4 (torchao, CUDA), nf4 (bitsandbytes, "
+                    "CUDA); needs the quantize extra")
+    transformer: str | None = Field(
+        default=None, min_length=1,
+        description="a GGUF file (a local path or a Hugging Face URL) as the denoiser, "
+                    "quantised as the file is; the rest of the pipeline from source")
+    offload: Offload | None = Field(
+        default=None,
+        description="on CUDA, weights kept on the CPU between uses: model (each component "
+                    "moved whole to the GPU when it runs), sequential (layer by layer: the "
+                    "least memory, the slowest), group (layer by layer, each moved ahead "
+                    "of its use on a side CUDA stream)")
+    cache: str | None = Field(
+        default=None, min_length=1,
+        description="step caching of a transformer model (diffusers' cache hooks): "
+                    + ", ".join(CACHE_SPELLINGS) + "; trades some fidelity for speed")
     # LoRA adapters (config/adapters.py).
     adapters_dir: str | None = Field(
         default=None, min_length=1,
@@ -183,6 +211,31 @@ class ModelSpec(BaseModel):
         chosen = [choice.name for choice in self.lora]
         if len(set(chosen)) != len(chosen):
             raise ValueError("lora names an adapter more than once")
+        return self
+
+    @field_validator("cache")
+    @classmethod
+    def _known_cache(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_cache(value)
+        return value
+
+    @field_validator("transformer")
+    @classmethod
+    def _gguf_file(cls, value: str | None) -> str | None:
+        if value is not None and not value.lower().endswith(".gguf"):
+            raise ValueError(f"transformer = {value!r}: a GGUF file (*.gguf) is expected; "
+                             "a denoiser in another format goes in the source's folder")
+        return value
+
+    @model_validator(mode="after")
+    def _options_that_go_together(self) -> ModelSpec:
+        conflict = option_conflicts(
+            quantize=self.quantize, transformer=self.transformer, offload=self.offload,
+            cache=self.cache, device=self.device, dtype=self.dtype, compile=self.compile,
+            runtime=self.runtime, workers=self.workers)
+        if conflict is not None:
+            raise ValueError(conflict)
         return self
 
     @model_validator(mode="after")
@@ -234,6 +287,9 @@ def load_models_file(path: Path) -> list[ModelSpec]:
         if spec.adapters_dir is not None:
             spec = spec.model_copy(update={"adapters_dir": str(
                 (folder / spec.adapters_dir).expanduser().resolve())})
+        if spec.transformer is not None and "://" not in spec.transformer:
+            spec = spec.model_copy(update={"transformer": str(
+                (folder / spec.transformer).expanduser().resolve())})
         if spec.adapters:
             spec = spec.model_copy(update={"adapters": tuple(
                 _adapter_in(folder, adapter) for adapter in spec.adapters)})

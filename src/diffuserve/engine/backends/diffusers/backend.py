@@ -43,7 +43,9 @@ from diffuserve.engine.backends.diffusers.loading import (
     pick_device,
 )
 from diffuserve.engine.backends.diffusers.memory import weight_bytes
+from diffuserve.engine.backends.diffusers.offloading import place
 from diffuserve.engine.backends.diffusers.previews import Previews
+from diffuserve.engine.backends.diffusers.step_cache import PROBE_STEPS, StepCache
 from diffuserve.engine.errors import EngineError, ModelLoadFailed, UnsupportedTask
 from diffuserve.engine.resolution import plan_size
 from diffuserve.engine.types import (
@@ -99,6 +101,8 @@ class DiffusersBackend(Backend):
         self._adapters: LoadedAdapters | None = None
         #: Why a request's adapters are refused, when they are.
         self._no_adapters = "LoRA adapters (it has none configured)"
+        #: The step cache on the denoiser (``cache``), reset around every call.
+        self._step_cache: StepCache | None = None
         #: What the loaded weights hold in memory (measured once, at load).
         self._weight_bytes: int | None = None
 
@@ -155,7 +159,7 @@ class DiffusersBackend(Backend):
         import torch
 
         spec = self.spec
-        pipeline = pipeline.to(device)
+        pipeline = place(pipeline, spec, device)  # on the device, or offloaded
         pipeline.set_progress_bar_config(disable=not self.show_progress, leave=self.show_progress)
         self._accepted = frozenset(inspect.signature(pipeline.__call__).parameters)
         if "prompt" not in self._accepted or "generator" not in self._accepted:
@@ -191,6 +195,7 @@ class DiffusersBackend(Backend):
                 "model": spec.name, "error": f"{type(exc).__name__}: {exc}"}})
         self.device = device
         torch.set_grad_enabled(False)
+        self._step_cache = StepCache.open(pipeline, spec)
         self.max_batch_images = spec.max_batch_size if spec.max_batch_size != "auto" \
             else self._measure_batch(pipeline, device)
         self._graph_thread = graph_thread(spec)
@@ -211,6 +216,7 @@ class DiffusersBackend(Backend):
         self._lanes = open_lanes(spec, device, Lane(pipeline, editors),
                                  warm=lambda twin: self._probe_call(twin, 1, side, side))
         self.workers = self._lanes.count
+        self._check_options(pipeline)
         self._adapters = self._open_adapters(pipeline, *slot)
         # Refused in check() with the reason instead, where the model has adapters.
         self.takes_adapters = self._adapters is not None or bool(self._library)
@@ -252,19 +258,44 @@ class DiffusersBackend(Backend):
             "model": spec.name, "why": self._no_adapters}})
         return None
 
-    def _probe_call(self, pipeline: Any, images: int, width: int, height: int) -> None:
+    def _probe_call(self, pipeline: Any, images: int, width: int, height: int,
+                    steps: int = 2) -> None:
         """One short call (2 steps) of ``images`` images drawn at ``width``×``height``
         (an edit of a blank image for a model that does not generate)."""
         editor = (replace(self._probe_editor, pipeline=pipeline)
                   if self._probe_editor is not None else None)
-        self._draw(pipeline, editor, [self._probe_params(images, width, height)],
+        self._draw(pipeline, editor, [self._probe_params(images, width, height, steps)],
                    (width, height), images, None)
 
-    def _probe_params(self, images: int, width: int, height: int) -> GenerationParams:
+    def _probe_params(self, images: int, width: int, height: int,
+                      steps: int = 2) -> GenerationParams:
         return GenerationParams(
             prompt="warm-up", negative_prompt=None, width=width, height=height,
-            num_inference_steps=2, guidance_scale=self._guidance_scale,
+            num_inference_steps=steps, guidance_scale=self._guidance_scale,
             seeds=(0,) * images, **self.family.probe_edit(width, height))
+
+    def _check_options(self, pipeline: Any) -> None:
+        """With quantised weights, offload or a step cache: one small drawing at load
+        (long enough for the cache to reuse what it kept), so that an option the
+        device or the denoiser cannot run is refused now, in one line, and not by the
+        first request."""
+        spec = self.spec
+        options = {name: value for name, value in (
+            ("quantize", spec.quantize), ("transformer", spec.transformer),
+            ("offload", spec.offload), ("cache", spec.cache)) if value is not None}
+        if not options:
+            return
+        side = self.size_multiple * 4
+        try:
+            self._probe_call(pipeline, 1, side, side,
+                             PROBE_STEPS if spec.cache is not None else 2)
+        except Exception as exc:  # one line, whatever the option broke
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            settings = ", ".join(f"{name} = {value!r}" for name, value in options.items())
+            raise ModelLoadFailed(
+                f"Model {spec.name!r} does not draw with {settings} on {self.device} "
+                f"({type(exc).__name__}: {detail}); remove the option or choose "
+                "another.") from exc
 
     @property
     def _guidance_scale(self) -> float:
@@ -287,6 +318,8 @@ class DiffusersBackend(Backend):
             "pipeline": type(self.pipeline).__name__ if self.pipeline is not None else None,
             "native_resolution": self.native_resolution,
             "compile": self.spec.compile,
+            "offload": self.spec.offload,
+            "cache": self.spec.cache,
             "runtime": self.runtime,
             **self.family.describe(),
             "defaults": (None if self.defaults is None else
@@ -457,4 +490,8 @@ class DiffusersBackend(Backend):
 
     def _call_here(self, kwargs: dict[str, Any],
                    pipeline: Any = None) -> list[Image.Image | None]:
-        return call_pipeline(pipeline or self.pipeline, self._scheduler, kwargs)
+        caller = pipeline or self.pipeline
+        # A step cache's state is fresh for every call.
+        with (self._step_cache.around(caller) if self._step_cache is not None
+              else nullcontext()):
+            return call_pipeline(caller, self._scheduler, kwargs)

@@ -15,6 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from diffuserve.config import ModelSpec
+from diffuserve.engine.backends.diffusers.quantizing import (
+    check_quantize,
+    gguf_denoiser,
+    quantization_config,
+    quantize_denoiser_in_place,
+)
 from diffuserve.engine.errors import ModelLoadFailed
 from diffuserve.engine.plugins import pipeline_class
 
@@ -50,26 +56,42 @@ def looks_local(source: str) -> bool:
 
 
 def load_pipeline(spec: ModelSpec, device: str) -> Any:
-    """The pipeline ``spec`` names, in the dtype for ``device`` (not yet moved there);
+    """The pipeline ``spec`` names, in the dtype for ``device`` (not yet moved there),
+    with the quantised weights ``spec`` asks for (:mod:`.quantizing`);
     :class:`~diffuserve.engine.errors.ModelLoadFailed` when it cannot be loaded."""
     local = looks_local(spec.source)
     source = str(Path(spec.source).expanduser()) if local else spec.source
-    kwargs: dict[str, Any] = {"dtype": pick_dtype(spec.dtype, device)}
+    # torchao's int4 kernels compute in bfloat16.
+    dtype = pick_dtype("bfloat16" if spec.quantize == "int4" and spec.dtype == "auto"
+                       else spec.dtype, device)
+    kwargs: dict[str, Any] = {"dtype": dtype}
     if spec.revision:
         kwargs["revision"] = spec.revision
     if spec.variant:
         kwargs["variant"] = spec.variant
+    # Quantised weights: refused here, in one line, where they cannot run.
+    check_quantize(spec, device)
+    if spec.quantize is not None or spec.transformer is not None:
+        index = _model_index(spec, source, local)
+        if spec.transformer is not None:
+            kwargs["transformer"] = gguf_denoiser(spec, source, index, dtype)
+        if spec.quantize is not None:
+            config = quantization_config(spec, index, dtype)
+            if config is not None:
+                kwargs["quantization_config"] = config
     try:
         own_class = project_pipeline(source) if local else None
         if own_class is not None:
-            return own_class.from_pretrained(source, **kwargs)
-        folder, stand_ins, after_load = processor_stand_ins(spec, source, local)
-        pipeline = _load_diffusers(folder, {**kwargs, **stand_ins})
-        if after_load:
-            pipeline.register_modules(**after_load)
-        return pipeline
+            pipeline = own_class.from_pretrained(source, **kwargs)
+        else:
+            folder, stand_ins, after_load = processor_stand_ins(spec, source, local)
+            pipeline = _load_diffusers(folder, {**kwargs, **stand_ins})
+            if after_load:
+                pipeline.register_modules(**after_load)
     except Exception as exc:  # every failure becomes one readable paragraph
         raise load_error(spec, exc) from exc
+    quantize_denoiser_in_place(pipeline, spec)
+    return pipeline
 
 
 #: Processors that transformers 5 builds only with torchvision (Pixtral's is marked as

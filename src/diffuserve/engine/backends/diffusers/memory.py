@@ -14,7 +14,8 @@ from typing import Any
 
 def weight_bytes(pipeline: Any) -> int:
     """Bytes held by the parameters and buffers of every PyTorch module among
-    ``pipeline``'s components, each storage counted once."""
+    ``pipeline``'s components (or of ``pipeline`` itself, a module), each storage
+    counted once."""
     seen: set[tuple[str, int]] = set()
     total = 0
     for module in _modules(pipeline):
@@ -34,6 +35,9 @@ def weight_bytes(pipeline: Any) -> int:
 def _modules(pipeline: Any) -> Iterator[Any]:
     import torch
 
+    if isinstance(pipeline, torch.nn.Module):
+        yield pipeline
+        return
     components = getattr(pipeline, "components", None)
     if not isinstance(components, dict):
         return
