@@ -16,7 +16,6 @@ from diffuserve.config.adapters import (
     derive,
 )
 from diffuserve.config.options import (
-    CACHE_SPELLINGS,
     Offload,
     Quantize,
     option_conflicts,
@@ -169,8 +168,9 @@ class ModelSpec(BaseModel):
                     "of its use on a side CUDA stream)")
     cache: str | None = Field(
         default=None, min_length=1,
-        description="step caching of a transformer model (diffusers' cache hooks): "
-                    + ", ".join(CACHE_SPELLINGS) + "; trades some fidelity for speed")
+        description="step caching of a transformer model (diffusers' cache hooks), some "
+                    "fidelity for speed: first-block:T (the first-block cache at threshold "
+                    "T, above 0 and at most 1: 0.05 to 0.2 are usual), taylorseer, faster")
     # LoRA adapters (config/adapters.py).
     adapters_dir: str | None = Field(
         default=None, min_length=1,
