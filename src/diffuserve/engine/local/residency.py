@@ -330,9 +330,11 @@ def _on_thread(work: Callable[[], T], name: str) -> asyncio.Future[T]:
             value = work()
         except BaseException as exc:  # handed to the loop, raised there
             error = exc
-            loop.call_soon_threadsafe(settle, lambda: future.set_exception(error))
+            outcome = lambda: future.set_exception(error)  # noqa: E731
         else:
-            loop.call_soon_threadsafe(settle, lambda: future.set_result(value))
+            outcome = lambda: future.set_result(value)  # noqa: E731
+        with suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
+            loop.call_soon_threadsafe(settle, outcome)
 
     threading.Thread(target=run, name=name, daemon=True).start()
     return future

@@ -128,6 +128,7 @@ class DiffusersBackend(Backend):
         self._editors = {}
         self._probe_editor = None
         self._adapters = None
+        self._step_cache = None
         self._scheduler = None
         self._graph_thread = None
         with self._counter_lock:
@@ -153,7 +154,6 @@ class DiffusersBackend(Backend):
     def quantize(self) -> str | None:
         value = getattr(self.spec, "quantize", None)
         return value if isinstance(value, str) else None
-
 
     def _finish_load(self, pipeline: Any, device: str) -> None:
         import torch
