@@ -24,6 +24,7 @@ from diffuserve.engine.errors import (
     Draining,
     GenerationFailed,
     QueueFull,
+    ResidencyRefused,
     UnknownModel,
     UnsupportedTask,
     WorkerLost,
@@ -262,3 +263,17 @@ def test_one_models_status_asks_only_its_own_replicas() -> None:
 
     assert asyncio.run(engine.model("emoji")) == replica
     assert asyncio.run(engine.model("other")) is None
+
+
+def test_models_are_not_loaded_or_unloaded_on_request_under_ray_and_say_why() -> None:
+    engine, _ = engine_for(FakeResponse([RESULT]))
+    for action in (engine.load_model, engine.unload_model):
+        with pytest.raises(ResidencyRefused, match="replicas Ray starts and stops"):
+            asyncio.run(action("emoji"))
+
+
+def test_a_replicas_model_state_arrives_whole() -> None:
+    status = ModelStatus("emoji", loaded=True, device="cuda", dtype="bfloat16",
+                         quantize="int8", weight_bytes=12_345)
+    engine, _ = engine_for(FakeResponse([RESULT]), status=status)
+    assert asyncio.run(engine.model("emoji")) == status
