@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from diffuserve.app import build_app
 from diffuserve.config import ModelSpec, Settings
+from diffuserve.engine.types import ModelDefaults
 from tests.support.clients import AUTH, KEY, assert_envelope, sdk_for
 from tests.support.fakes import FakeBackend, ResidentBackend
 
@@ -112,3 +113,32 @@ def test_on_a_server_without_keys_anyone_may_load_and_unload(tmp_path: Path) -> 
     with TestClient(build_app(config, backends={"a": ResidentBackend("a", log)})) as client:
         assert client.post("/v1/models/a/unload").json()["loaded"] is False
     assert log == ["load a", "unload a"]
+
+
+class TurboBackend(ResidentBackend):
+    """A model whose own steps and guidance are known once it is loaded (as a family's
+    model card's are)."""
+
+    def load(self) -> None:
+        super().load()
+        self.defaults = ModelDefaults(steps=7, guidance_scale=0.0)
+
+
+def test_a_model_loaded_on_demand_is_drawn_with_its_own_steps_and_guidance(
+        tmp_path: Path) -> None:
+    log: list[str] = []
+    turbo = TurboBackend("turbo", log)
+    config = Settings(storage_dir=tmp_path / "images", auto_aliases=False,
+                      models=(ModelSpec(name="a", source="a"),
+                              ModelSpec(name="turbo", source="turbo")),
+                      max_loaded_models=1)
+    backends = {"a": ResidentBackend("a", log), "turbo": turbo}
+    with TestClient(build_app(config, backends=backends)) as client:  # type: ignore[arg-type]
+        for _ in range(2):  # its first request ever, then one that loads it again
+            client.post("/v1/models/a/load")
+            assert client.post("/v1/images/generations", json={
+                "model": "turbo", "prompt": "x"}).status_code == 200
+    assert [(call.num_inference_steps, call.guidance_scale) for call in turbo.calls] == [
+        (7, 0.0), (7, 0.0)]
+    assert log == ["load a", "unload a", "load turbo", "unload turbo", "load a",
+                   "unload a", "load turbo"]

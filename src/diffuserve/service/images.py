@@ -20,7 +20,12 @@ from PIL import Image
 
 from diffuserve.config import PNG_COMPRESS_LEVEL, ModelSpec
 from diffuserve.engine.client import EngineClient
-from diffuserve.engine.errors import GenerationFailed, UnsupportedTask
+from diffuserve.engine.errors import (
+    DeadlineExceeded,
+    GenerationFailed,
+    ResidencyRefused,
+    UnsupportedTask,
+)
 from diffuserve.engine.types import (
     ModelDefaults,
     ModelStatus,
@@ -158,12 +163,26 @@ class ImageService:
 
     async def _own_defaults(self, spec: ModelSpec) -> ModelDefaults | None:
         """The steps and guidance the model reports as its own, asked of the engine only
-        where the models file leaves either unset (None: it has none, or is not loaded
-        yet: the engine then refuses the task at submit)."""
+        where the models file leaves either unset (None: it has none, or is still
+        loading at start: the engine then refuses the task at submit). A model that has
+        never been loaded knows them only once loaded: it is loaded first (within the
+        request's deadline), as the request would load it anyway."""
         if spec.steps is not None and spec.guidance_scale is not None:
             return None
         served = await self.engine.model(spec.engine_name)
+        if served is not None and not served.loaded and served.defaults is None:
+            served = await self._loaded_first(spec.engine_name, served)
         return served.defaults if served is not None else None
+
+    async def _loaded_first(self, model: str, served: ModelStatus) -> ModelStatus:
+        try:
+            return await asyncio.wait_for(self.engine.load_model(model),
+                                          self.request_timeout)
+        except ResidencyRefused:  # an engine that loads its models itself
+            return served
+        except TimeoutError:
+            raise DeadlineExceeded(started=False, timeout_seconds=self.request_timeout,
+                                   retry_after=5) from None
 
     async def _check_edit(self, pending: PendingEdit) -> None:
         """What the model that draws the edit takes (the task, how many images), as the

@@ -183,7 +183,8 @@ class LocalEngine(EngineClient):
     # -- models ------------------------------------------------------------------------
 
     async def models(self) -> list[ModelStatus]:
-        return [_status(name, backend) for name, backend in self._backends.items()]
+        return [_status(name, backend, self._residency.unloaded(name))
+                for name, backend in self._backends.items()]
 
     async def ready(self) -> bool:
         """Every model meant to load at start has."""
@@ -192,12 +193,12 @@ class LocalEngine(EngineClient):
     async def load_model(self, name: str) -> ModelStatus:
         backend = self.backend(name)
         await self._residency.load(name)
-        return _status(name, backend)
+        return _status(name, backend, self._residency.unloaded(name))
 
     async def unload_model(self, name: str) -> ModelStatus:
         backend = self.backend(name)
         await self._residency.unload(name)
-        return _status(name, backend)
+        return _status(name, backend, self._residency.unloaded(name))
 
     async def _drop_scheduler(self, model: str) -> None:
         """Before an unload: the model's scheduler goes (nothing is queued or running
@@ -303,11 +304,13 @@ class LocalEngine(EngineClient):
                 scheduler.abandon(job)
 
 
-def _status(name: str, backend: Backend) -> ModelStatus:
+def _status(name: str, backend: Backend, unloaded: bool = False) -> ModelStatus:
     """What the engine reports of one model; what is known only once it is loaded is
-    left out until then."""
+    left out until then, but for its defaults once it was ``unloaded`` (a model
+    residency unloaded is planned as it will be drawn when loaded again)."""
     if not backend.loaded:
-        return ModelStatus(name, loaded=False, quantize=backend.quantize)
+        return ModelStatus(name, loaded=False, quantize=backend.quantize,
+                           defaults=backend.defaults if unloaded else None)
     return ModelStatus(name, loaded=True, device=backend.device,
                        max_input_images=backend.max_input_images,
                        tasks=tuple(kind.value for kind in TaskKind if kind in backend.tasks),

@@ -66,6 +66,8 @@ class Resident:
     last_used: float = field(default_factory=time.monotonic)
     #: The weights' bytes when last loaded (an estimate for its next load).
     weight_bytes: int | None = None
+    #: Times it was unloaded.
+    unloads: int = 0
 
     @property
     def starting(self) -> bool:
@@ -135,6 +137,11 @@ class Residency:
             if resident.starting:
                 raise ModelNotLoaded(resident.name)
             self._begin(resident, "load", self._load(resident))
+
+    def unloaded(self, name: str) -> bool:
+        """``name`` has been unloaded at least once (so what it reported when loaded is
+        known)."""
+        return self._residents[name].unloads > 0
 
     def ready(self) -> bool:
         """Every model meant to load at start has (whatever happened to it since)."""
@@ -269,6 +276,7 @@ class Residency:
         await self._before_unload(resident.name)
         await _on_thread(resident.backend.unload, f"diffuserve-unload-{resident.name}")
         resident.at_start = False  # loaded again on demand from now on
+        resident.unloads += 1
         await _on_thread(return_free_memory, "diffuserve-trim")
         self.metrics.model_unloads.labels(resident.name, reason).inc()
         logger.info("model unloaded", extra={"fields": {
