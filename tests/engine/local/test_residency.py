@@ -288,3 +288,18 @@ def test_a_backend_that_cannot_unload_is_refused_and_never_chosen_to_make_room()
         await engine.stop()
 
     run(scenario)
+
+
+def test_a_load_that_no_unload_could_ever_make_room_for_is_refused_not_left_waiting(
+) -> None:
+    log: list[str] = []
+    backends = {"a": FakeBackend(), "b": ResidentBackend("b", log)}
+
+    async def scenario() -> None:
+        engine = engine_of(backends, max_loaded_models=1)  # type: ignore[arg-type]
+        with pytest.raises(ModelLoadFailed, match="no loaded model can be unloaded"):
+            await engine.run(task("b", timeout=20))
+        assert log == []
+        await engine.stop()
+
+    run(scenario)

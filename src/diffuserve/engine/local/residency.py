@@ -239,6 +239,13 @@ class Residency:
                 return
             victim = self._least_recently_used(others)
             if victim is None:
+                if not any(other.backend.unloads and other.occupies for other in others):
+                    # Nothing loaded could ever make room: say so rather than wait.
+                    limit = (f"--max-loaded-models {self.max_loaded}" if over_count
+                             else "--device-memory-budget")
+                    raise ModelLoadFailed(
+                        f"Could not load model {resident.name!r}: {limit} is reached and "
+                        "no loaded model can be unloaded (their backends cannot).")
                 self._freed.clear()
                 await self._freed.wait()
                 continue
