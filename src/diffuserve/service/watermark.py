@@ -101,11 +101,12 @@ def _low_band_blocks(u: np.ndarray, rows: int, cols: int) -> np.ndarray:
     """The Haar low band of ``u`` (each 2×2 square's sum over 2), cut into blocks:
     (4, 4, rows·cols), the blocks along the last axis so that the arithmetic below runs
     along whole rows of numbers."""
-    squares = u[:rows * BLOCK_PIXELS, :cols * BLOCK_PIXELS].reshape(
-        rows * BLOCK, 2, cols * BLOCK, 2)
-    low = squares.sum(axis=(1, 3)) / 2.0
+    height, width = rows * BLOCK_PIXELS, cols * BLOCK_PIXELS
+    low = (u[0:height:2, 0:width:2] + u[1:height:2, 0:width:2]
+           + u[0:height:2, 1:width:2] + u[1:height:2, 1:width:2]) / 2.0
     return np.ascontiguousarray(
-        low.reshape(rows, BLOCK, cols, BLOCK).transpose(1, 3, 0, 2).reshape(BLOCK, BLOCK, -1))
+        low.reshape(rows, BLOCK, cols, BLOCK).transpose(1, 3, 0, 2).reshape(BLOCK, BLOCK, -1),
+        dtype=np.float64)
 
 
 def _largest_singular(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -131,8 +132,15 @@ def _bit_of_block(blocks: int, bits: int) -> np.ndarray:
     return order
 
 
-def _u_channel(rgb: np.ndarray) -> np.ndarray:
-    u: np.ndarray = _U_SCALE * (rgb[..., 2] - rgb @ _Y) + 128.0
+def _channels(image: Image.Image) -> list[np.ndarray]:
+    """R, G and B as separate float32 planes (arithmetic on a 3-wide last axis is
+    strided and several times slower)."""
+    pixels = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
+    return [pixels[..., index].astype(np.float32) for index in range(3)]
+
+
+def _u_plane(red: np.ndarray, green: np.ndarray, blue: np.ndarray) -> np.ndarray:
+    u: np.ndarray = _U_SCALE * ((1 - _Y[2]) * blue - _Y[0] * red - _Y[1] * green) + 128.0
     return u
 
 
@@ -142,25 +150,33 @@ def embed(image: Image.Image, payload: np.ndarray) -> Image.Image:
     rows, cols = _blocks_of(image)
     if rows * cols < MIN_BLOCKS or image.mode not in ("RGB", "RGBA"):
         return image
-    pixels = np.asarray(image)
-    rgb = pixels[..., :3].astype(np.float64)
-    largest, left, right = _largest_singular(_low_band_blocks(_u_channel(rgb), rows, cols))
+    red, green, blue = _channels(image)
+    largest, left, right = _largest_singular(
+        _low_band_blocks(_u_plane(red, green, blue), rows, cols))
     bits = payload[_bit_of_block(len(largest), len(payload))]
     target = (np.floor(largest / STRENGTH) + 0.25 + 0.5 * bits) * STRENGTH
     # The block moved along its largest singular pair only: B + (s' - s) u vᵀ.
     change = (target - largest) * left[:, None, :] * right[None, :, :]
-    # Back to the image: a low-band change of d is d/2 on each pixel of its 2×2 square.
-    low = change.reshape(BLOCK, BLOCK, rows, cols).transpose(2, 0, 3, 1).reshape(
-        rows * BLOCK, cols * BLOCK) / 2.0
-    du = np.repeat(np.repeat(low, 2, axis=0), 2, axis=1)
-    height, width = du.shape
-    rgb[:height, :width] += du[..., None] * _U_TO_RGB
+    # Back to the image: a low-band change of d is d/2 on each pixel of its 2×2 square,
+    # and a change of U is one of G and B at constant Y and V.
+    du = (change.reshape(BLOCK, BLOCK, rows, cols).transpose(2, 0, 3, 1).reshape(
+        rows * BLOCK, cols * BLOCK) / 2.0).astype(np.float32)
+    height, width = rows * BLOCK_PIXELS, cols * BLOCK_PIXELS
+    for plane, weight in ((green, _U_TO_RGB[1]), (blue, _U_TO_RGB[2])):
+        step = weight * du
+        for dy in (0, 1):
+            for dx in (0, 1):
+                plane[dy:height:2, dx:width:2] += step
     # Where a channel leaves 0–255 (white's blue cannot rise), the pixel's three channels
     # move together instead of clipping: U is B − Y, which a grey shift leaves as it is.
-    rgb -= np.maximum(rgb.max(axis=-1, keepdims=True) - 255.0, 0.0)
-    rgb += np.maximum(-rgb.min(axis=-1, keepdims=True), 0.0)
-    marked = pixels.copy()
-    marked[..., :3] = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    highest = np.maximum(np.maximum(red, green), blue)
+    lowest = np.minimum(np.minimum(red, green), blue)
+    shift = np.maximum(-lowest, 0.0) - np.maximum(highest - 255.0, 0.0)
+    marked = np.array(image)  # a copy: alpha as it is
+    for index, plane in enumerate((red, green, blue)):
+        plane += shift
+        np.rint(plane, out=plane)
+        marked[..., index] = np.clip(plane, 0, 255)
     return Image.fromarray(marked, image.mode)
 
 
@@ -169,8 +185,7 @@ def read(image: Image.Image, payload: np.ndarray) -> Reading:
     rows, cols = _blocks_of(image)
     if rows * cols < MIN_BLOCKS:
         return Reading(None)
-    rgb = np.asarray(image.convert("RGB"), dtype=np.float64)
-    largest, _, _ = _largest_singular(_low_band_blocks(_u_channel(rgb), rows, cols))
+    largest, _, _ = _largest_singular(_low_band_blocks(_u_plane(*_channels(image)), rows, cols))
     votes = (np.mod(largest, STRENGTH) > STRENGTH / 2).astype(np.float64)
     which = _bit_of_block(len(largest), len(payload))
     share = np.bincount(which, weights=votes, minlength=len(payload)) / np.bincount(
