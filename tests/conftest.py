@@ -5,6 +5,7 @@ Their helpers live in tests/support (whose import keeps the tests off the Huggin
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +18,19 @@ from tests.support.tiny_pipelines import build_tiny_sd, build_tiny_sdxl
 
 if TYPE_CHECKING:
     from tests.support.s3 import MotoS3, S3Bucket
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """PyTorch's OpenMP threads sleep while they wait for work instead of spinning, in
+    this process and in every process it starts (pytest-xdist's workers, the servers,
+    the Ray cluster: each inherits the environment, and each reads it when PyTorch is
+    first imported, which is later than this). With two workers on two cores, spinning
+    threads of one process took the cores the other's busy threads needed: a tiny
+    pipeline's batch beside another worker took 20-35 s of wall clock instead of 3, and
+    the compile and hotswap tests on both workers 305 s instead of 108. A value already
+    in the environment is kept."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
