@@ -4,8 +4,9 @@ work from one denoising step to the next and reuse what they kept.
 - ``first-block:<threshold>``: First Block Cache — where the first block's output changed
   by less than ``threshold`` (relative) since the last step, the other blocks are skipped
   and their last residual reused;
-- ``taylorseer``: TaylorSeer — the blocks' outputs are computed every 5th step (all of the
-  first 3) and predicted in between from their Taylor expansion (diffusers' defaults);
+- ``taylorseer``: TaylorSeer — the attention layers' outputs are computed on the first 3
+  steps and every 5th after, and predicted in between from their Taylor expansion
+  (diffusers' defaults);
 - ``faster``: FasterCache's attention reuse — every other step, below timestep 681, each
   attention layer's output is extrapolated from its last two instead of computed (the
   guidance branch is left alone: no family served batches it the way FasterCache skips it).
@@ -67,10 +68,10 @@ class StepCache:
         denoiser = getattr(pipeline, "transformer", None)
         if denoiser is None:
             unet = getattr(pipeline, "unet", None)
-            what = (f"its denoiser is a UNet ({type(unet).__name__})" if unet is not None
-                    else "it has no transformer")
+            what = (f"'s denoiser is a UNet ({type(unet).__name__})" if unet is not None
+                    else " has no transformer")
             raise refused(spec, f"applies to transformer models, and "
-                                f"{type(pipeline).__name__}'s {what}")
+                                f"{type(pipeline).__name__}{what}")
         if not hasattr(denoiser, "enable_cache"):
             raise refused(spec, f"needs a denoiser that takes diffusers' step caches, and "
                                 f"{type(denoiser).__name__} takes none")
