@@ -118,23 +118,29 @@ def test_queued_work_of_a_client_that_left_is_dropped(server: LiveServer) -> Non
 def test_sigterm_finishes_running_work_and_turns_queued_away(
     tiny_models: dict[str, Path], tmp_path: Path
 ) -> None:
-    live = start_server(["--model", f"tiny={tiny_models['sd']}", "--shutdown-timeout", "60"],
+    # Judged by what the server did, step by step: the signal comes once the long call
+    # is drawing and the second request waits behind it (no sleeps that a busy machine
+    # outlasts), and the grace period is far longer than the running work needs.
+    live = start_server(["--model", f"tiny={tiny_models['sd']}", "--shutdown-timeout", "600"],
                         tmp_path)
     results: dict[str, httpx.Response] = {}
 
     def send(name: str, body: dict[str, object]) -> None:
-        results[name] = post(live, body)
+        results[name] = post(live, body, timeout=600)
 
-    running = threading.Thread(target=send, args=("running", LONG))
+    # Long enough that the second request is still queued when the signal arrives.
+    running = threading.Thread(target=send, args=("running", {**LONG, "num_inference_steps": 40}))
     running.start()
-    time.sleep(0.5)
+    wait_for(lambda: metric(live, "diffuserve_batch_images_count") >= 1,
+             "the long call never started")
     queued = threading.Thread(target=send, args=("queued", {**QUICK, "num_inference_steps": 2}))
     queued.start()
-    time.sleep(0.3)
+    wait_for(lambda: metric(live, 'diffuserve_queue_depth{model="tiny"}') == 1,
+             "the second request was never queued")
     live.process.send_signal(signal.SIGTERM)
-    queued.join(timeout=10)
-    running.join(timeout=120)
-    assert live.process.wait(timeout=60) == 0
+    queued.join(timeout=600)
+    running.join(timeout=600)
+    assert live.process.wait(timeout=600) == 0
     assert results["running"].status_code == 200
     assert len(results["running"].json()["data"]) == 4
     assert results["queued"].status_code == 503
