@@ -24,9 +24,12 @@ RSS_LIMIT_MB = 3072
 @pytest.fixture(scope="module")
 def load_result(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory,
                 ) -> dict[str, Any]:
+    # The time limits only stop a run that hangs: an idle machine runs it in about 10 s,
+    # and a busy one must not turn slow answers into failures (timeouts, requests never
+    # sent). What is judged is what the server answered and counted.
     result = run_load_test(
         clients=CLIENTS, requests_per_client=REQUESTS_PER_CLIENT, max_queue=8, steps=2,
-        timeout=60.0, server_timeout=45.0, time_limit=90.0, rss_limit_mb=RSS_LIMIT_MB,
+        timeout=360.0, server_timeout=300.0, time_limit=600.0, rss_limit_mb=RSS_LIMIT_MB,
         model=tiny_models["sd"], workdir=tmp_path_factory.mktemp("load"),
     )
     print(format_summary(result))
