@@ -157,6 +157,9 @@ def test_a_gguf_file_for_a_pipeline_without_a_transformer_is_refused(
     # FLUX.2's blocks return what diffusers' first-block hooks do not expect: found by
     # the drawing at load.
     ("flux2-dev", "first-block:0.1", "does not draw with cache = 'first-block:0.1' on cpu"),
+    # Its true CFG runs the denoiser per branch, in a context each: FasterCache's one
+    # state would mix them.
+    ("qwen-image", "faster", "runs the denoiser once per guidance branch (cond, uncond)"),
 ])
 def test_a_cache_the_denoiser_cannot_take_is_refused_at_load(
         family_folder: Folder, tiny_models: dict[str, Path], family: str, cache: str,

@@ -259,26 +259,28 @@ class DiffusersBackend(Backend):
         return None
 
     def _probe_call(self, pipeline: Any, images: int, width: int, height: int,
-                    steps: int = 2) -> None:
+                    steps: int = 2, guidance_scale: float | None = None) -> None:
         """One short call (2 steps) of ``images`` images drawn at ``width``×``height``
         (an edit of a blank image for a model that does not generate)."""
         editor = (replace(self._probe_editor, pipeline=pipeline)
                   if self._probe_editor is not None else None)
-        self._draw(pipeline, editor, [self._probe_params(images, width, height, steps)],
-                   (width, height), images, None)
+        probe = self._probe_params(images, width, height, steps, guidance_scale)
+        self._draw(pipeline, editor, [probe], (width, height), images, None)
 
-    def _probe_params(self, images: int, width: int, height: int,
-                      steps: int = 2) -> GenerationParams:
+    def _probe_params(self, images: int, width: int, height: int, steps: int = 2,
+                      guidance_scale: float | None = None) -> GenerationParams:
         return GenerationParams(
             prompt="warm-up", negative_prompt=None, width=width, height=height,
-            num_inference_steps=steps, guidance_scale=self._guidance_scale,
+            num_inference_steps=steps,
+            guidance_scale=self._guidance_scale if guidance_scale is None else guidance_scale,
             seeds=(0,) * images, **self.family.probe_edit(width, height))
 
     def _check_options(self, pipeline: Any) -> None:
         """With quantised weights, offload or a step cache: one small drawing at load
-        (long enough for the cache to reuse what it kept), so that an option the
-        device or the denoiser cannot run is refused now, in one line, and not by the
-        first request."""
+        (long enough for the cache to reuse what it kept; at a guidance of at least 4,
+        so that a pipeline with classifier-free guidance runs both its branches), so
+        that an option the device or the denoiser cannot run is refused now, in one
+        line, and not by the first request."""
         spec = self.spec
         options = {name: value for name, value in (
             ("quantize", spec.quantize), ("transformer", spec.transformer),
@@ -288,7 +290,8 @@ class DiffusersBackend(Backend):
         side = self.size_multiple * 4
         try:
             self._probe_call(pipeline, 1, side, side,
-                             PROBE_STEPS if spec.cache is not None else 2)
+                             PROBE_STEPS if spec.cache is not None else 2,
+                             max(self._guidance_scale, 4.0))
         except Exception as exc:  # one line, whatever the option broke
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             settings = ", ".join(f"{name} = {value!r}" for name, value in options.items())

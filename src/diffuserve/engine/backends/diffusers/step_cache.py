@@ -10,6 +10,10 @@ work from one denoising step to the next and reuse what they kept.
 - ``faster``: FasterCache's attention reuse — every other step, below timestep 681, each
   attention layer's output is extrapolated from its last two instead of computed (the
   guidance branch is left alone: no family served batches it the way FasterCache skips it).
+  Its hooks keep one state whatever the cache context, so a pipeline that runs the
+  denoiser twice a step, each branch in a context of its own (Qwen-Image's true CFG,
+  klein base's CFG), would mix the branches' outputs: such a call is refused, and so the
+  model at load where its own guidance runs so.
 
 The hooks keep their state on the denoiser's modules, so:
 
@@ -56,6 +60,8 @@ class StepCache:
         self.choice = choice
         #: The pipeline whose call is under way (FasterCache asks it the timestep).
         self._active: Any = None
+        #: The cache contexts the call under way named (FasterCache: one at most).
+        self._contexts: set[str] = set()
 
     @classmethod
     def open(cls, pipeline: Any, spec: ModelSpec) -> StepCache | None:
@@ -76,6 +82,8 @@ class StepCache:
             raise refused(spec, f"needs a denoiser that takes diffusers' step caches, and "
                                 f"{type(denoiser).__name__} takes none")
         cache = cls(denoiser, choice)
+        if choice.kind == "faster":
+            cache._one_branch_a_step()
         try:
             denoiser.enable_cache(cache._config())
         except Exception as exc:  # one line, whatever the hooks raised
@@ -99,6 +107,24 @@ class StepCache:
             current_timestep_callback=self._timestep, is_guidance_distilled=True,
             attention_weight_callback=lambda _module: FASTER_CACHE_ATTENTION_WEIGHT)
 
+    def _one_branch_a_step(self) -> None:
+        """Refuse, as the pipeline names a second cache context in one call, a call that
+        runs the denoiser's branches apart (FasterCache's state would mix them)."""
+        named = self.denoiser.cache_context
+
+        @contextmanager
+        def cache_context(name: str, **kwargs: Any) -> Iterator[None]:
+            self._contexts.add(name)
+            if len(self._contexts) > 1:
+                raise ValueError(
+                    f"{type(self._active).__name__} runs the denoiser once per guidance "
+                    f"branch ({', '.join(sorted(self._contexts))}), and FasterCache keeps one "
+                    "state for both")
+            with named(name, **kwargs):
+                yield
+
+        self.denoiser.cache_context = cache_context
+
     def _timestep(self) -> int:
         """The timestep of the step under way (0–1000, whole), for FasterCache: what the
         pipeline says where it says, else its scheduler's next timestep."""
@@ -120,9 +146,11 @@ class StepCache:
         self.denoiser._reset_stateful_cache()
         try:
             with self.denoiser.cache_context("call"):
+                self._contexts.clear()  # the pipeline's own, from here
                 yield
         finally:
             self.denoiser._reset_stateful_cache()
+            self._contexts.clear()
             self._active = None
 
 
