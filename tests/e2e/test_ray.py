@@ -280,14 +280,15 @@ def test_rays_back_pressure_is_a_429_with_retry_after(ray_server: RayServer) -> 
     # More than both model replicas hold (max_ongoing_requests each) and both ingress
     # replicas let wait (MAX_QUEUE each), sent 50 ms apart: Ray checks a handle's queue
     # before it counts the request in it, so a burst of simultaneous requests can all
-    # pass the check and wait past the limit. At 20 steps a batch of 8 takes seconds, so
-    # only the first few requests, drawn alone, are done before the last one arrives.
+    # pass the check and wait past the limit. At 60 steps a batch of 8 takes seconds, so
+    # only the first few requests, drawn alone, are done before the last one arrives
+    # (at 20, replicas whose idle threads no longer spin drew the burst as it came).
     in_hand = 2 * max_ongoing_requests(builtin.builtin_spec())
     senders = in_hand + 2 * MAX_QUEUE + 24
     with ThreadPoolExecutor(senders) as pool:
         futures = []
         for i in range(senders):
-            futures.append(pool.submit(answer, client, f"a boat number {i}", steps=20))
+            futures.append(pool.submit(answer, client, f"a boat number {i}", steps=60))
             time.sleep(0.05)
         outcomes = [future.result(timeout=CLIENT_TIMEOUT) for future in futures]
 
