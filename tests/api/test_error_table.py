@@ -15,6 +15,7 @@ EXPECTED = {
     "ModelNotLoaded": (503, "server_error", None, {"Retry-After": "5"}),
     "WorkerLost": (503, "server_error", None, {"Retry-After": "3"}),
     "UnknownModel": (500, "server_error", None, {"x-should-retry": "false"}),
+    "ResidencyRefused": (400, "invalid_request_error", "unsupported_value", {}),
     "UnsupportedTask": (400, "invalid_request_error", "unsupported_value", {}),
     "TooManyImages": (400, "invalid_request_error", "too_many_images", {}),
     "PromptTooLong": (400, "invalid_request_error", "string_above_max_length", {}),

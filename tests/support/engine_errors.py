@@ -10,6 +10,7 @@ SAMPLES: list[errors.EngineError] = [
     errors.ModelNotLoaded("sd", 5),
     errors.WorkerLost("sd", 3),
     errors.UnknownModel("sd"),
+    errors.ResidencyRefused("sd", "its backend cannot unload its weights"),
     errors.UnsupportedTask("sd", "edit"),
     errors.TooManyImages("qwen-edit", 3, 4),
     errors.PromptTooLong("flux", 512, 600),
