@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from diffuserve import builtin
+from diffuserve.service.credentials import IDENTITY_FILE
 from tests.support.live_server import LiveServer
 from tests.support.s3 import SECRET_ACCESS_KEY, S3Bucket
 
@@ -46,8 +47,8 @@ def test_url_images_are_kept_in_the_bucket_and_fetched_from_it(
     with Image.open(io.BytesIO(fetched.content)) as image:
         assert (image.format, image.size) == ("PNG", (256, 256))
     assert s3_bucket.keys("generated/") == [urlsplit(url).path.split("/", 2)[2]]
-    # Nothing local: no image, no signing key.
-    assert not server.storage_dir.exists()
+    # Nothing local but the content credentials' identity: no image, no link-signing key.
+    assert sorted(path.name for path in server.storage_dir.rglob("*")) == [IDENTITY_FILE]
     assert server.stop() == 0
     log = server.log()
     assert f"s3://{s3_bucket.name}/generated" in log  # the start-up summary
