@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import stat
-import time
 from pathlib import Path
 
 import numpy as np
@@ -181,10 +180,10 @@ def test_a_check_reads_valid_trusted_invalid_and_absent(
     assert (stripped.outcome, stripped.validation_state) == ("not_detected", "not_present")
 
 
-def test_signing_takes_milliseconds(marker: Provenance) -> None:
+def test_signing_adds_a_manifest_of_a_few_kilobytes_and_no_thumbnail(
+        marker: Provenance) -> None:
+    # A thumbnail would add hundreds of KB and tens of ms an image; what signing costs
+    # in time is measured by benchmarks/provenance.py, not asserted on a shared machine.
     data = encoded(photo_like(512, 512), "jpeg")
-    marker.sign(data, "jpeg", Marking("emoji", WHEN))  # warm
-    started = time.perf_counter()
-    marker.sign(data, "jpeg", Marking("emoji", WHEN))
-    # Generous: a shared 2-core machine; benchmarks/provenance.py measures it.
-    assert time.perf_counter() - started < 1.0
+    signed = marker.sign(data, "jpeg", Marking("emoji", WHEN))
+    assert 0 < len(signed) - len(data) < 8_000
