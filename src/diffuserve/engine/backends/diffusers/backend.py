@@ -152,8 +152,7 @@ class DiffusersBackend(Backend):
 
     @property
     def quantize(self) -> str | None:
-        value = getattr(self.spec, "quantize", None)
-        return value if isinstance(value, str) else None
+        return self.spec.quantize
 
     def _finish_load(self, pipeline: Any, device: str) -> None:
         import torch
